@@ -1,0 +1,116 @@
+"""``opsbot serve``'s HTTP server (aiohttp): ``/healthz``, ``/readyz``, ``/metrics``,
+``/audit`` (a read-only console of the audit log) and ``/alertmanager`` (webhook receiver,
+Alertmanager's webhook JSON v4). Slack's ``/slack/events`` is mounted by the Slack adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from bot.audit import AuditEvent
+from bot.services import Services
+from bot.telemetry import REGISTRY
+
+log = structlog.get_logger(__name__)
+SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    try:
+        async with services.store.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        return web.json_response({"status": "unready", "database": str(exc)[:200]}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def audit_page(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    since_h = min(max(int(request.query.get("hours", "24") or 24), 1), 24 * 90)
+    records = await services.audit.search(
+        since=datetime.now(UTC) - timedelta(hours=since_h),
+        actor=request.query.get("actor") or None,
+        skill=request.query.get("skill") or None,
+        limit=500,
+    )
+    report = await services.audit.verify()
+    status = ("chain intact" if report.ok else "CHAIN BROKEN: " + "; ".join(report.problems))
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            r.seq, f"{r.at:%Y-%m-%d %H:%M:%S}", r.event, r.actor, r.skill, r.outcome, r.detail[:160])) + "</tr>"
+        for r in reversed(records)
+    )
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>opsbot audit</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{border-bottom:1px solid #ddd;padding:4px 8px;
+text-align:left;font-size:13px}}.bad{{color:#b00}}</style></head><body>
+<h1>opsbot audit</h1><p class="{'ok' if report.ok else 'bad'}">{html.escape(status)}
+({report.checked} records)</p>
+<form><input name="actor" placeholder="actor" value="{html.escape(request.query.get('actor', ''))}">
+<input name="skill" placeholder="skill" value="{html.escape(request.query.get('skill', ''))}">
+<input name="hours" size="4" value="{since_h}"> h <button>filter</button></form>
+<table><tr><th>seq</th><th>at (UTC)</th><th>event</th><th>actor</th><th>skill</th><th>outcome</th>
+<th>detail</th></tr>{rows}</table></body></html>"""
+    return web.Response(text=page, content_type="text/html")
+
+
+async def alertmanager_webhook(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    try:
+        payload: Any = await request.json()
+        alerts = payload["alerts"]
+        if not isinstance(alerts, list):
+            raise TypeError("alerts is not a list")
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        log.warning("alertmanager.bad_payload", error=str(exc))
+        return web.json_response({"error": f"not an Alertmanager webhook payload: {exc}"}, status=400)
+    for alert in alerts[:100]:
+        labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
+        await services.audit.append(
+            AuditEvent.REQUEST, actor="alertmanager", channel="webhook",
+            detail=f"{alert.get('status', '?')} {labels.get('alertname', '?')} "
+                   + " ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "alertname"),
+        )
+    return web.json_response({"received": len(alerts)})
+
+
+def make_app(services: Services) -> web.Application:
+    app = web.Application(client_max_size=1024 * 1024)
+    app[SERVICES] = services
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/audit", audit_page)
+    app.router.add_post("/alertmanager", alertmanager_webhook)
+    return app
+
+
+async def serve(services: Services) -> None:
+    """Serve until cancelled (Ctrl-C)."""
+    runner = web.AppRunner(make_app(services))
+    await runner.setup()
+    site = web.TCPSite(runner, services.settings.http_host, services.settings.http_port)
+    await site.start()
+    log.info("http.listening", host=services.settings.http_host, port=services.settings.http_port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,316 @@
+"""Approval requests and their state machine, kept in the database.
+
+States: ``pending -> approved | denied | expired``, then ``approved -> executed | failed``.
+Every transition is a compare-and-set (``UPDATE ... WHERE id = ? AND state = ?``) whose row
+count says who won, so with any number of replicas and double clicks exactly one caller sees
+:attr:`VoteStatus.APPROVED` and runs the action. Votes are unique per (approval, approver).
+
+Rules enforced here: the requester's own vote never counts; an approver must match the
+rule's ``approvers`` under the policy *at the time of the click*; an expired request cannot
+be approved.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from bot.model import Actor, Invocation, Request
+from bot.policy import NeedsApproval, Policy
+from bot.store import ApprovalRow, Store, VoteRow, now
+
+ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"  # no 0/o, 1/l/i: typable from a screen
+ID_LENGTH = 6
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    EXECUTED = "executed"
+    FAILED = "failed"
+
+
+class VoteStatus(StrEnum):
+    RECORDED = "recorded"  # counted, more approvals needed
+    APPROVED = "approved"  # this call won the transition: the caller must execute
+    DENIED = "denied"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
+    DECIDED = "already-decided"
+    DUPLICATE = "duplicate"
+    SELF = "self-approval"
+    NOT_ALLOWED = "not-an-approver"
+
+
+@dataclass(frozen=True)
+class Vote:
+    approver: str
+    verdict: str
+    at: datetime
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Approval:
+    id: str
+    request_id: str
+    requester: str
+    channel: str
+    thread: str
+    skill: str
+    args: dict[str, Any]
+    rule: str
+    approvers: list[str]
+    min_approvals: int
+    preview: str
+    state: State
+    created_at: datetime
+    expires_at: datetime
+    result: str = ""
+    votes: list[Vote] = field(default_factory=list)
+
+    @property
+    def approvals(self) -> int:
+        return sum(1 for v in self.votes if v.verdict == "approve")
+
+    @property
+    def invocation(self) -> Invocation:
+        return Invocation(skill=self.skill, args=self.args)
+
+
+@dataclass(frozen=True)
+class VoteOutcome:
+    status: VoteStatus
+    approval: Approval | None
+    message: str
+
+
+def new_id() -> str:
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+
+
+def normalise_id(text: str) -> str:
+    return text.strip().lower().removeprefix("#")
+
+
+class Approvals:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def open(
+        self,
+        request: Request,
+        invocation: Invocation,
+        decision: NeedsApproval,
+        preview: str = "",
+    ) -> Approval:
+        """Create a pending approval that expires ``decision.ttl`` from now."""
+        created = now()
+        for _ in range(10):
+            row = ApprovalRow(
+                id=new_id(),
+                request_id=request.id,
+                requester=request.actor.id,
+                channel=request.channel,
+                thread=request.thread_key,
+                skill=invocation.skill,
+                args=invocation.args,
+                rule=decision.rule,
+                approvers=list(decision.approvers),
+                min_approvals=decision.min_approvals,
+                preview=preview,
+                state=State.PENDING.value,
+                created_at=created,
+                expires_at=created + decision.ttl,
+                result="",
+            )
+            async with self.store.sessions() as session:
+                session.add(row)
+                try:
+                    await session.commit()
+                except IntegrityError:
+                    continue
+            found = await self.get(row.id)
+            assert found is not None
+            return found
+        raise RuntimeError("could not allocate an approval id")
+
+    async def get(self, approval_id: str) -> Approval | None:
+        approval_id = normalise_id(approval_id)
+        async with self.store.sessions() as session:
+            row = await session.get(ApprovalRow, approval_id)
+            if row is None:
+                return None
+            votes = (
+                await session.scalars(
+                    select(VoteRow).where(VoteRow.approval_id == approval_id).order_by(VoteRow.id)
+                )
+            ).all()
+        return _to_approval(row, votes)
+
+    async def find(self, *, state: State | None = State.PENDING, limit: int = 50) -> list[Approval]:
+        """Approvals in ``state`` (all when None), oldest first."""
+        query = select(ApprovalRow).order_by(ApprovalRow.created_at).limit(limit)
+        if state is not None:
+            query = query.where(ApprovalRow.state == state.value)
+        async with self.store.sessions() as session:
+            rows = (await session.scalars(query)).all()
+        out = []
+        for row in rows:
+            approval = await self.get(row.id)
+            if approval is not None:
+                out.append(approval)
+        return out
+
+    async def _transition(self, approval_id: str, src: State, dst: State, **values: Any) -> bool:
+        async with self.store.sessions() as session:
+            result = await session.execute(
+                update(ApprovalRow)
+                .where(ApprovalRow.id == approval_id, ApprovalRow.state == src.value)
+                .values(state=dst.value, **values)
+            )
+            await session.commit()
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def expire_due(self) -> list[Approval]:
+        """Move every pending approval past its expiry to ``expired``; return those moved."""
+        async with self.store.sessions() as session:
+            due = (
+                await session.scalars(
+                    select(ApprovalRow.id).where(
+                        ApprovalRow.state == State.PENDING.value, ApprovalRow.expires_at <= now()
+                    )
+                )
+            ).all()
+        moved = []
+        for approval_id in due:
+            if await self._transition(approval_id, State.PENDING, State.EXPIRED, decided_at=now()):
+                approval = await self.get(approval_id)
+                if approval:
+                    moved.append(approval)
+        return moved
+
+    async def vote(
+        self,
+        approval_id: str,
+        approver: Actor,
+        verdict: str,
+        policy: Policy,
+        reason: str = "",
+    ) -> VoteOutcome:
+        """Record ``approver``'s ``verdict`` (``approve``/``deny``) and advance the state.
+
+        Exactly one concurrent caller gets :attr:`VoteStatus.APPROVED` for an approval.
+        """
+        if verdict not in ("approve", "deny"):
+            raise ValueError(f"verdict must be approve or deny, not {verdict!r}")
+        approval_id = normalise_id(approval_id)
+        approval = await self.get(approval_id)
+        if approval is None:
+            return VoteOutcome(VoteStatus.UNKNOWN, None, f"no approval request with id {approval_id}")
+        if approval.state != State.PENDING:
+            return VoteOutcome(
+                VoteStatus.DECIDED, approval, f"approval {approval.id} is already {approval.state}"
+            )
+        if approval.expires_at <= now():
+            await self._transition(approval.id, State.PENDING, State.EXPIRED, decided_at=now())
+            return VoteOutcome(
+                VoteStatus.EXPIRED,
+                await self.get(approval.id),
+                f"approval {approval.id} expired at {approval.expires_at:%H:%M:%S} UTC",
+            )
+        if approver.id == approval.requester and verdict == "approve":
+            return VoteOutcome(
+                VoteStatus.SELF, approval, "you requested this action; someone else must approve it"
+            )
+        # the requester may withdraw (deny) their own request; anyone else must be an approver
+        if approver.id != approval.requester and not policy.may_approve(approver, approval.approvers):
+            return VoteOutcome(
+                VoteStatus.NOT_ALLOWED,
+                approval,
+                f"{approver.id} may not decide approval {approval.id} "
+                f"(approvers: {', '.join(approval.approvers)})",
+            )
+        async with self.store.sessions() as session:
+            session.add(
+                VoteRow(
+                    approval_id=approval.id,
+                    approver=approver.id,
+                    verdict=verdict,
+                    reason=reason,
+                    at=now(),
+                )
+            )
+            try:
+                await session.commit()
+            except IntegrityError:
+                return VoteOutcome(
+                    VoteStatus.DUPLICATE, approval, f"{approver.id} already voted on {approval.id}"
+                )
+        if verdict == "deny":
+            if await self._transition(approval.id, State.PENDING, State.DENIED, decided_at=now()):
+                return VoteOutcome(VoteStatus.DENIED, await self.get(approval.id), "denied")
+            return await self._decided(approval.id)
+        async with self.store.sessions() as session:
+            count = await session.scalar(
+                select(func.count())
+                .select_from(VoteRow)
+                .where(
+                    VoteRow.approval_id == approval.id,
+                    VoteRow.verdict == "approve",
+                    VoteRow.approver != approval.requester,
+                )
+            )
+        if (count or 0) < approval.min_approvals:
+            return VoteOutcome(
+                VoteStatus.RECORDED,
+                await self.get(approval.id),
+                f"approval recorded ({count}/{approval.min_approvals})",
+            )
+        if await self._transition(approval.id, State.PENDING, State.APPROVED, decided_at=now()):
+            return VoteOutcome(VoteStatus.APPROVED, await self.get(approval.id), "approved")
+        return await self._decided(approval.id)
+
+    async def _decided(self, approval_id: str) -> VoteOutcome:
+        approval = await self.get(approval_id)
+        state = approval.state if approval else "gone"
+        return VoteOutcome(VoteStatus.DECIDED, approval, f"approval {approval_id} is already {state}")
+
+    async def finish(self, approval_id: str, *, ok: bool, result: str) -> bool:
+        """``approved -> executed|failed``; False if it was not in ``approved``."""
+        return await self._transition(
+            approval_id,
+            State.APPROVED,
+            State.EXECUTED if ok else State.FAILED,
+            finished_at=now(),
+            result=result[:4000],
+        )
+
+
+def _to_approval(row: ApprovalRow, votes: Any) -> Approval:
+    return Approval(
+        id=row.id,
+        request_id=row.request_id,
+        requester=row.requester,
+        channel=row.channel,
+        thread=row.thread,
+        skill=row.skill,
+        args=dict(row.args),
+        rule=row.rule,
+        approvers=list(row.approvers),
+        min_approvals=row.min_approvals,
+        preview=row.preview,
+        state=State(row.state),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        result=row.result,
+        votes=[Vote(v.approver, v.verdict, v.at, v.reason) for v in votes],
+    )

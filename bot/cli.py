@@ -1,0 +1,343 @@
+"""The ``opsbot`` command line (typer), as in DESIGN.md's "Command line" contract."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from bot.config import Settings, load_settings
+from bot.durations import parse_duration
+from bot.model import Actor
+from bot.policy import Allow, Deny, Policy, PolicyError
+from bot.telemetry import configure_logging
+
+T = TypeVar("T")
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="opsbot: ChatOps with approvals and an audit log.")
+audit_app = typer.Typer(no_args_is_help=True, help="Review the tamper-evident audit log.")
+policy_app = typer.Typer(no_args_is_help=True, help="Validate and explain policies.")
+app.add_typer(audit_app, name="audit")
+app.add_typer(policy_app, name="policy")
+
+AsOption = Annotated[str, typer.Option("--as", help="identity, e.g. shell:alice")]
+err = Console(stderr=True)
+
+
+def _run(fn: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(fn())  # type: ignore[arg-type]
+
+
+async def _services(settings: Settings | None = None) -> Any:
+    from bot.services import build_services
+
+    settings = settings or load_settings()
+    try:
+        return await build_services(settings)
+    except PolicyError as exc:
+        err.print(f"policy error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+
+
+def _actor(identity: str) -> Actor:
+    if ":" not in identity:
+        err.print(f"--as takes platform:user (e.g. shell:alice), not {identity!r}", markup=False)
+        raise typer.Exit(2)
+    return Actor(id=identity)
+
+
+def main() -> None:
+    configure_logging("WARNING")
+    app()
+
+
+# -- chat ----------------------------------------------------------------------------------
+
+
+@app.command()
+def shell(as_: AsOption = "shell:alice") -> None:
+    """Chat with the bot in the terminal (the embedded default)."""
+    from bot.adapters.shell import interactive
+    from bot.engine import Engine
+
+    actor = _actor(as_)
+
+    async def go() -> None:
+        services = await _services()
+        try:
+            await interactive(Engine(services), Console(), actor, services.settings.chart_dir)
+        finally:
+            await services.close()
+
+    _run(go)
+
+
+@app.command()
+def ask(text: str, as_: AsOption = "shell:alice", channel: str = "shell") -> None:
+    """Send one request; print the bot's messages (and any approval id)."""
+    from bot.adapters.shell import ShellRenderer
+    from bot.engine import Engine
+    from bot.model import Request
+
+    actor = _actor(as_)
+
+    async def go() -> None:
+        services = await _services()
+        try:
+            renderer = ShellRenderer(Console(), services.settings.chart_dir)
+            await Engine(services).handle(Request(actor=actor, channel=channel, text=text), renderer)
+        finally:
+            await services.close()
+
+    _run(go)
+
+
+def _decide(approval_id: str, identity: str, verdict: str, reason: str) -> None:
+    from bot.adapters.shell import ShellRenderer
+    from bot.approvals import VoteStatus
+    from bot.engine import Engine
+
+    actor = _actor(identity)
+
+    async def go() -> VoteStatus:
+        services = await _services()
+        try:
+            renderer = ShellRenderer(Console(), services.settings.chart_dir)
+            outcome = await Engine(services).decide(approval_id, actor, verdict, renderer, reason=reason,
+                                                    channel="cli")
+            return outcome.status
+        finally:
+            await services.close()
+
+    status = _run(go)
+    if status not in (VoteStatus.APPROVED, VoteStatus.RECORDED, VoteStatus.DENIED):
+        raise typer.Exit(1)
+
+
+@app.command()
+def approve(approval_id: str, as_: AsOption, reason: str = "") -> None:
+    """Approve a pending request as an approver; runs it once enough approvals are in."""
+    _decide(approval_id, as_, "approve", reason)
+
+
+@app.command()
+def deny(approval_id: str, as_: AsOption, reason: str = "") -> None:
+    """Deny a pending request."""
+    _decide(approval_id, as_, "deny", reason)
+
+
+@app.command()
+def serve() -> None:
+    """Run the configured adapters and the HTTP server (health, metrics, audit, webhooks)."""
+    from bot.adapters.http import serve as serve_http
+
+    configure_logging("INFO")
+
+    async def go() -> None:
+        services = await _services()
+        try:
+            await serve_http(services)
+        finally:
+            await services.close()
+
+    _run(go)
+
+
+@app.command()
+def skills() -> None:
+    """List installed skills with their risk and whether their backend is configured."""
+    from bot.model import Table
+    from skills.base import load_registry
+
+    settings = load_settings()
+    rows = []
+    for skill in load_registry():
+        missing = [r.upper() for r in skill.requires if not getattr(settings, r, None)]
+        rows.append([skill.name, skill.risk.value, skill.summary, "set " + ", ".join(missing) if missing else "ok"])
+    _print_table(Table(columns=["skill", "risk", "summary", "backend"], rows=rows))
+
+
+def _print_table(table: Any) -> None:
+    from bot.adapters.shell import ShellRenderer
+    from bot.model import Message, Step
+
+    ShellRenderer(Console(), Path(".")).render(Message(thread="-", step=Step.RESULT, blocks=[table]))
+
+
+# -- eval ----------------------------------------------------------------------------------
+
+
+@app.command("eval")
+def eval_(
+    dataset: Path,
+    planner: Annotated[str, typer.Option(help="offline | llm")] = "offline",
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable report")] = False,
+) -> None:
+    """Measure routing accuracy on a dataset; one line per miss, then the accuracy."""
+    from bot.evaluation import evaluate, load_cases
+    from bot.intent.offline import OfflineRouter
+    from skills.base import load_registry
+
+    if planner != "offline":
+        err.print(f"planner {planner!r} is not available in this version; use --planner offline", markup=False)
+        raise typer.Exit(2)
+    cases = load_cases(dataset)
+    report = _run(lambda: evaluate(cases, OfflineRouter(), load_registry()))
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return
+    for r in report.results:
+        if not r.ok:
+            print(f"MISS {r.case.text!r}: {r.reason}")
+    installed = report.installed
+    print(f"planner: {planner}; mean latency {report.as_dict()['mean_latency_ms']} ms/request")
+    print(f"accuracy over installed skills: {report.installed_accuracy:.3f} "
+          f"({sum(r.ok for r in installed)}/{len(installed)})")
+    print(f"accuracy: {report.accuracy:.3f} ({report.passed}/{len(report.results)})")
+
+
+# -- policy --------------------------------------------------------------------------------
+
+
+def _load_policy(path: Path | None) -> Policy:
+    from bot.services import policy_path
+
+    target = path or policy_path(load_settings())
+    try:
+        return Policy.load(target)
+    except PolicyError as exc:
+        err.print(f"policy error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+
+
+@policy_app.command("check")
+def policy_check(path: Annotated[Path | None, typer.Argument(help="file or folder")] = None) -> None:
+    """Validate a policy file or folder (file:line: reason on error)."""
+    policy = _load_policy(path)
+    print(f"ok: {len(policy.doc.rules)} rules, {len(policy.doc.groups)} groups in {', '.join(policy.sources)}")
+
+
+@policy_app.command("explain")
+def policy_explain(
+    skill: str,
+    as_: AsOption,
+    namespace: str | None = None,
+    channel: str = "",
+    path: Annotated[Path | None, typer.Option(help="policy file or folder")] = None,
+) -> None:
+    """Show which rule decides a call and what it says."""
+    from skills.base import load_registry
+
+    policy = _load_policy(path)
+    actor = _actor(as_)
+    known = load_registry().get(skill)
+    namespaced = known.namespaced if known else namespace is not None
+    decision = policy.decide(actor, skill, channel=channel, namespace=namespace, namespaced=namespaced)
+    print(f"subjects of {actor.id}: {', '.join(sorted(policy.subjects_of(actor)))}")
+    if isinstance(decision, Allow):
+        print(f"allow — rule {decision.rule!r}")
+    elif isinstance(decision, Deny):
+        print(f"deny — {decision.reason}")
+    else:
+        print(f"approve — rule {decision.rule!r}: {decision.min_approvals} of {', '.join(decision.approvers)}, "
+              f"ttl {decision.ttl}")
+
+
+# -- audit ---------------------------------------------------------------------------------
+
+
+def _since(since: str | None) -> datetime | None:
+    return datetime.now(UTC) - parse_duration(since) if since else None
+
+
+@audit_app.command("list")
+def audit_list(
+    since: str | None = None,
+    actor: str | None = None,
+    skill: str | None = None,
+    limit: int = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Recent audit records, oldest first."""
+    from bot.model import Table
+
+    async def go() -> list[Any]:
+        services = await _services()
+        try:
+            return await services.audit.search(since=_since(since), actor=actor, skill=skill, limit=limit)  # type: ignore[no-any-return]
+        finally:
+            await services.close()
+
+    records = _run(go)
+    if as_json:
+        print(json.dumps([r.as_dict() for r in records], indent=2))
+        return
+    rows = [[str(r.seq), f"{r.at:%Y-%m-%d %H:%M:%S}", r.event, r.actor, r.skill, r.outcome, r.detail[:60]]
+            for r in records]
+    _print_table(Table(columns=["seq", "at (UTC)", "event", "actor", "skill", "outcome", "detail"], rows=rows))
+
+
+@audit_app.command("show")
+def audit_show(seq: int) -> None:
+    """One record in full (JSON)."""
+
+    async def go() -> Any:
+        services = await _services()
+        try:
+            return await services.audit.get(seq)
+        finally:
+            await services.close()
+
+    record = _run(go)
+    if record is None:
+        err.print(f"no audit record {seq}", markup=False)
+        raise typer.Exit(1)
+    print(json.dumps(record.as_dict(), indent=2))
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the hash chain; exit 1 and name the records if any was edited or deleted."""
+
+    async def go() -> Any:
+        services = await _services()
+        try:
+            return await services.audit.verify()
+        finally:
+            await services.close()
+
+    report = _run(go)
+    if report.ok:
+        print(f"ok: {report.checked} records, chain intact; head {report.head}")
+        return
+    for problem in report.problems:
+        print(f"FAIL {problem}")
+    print(f"audit chain broken: {len(report.problems)} problem(s) in {report.checked} records")
+    raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(since: str | None = None, actor: str | None = None, skill: str | None = None) -> None:
+    """Every matching record as JSON lines on stdout (with hashes, for external anchoring)."""
+
+    async def go() -> list[Any]:
+        services = await _services()
+        try:
+            return await services.audit.search(  # type: ignore[no-any-return]
+                since=_since(since), actor=actor, skill=skill, limit=10_000_000
+            )
+        finally:
+            await services.close()
+
+    for record in _run(go):
+        sys.stdout.write(json.dumps(record.as_dict()) + "\n")
+
+
+if __name__ == "__main__":
+    main()

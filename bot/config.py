@@ -1,0 +1,119 @@
+"""Settings (pydantic-settings): environment first, then ``opsbot.yaml``, then defaults.
+
+Variable names follow DESIGN.md ("Configuration"): the ecosystem's usual names where one
+exists (``PROMETHEUS_URL``, ``OPENAI_API_KEY``, ``SLACK_BOT_TOKEN``), ``OPSBOT_*`` otherwise.
+``opsbot.yaml`` (or the file named by ``OPSBOT_CONFIG``) may hold the same keys in lower case.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class HealthTemplates(BaseModel):
+    """PromQL templates of ``service.health`` (RED: rate, errors, duration).
+
+    ``{selector}`` is replaced by the label matchers of the service (and namespace), e.g.
+    ``service="checkout",namespace="shop"``; ``{window}`` by the rate window.
+    """
+
+    service_label: str = "service"
+    namespace_label: str = "namespace"
+    window: str = "5m"
+    rate: str = "sum(rate(http_requests_total{{{selector}}}[{window}]))"
+    errors: str = (
+        'sum(rate(http_requests_total{{{selector},code=~"5.."}}[{window}]))'
+        " / sum(rate(http_requests_total{{{selector}}}[{window}]))"
+    )
+    p95: str = (
+        "histogram_quantile(0.95, sum by (le) "
+        "(rate(http_request_duration_seconds_bucket{{{selector}}}[{window}])))"
+    )
+    p99: str = (
+        "histogram_quantile(0.99, sum by (le) "
+        "(rate(http_request_duration_seconds_bucket{{{selector}}}[{window}])))"
+    )
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(
+        "sqlite+aiosqlite:///opsbot.db", validation_alias=_env("OPSBOT_DATABASE_URL", "database_url")
+    )
+    policy_path: Path = Field(
+        Path("policies"), validation_alias=_env("OPSBOT_POLICY_PATH", "policy_path")
+    )
+    prometheus_url: str | None = Field(None, validation_alias=_env("PROMETHEUS_URL", "prometheus_url"))
+    alertmanager_url: str | None = Field(
+        None, validation_alias=_env("ALERTMANAGER_URL", "alertmanager_url")
+    )
+    loki_url: str | None = Field(None, validation_alias=_env("LOKI_URL", "loki_url"))
+    openai_api_key: str | None = Field(None, validation_alias=_env("OPENAI_API_KEY", "openai_api_key"))
+    openai_base_url: str | None = Field(
+        None, validation_alias=_env("OPENAI_BASE_URL", "openai_base_url")
+    )
+    llm_model: str | None = Field(None, validation_alias=_env("OPSBOT_LLM_MODEL", "llm_model"))
+    slack_bot_token: str | None = Field(
+        None, validation_alias=_env("SLACK_BOT_TOKEN", "slack_bot_token")
+    )
+    slack_app_token: str | None = Field(
+        None, validation_alias=_env("SLACK_APP_TOKEN", "slack_app_token")
+    )
+    slack_signing_secret: str | None = Field(
+        None, validation_alias=_env("SLACK_SIGNING_SECRET", "slack_signing_secret")
+    )
+    slack_api_url: str = Field(
+        "https://slack.com/api/", validation_alias=_env("SLACK_API_URL", "slack_api_url")
+    )
+    discord_token: str | None = Field(None, validation_alias=_env("DISCORD_TOKEN", "discord_token"))
+    http_host: str = Field("0.0.0.0", validation_alias=_env("OPSBOT_HTTP_HOST", "http_host"))
+    http_port: int = Field(8080, validation_alias=_env("OPSBOT_HTTP_PORT", "http_port"))
+
+    backend_timeout: float = Field(
+        10.0, validation_alias=_env("OPSBOT_BACKEND_TIMEOUT", "backend_timeout"),
+        description="seconds before a Prometheus/Alertmanager/Loki call is abandoned",
+    )
+    chart_dir: Path = Field(Path("charts"), validation_alias=_env("OPSBOT_CHART_DIR", "chart_dir"))
+    max_rows: int = Field(15, validation_alias=_env("OPSBOT_MAX_ROWS", "max_rows"))
+    max_series: int = Field(8, validation_alias=_env("OPSBOT_MAX_SERIES", "max_series"))
+    health: HealthTemplates = Field(default_factory=HealthTemplates)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = Path(os.environ.get("OPSBOT_CONFIG", "opsbot.yaml"))
+        return (
+            init_settings,
+            env_settings,
+            YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file),
+        )
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.openai_api_key or self.openai_base_url) and bool(self.llm_model)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment and ``opsbot.yaml``; ``overrides`` win over both."""
+    return Settings(**overrides)

@@ -1,0 +1,472 @@
+"""Lexical analysis of a chat request for the offline router.
+
+:func:`parse` splits a request into an *expression* (PromQL or LogQL, found after a
+``promql:``/``logql:`` prefix, in backticks or quotes, after a command verb such as "graph",
+or as a bracketed span), time phrases, numbers, label matchers and the remaining words.
+The ``extract_*`` helpers read one kind of argument each; none of them knows any skill.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# -- normalisation -------------------------------------------------------------------------
+
+_IRREGULAR = {
+    "ran": "run", "did": "do", "does": "do", "done": "do", "is": "be", "are": "be", "was": "be",
+    "were": "be", "went": "go", "gone": "go", "wrong": "wrong", "its": "it", "whats": "what",
+    "what's": "what", "who's": "who", "how's": "how", "isn't": "be", "aren't": "be",
+    "crashlooping": "crashloop", "crashloopbackoff": "crashloop",
+}
+
+
+def stem(word: str) -> str:
+    """A small suffix stripper so "restarted", "restarting", "restarts" meet "restart"."""
+    w = word.lower().strip("'\"?!.,;:()")
+    if w in _IRREGULAR:
+        return _IRREGULAR[w]
+    if w.endswith("'s"):
+        w = w[:-2]
+    for suffix in ("ing", "ed", "es", "s"):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3 and not w.endswith("ss"):
+            w = w[: -len(suffix)]
+            break
+    if len(w) > 3 and w.endswith("e"):
+        w = w[:-1]
+    if len(w) > 3 and w[-1] == w[-2] and w[-1] not in "aeiouls":  # "scalled", "stopp"
+        w = w[:-1]
+    return w
+
+
+WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*[A-Za-z0-9]|[A-Za-z0-9]")
+
+
+def words(text: str) -> list[str]:
+    return WORD.findall(text)
+
+
+STOPWORDS = {
+    stem(w)
+    for w in """
+    a an the of for from in on at to into onto by with without about and or but not no is are
+    was were be been being am me my mine our ours us we you your i it its this that these those
+    there here their them they he she his her please pls plz can could would should will shall
+    may might must do does did doing done have has had get got give gives show list tell find
+    what what's whats which who whom whose why how when where any all some every each now right
+    currently current just again up down out over under then than so very really also still
+    ok okay hey hi hello yo bot opsbot let lets let's see look check need want like make sure
+    going gonna last past previous recent recently since ago today yesterday tonight hour hours
+    minute minutes min mins day days week weeks second seconds time times lines line many much
+    more most top first latest one two three progress namespace ns svc service deployment deploy
+    pod pods statefulset daemonset node nodes replica replicas instance instances revision rev
+    everything anything something thing things stuff going on happening
+    """.split()
+}
+
+KIND_ALIASES = {
+    "pod": "pod", "pods": "pod", "po": "pod",
+    "deployment": "deployment", "deployments": "deployment", "deploy": "deployment",
+    "statefulset": "statefulset", "statefulsets": "statefulset", "sts": "statefulset",
+    "daemonset": "daemonset", "daemonsets": "daemonset", "ds": "daemonset",
+    "service": "service", "services": "service", "svc": "service",
+    "node": "node", "nodes": "node",
+}
+
+LABEL_WORDS = (
+    "service", "job", "namespace", "instance", "team", "app", "pod", "alertname", "severity",
+    "cluster", "env", "environment", "container",
+)
+SEVERITIES = {"critical": "critical", "crit": "critical", "warning": "warning",
+              "warn": "warning", "info": "info", "page": "page", "major": "major", "minor": "minor"}
+
+# -- durations -----------------------------------------------------------------------------
+
+_UNIT = {
+    "s": "s", "sec": "s", "secs": "s", "second": "s", "seconds": "s",
+    "m": "m", "min": "m", "mins": "m", "minute": "m", "minutes": "m",
+    "h": "h", "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
+    "d": "d", "day": "d", "days": "d", "w": "w", "wk": "w", "week": "w", "weeks": "w",
+}
+_UNIT_RE = "|".join(sorted(_UNIT, key=len, reverse=True))
+_COMPACT = re.compile(r"\b(\d+(?:ms|s|m|h|d|w))+\b")
+_NUM_UNIT = re.compile(rf"\b(\d+)\s*({_UNIT_RE})\b", re.I)
+_WORD_UNIT = re.compile(
+    r"\b(?:(half an? hour)|(?:an?|one|the)\s+(hour|day|week|minute)|"
+    r"(?<=last |past )(hour|day|week|minute)|(?<=previous )(hour|day|week|minute))\b",
+    re.I,
+)
+_CONTEXT_SINCE = {"last", "past", "previous", "since", "over", "within", "during", "ago", "recent"}
+
+
+@dataclass(frozen=True)
+class Duration:
+    value: str  # compact, e.g. "30m"
+    start: int
+    end: int
+    context: str  # the word before it ("last", "for", "since", ...)
+
+
+def find_durations(text: str) -> list[Duration]:
+    """Every duration phrase in ``text`` with the word that introduces it."""
+    found: list[Duration] = []
+    taken: list[tuple[int, int]] = []
+
+    def add(value: str, start: int, end: int) -> None:
+        if any(s < end and start < e for s, e in taken):
+            return
+        before = text[:start].lower().split()
+        context = ""
+        for word in reversed(before[-3:]):
+            if word in _CONTEXT_SINCE or word == "for":
+                context = word
+                break
+        taken.append((start, end))
+        found.append(Duration(value, start, end, context))
+
+    for m in _COMPACT.finditer(text):
+        add(m.group(0).lower(), m.start(), m.end())
+    for m in _NUM_UNIT.finditer(text):
+        add(f"{int(m.group(1))}{_UNIT[m.group(2).lower()]}", m.start(), m.end())
+    for m in _WORD_UNIT.finditer(text):
+        if m.group(1):
+            add("30m", m.start(), m.end())
+        else:
+            unit = next(g for g in m.groups()[1:] if g)
+            add(f"1{_UNIT[unit.lower()]}", m.start(), m.end())
+    found.sort(key=lambda d: d.start)
+    return found
+
+
+_TIME_TAIL = re.compile(
+    rf"\s*(?:,\s*)?(?:\b(?:over|for|in|during|within|from)\s+)?(?:\bthe\s+)?"
+    rf"\b(?:last|past|previous|since)\s+(?:\d+\s*(?:{_UNIT_RE})\b|\d+(?:[smhdw])+\b|"
+    r"(?:an?\s+|one\s+|half\s+an?\s+)?(?:hour|day|week|minute)s?\b)\s*[?.!]*\s*$",
+    re.I,
+)
+
+
+def strip_time_tail(text: str) -> tuple[str, str]:
+    """Split ``"rate(x[5m]) over the last 6h"`` into ``("rate(x[5m])", "over the last 6h")``."""
+    m = _TIME_TAIL.search(text)
+    if not m:
+        return text.strip(), ""
+    return text[: m.start()].strip(), text[m.start() :].strip()
+
+
+# -- expressions (PromQL / LogQL) ----------------------------------------------------------
+
+_PREFIX = re.compile(r"\b(promql|logql)\s*:\s*(.+)$", re.I | re.S)
+_BACKTICK = re.compile(r"`([^`]+)`")
+_COMMAND = re.compile(
+    r"^\s*(?:please\s+|can you\s+|could you\s+)?"
+    r"(?:query|run query|run|eval(?:uate)?|graph|plot|chart|draw|visuali[sz]e|"
+    r"(?:show|give|draw)\s+(?:me\s+)?(?:a\s+|the\s+)?(?:graph|chart|plot)\s+(?:of|for)\s+|"
+    r"(?:search|grep|find)\s+(?:the\s+)?logs?(?:\s+for)?)\s+(.+)$",
+    re.I | re.S,
+)
+_LOGQL_PIPE = re.compile(r"\}\s*(?:\|=|\|~|!=|!~|\|\s*(?:json|logfmt|pattern|regexp|line_format|label_format|unwrap|drop|keep|decolorize))")
+_PROMQL_WORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
+    "offset", "bool", "+", "-", "*", "/", "%", "^", "==", "!=", ">", "<", ">=", "<=", "@",
+}
+_IDENT = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]*$")
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    quote = ""
+    for ch in text:
+        if quote:
+            if ch == quote:
+                quote = ""
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth < 0:
+                return False
+    return depth == 0 and not quote
+
+
+def _outside_brackets(text: str) -> list[str]:
+    """Words of ``text`` that are not inside (), [], {} or quotes."""
+    out, depth, quote, cur = [], 0, "", ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+            cur += "\0"
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0:
+            if ch.isspace():
+                if cur:
+                    out.append(cur)
+                cur = ""
+            else:
+                cur += ch
+    if cur:
+        out.append(cur)
+    return [w.replace("\0", "") for w in out if w.replace("\0", "")]
+
+
+def looks_like_expression(text: str) -> bool:
+    """Whether ``text`` reads as a PromQL/LogQL expression rather than English."""
+    text = text.strip()
+    if not text or not _balanced(text):
+        return False
+    if text.startswith("{"):
+        return True
+    outside = _outside_brackets(text)
+    if len(outside) == 1:
+        token = outside[0]
+        return bool(_IDENT.match(token)) or any(c in text for c in "([{")
+    # several words: every word outside brackets must be an identifier, number or operator,
+    # and at least one must be PromQL syntax (an operator/keyword or a bracketed call)
+    for word in outside:
+        if word.lower() in _PROMQL_WORDS or re.fullmatch(r"[\d.]+", word):
+            continue
+        if not _IDENT.match(word):
+            return False
+    return any(w.lower() in _PROMQL_WORDS for w in outside) or any(c in text for c in "([{")
+
+
+def expression_kind(expr: str, hint: str = "") -> str:
+    if hint in ("promql", "logql"):
+        return hint
+    if _LOGQL_PIPE.search(expr):
+        return "logql"
+    if expr.strip().startswith("{"):
+        return "selector"  # valid in both languages; the skill decides
+    return "promql"
+
+
+def _scan_bracketed(text: str) -> tuple[int, int] | None:
+    """The first span that starts a token with brackets or a snake_case metric and is balanced."""
+    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*\s*[({\[]|\{|\b[a-z]+_[a-z0-9_:]+\b", text):
+        start = m.start()
+        end = m.end()
+        depth = 0
+        i = start
+        while i < len(text):
+            ch = text[i]
+            if ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                depth -= 1
+            elif ch.isspace() and depth == 0:
+                break
+            elif ch == '"':
+                j = text.find('"', i + 1)
+                i = j if j > 0 else len(text)
+            i += 1
+        end = i
+        if depth != 0:
+            continue
+        # extend over PromQL tails: "by (service)", "without (x)", "> 0.5", "|= \"x\""
+        tail = re.match(
+            r'(\s+(?:by|without|on|ignoring)\s*\([^)]*\)|\s*(?:\|=|\|~|!=|!~)\s*"[^"]*"'
+            r"|\s*(?:[-+*/%^]|==|!=|>=|<=|>|<)\s*[\w.]+)+",
+            text[end:],
+        )
+        if tail:
+            end += tail.end()
+        return start, end
+    return None
+
+
+@dataclass
+class Parsed:
+    """A request split into its parts. ``rest`` is the text with the expression removed."""
+
+    text: str
+    expr: str | None = None
+    expr_kind: str = ""  # promql | logql | selector
+    explicit: bool = False  # the expression came after a prefix, in backticks or after a verb
+    rest: str = ""
+    durations: list[Duration] = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)
+    stems: list[str] = field(default_factory=list)
+
+    @property
+    def lowered(self) -> str:
+        return self.rest.lower()
+
+
+def parse(text: str) -> Parsed:
+    text = " ".join(text.strip().split())
+    parsed = Parsed(text=text)
+    expr, hint, rest = None, "", text
+    if m := _PREFIX.search(text):
+        expr, hint, rest = m.group(2).strip(), m.group(1).lower(), text[: m.start()] + " " + m.group(1)
+        parsed.explicit = True
+    elif m := _BACKTICK.search(text):
+        expr, rest = m.group(1).strip(), text[: m.start()] + " " + text[m.end() :]
+        parsed.explicit = True
+    elif (m := _COMMAND.match(text)) and looks_like_expression(strip_time_tail(m.group(1))[0]):
+        expr = m.group(1)
+        rest = text[: m.start(1)]
+        parsed.explicit = True
+    elif span := _scan_bracketed(text):
+        expr, rest = text[span[0] : span[1]], text[: span[0]] + " " + text[span[1] :]
+    if expr is not None:
+        body, tail = strip_time_tail(expr)
+        # a duration tail "since 15m" also counts when written without last/past
+        m2 = re.search(rf"\s+(?:since|for)\s+(\d+\s*(?:{_UNIT_RE})|\d+[smhdw])\s*$", body, re.I)
+        if m2 and parsed.explicit:
+            tail = body[m2.start() :] + " " + tail
+            body = body[: m2.start()]
+        body = body.strip().rstrip("?").strip()
+        if body.startswith(("'", '"')) and body.endswith(body[0]) and len(body) > 1:
+            body = body[1:-1]
+        parsed.expr = body
+        parsed.expr_kind = expression_kind(body, hint)
+        rest = f"{rest} {tail}"
+    parsed.rest = " ".join(rest.split())
+    parsed.durations = find_durations(parsed.rest)
+    parsed.tokens = words(parsed.rest)
+    parsed.stems = [stem(t) for t in parsed.tokens]
+    return parsed
+
+
+# -- argument extractors --------------------------------------------------------------------
+
+_NS_PATTERNS = [
+    re.compile(r"(?:^|\s)(?:-n|--namespace(?:=|\s))\s*([a-z0-9][a-z0-9-]*)", re.I),
+    re.compile(r"\bnamespace[:=\s]+([a-z0-9][a-z0-9-]*)", re.I),
+    re.compile(r"\bns[:=\s]+([a-z0-9][a-z0-9-]*)", re.I),
+    re.compile(r"\b([a-z0-9][a-z0-9-]*)\s+(?:namespace|ns)\b", re.I),
+    re.compile(r"\b(?:in|on|within|from)\s+([a-z0-9][a-z0-9-]*)\b", re.I),
+]
+
+
+def extract_namespace(parsed: Parsed, known: set[str] | None = None) -> str | None:
+    """``-n shop``, ``namespace shop``, ``shop namespace``, or ``in shop`` (not "in the last").
+    With known namespaces, a bare word that is one of them also counts."""
+    text = parsed.rest
+    for i, pattern in enumerate(_NS_PATTERNS):
+        for m in pattern.finditer(text):
+            value = m.group(1).lower()
+            if stem(value) in STOPWORDS or re.fullmatch(r"\d+\w*", value):
+                continue
+            if i == 4 and known and value not in known:
+                continue
+            if i == 4 and any(d.start <= m.start(1) < d.end for d in parsed.durations):
+                continue
+            return value
+    if known:
+        for token in parsed.tokens:
+            if token.lower() in known:
+                return token.lower()
+    return None
+
+
+def extract_kind(parsed: Parsed) -> str | None:
+    for token in parsed.tokens:
+        kind = KIND_ALIASES.get(token.lower())
+        if kind:
+            return kind
+    return None
+
+
+def extract_number(parsed: Parsed, patterns: list[str]) -> int | None:
+    for pattern in patterns:
+        m = re.search(pattern, parsed.rest, re.I)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def extract_since(parsed: Parsed) -> str | None:
+    """The duration introduced by last/past/since/over (else the only duration there is)."""
+    for d in parsed.durations:
+        if d.context in _CONTEXT_SINCE:
+            return d.value
+    if len(parsed.durations) == 1 and parsed.durations[0].context != "for":
+        return parsed.durations[0].value
+    return None
+
+
+def extract_for_duration(parsed: Parsed) -> str | None:
+    """The duration introduced by "for" (a silence's length), else the first one."""
+    for d in parsed.durations:
+        if d.context == "for":
+            return d.value
+    return parsed.durations[0].value if parsed.durations else None
+
+
+_MATCHER = re.compile(r'\b([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!=|!~|=)\s*"?([^",\s}]+)"?')
+_LABEL_NATURAL = re.compile(rf"\b({'|'.join(LABEL_WORDS)})\s+([A-Za-z0-9][\w.-]*)", re.I)
+ALERTNAME = re.compile(r"\b([A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+)\b")
+
+
+def extract_matchers(parsed: Parsed, alertnames: set[str] | None = None) -> dict[str, str]:
+    """Equality matchers from ``label=value``, "service checkout", severity words and
+    CamelCase alert names (``HighErrorRate`` -> ``alertname``)."""
+    out: dict[str, str] = {}
+    text = parsed.rest
+    for m in _MATCHER.finditer(text):
+        out[m.group(1)] = m.group(3)
+    for m in _LABEL_NATURAL.finditer(text):
+        label, value = m.group(1).lower(), m.group(2)
+        if label == "environment":
+            label = "env"
+        if stem(value) in STOPWORDS or value.lower() in ("alerts", "alert", "for"):
+            continue
+        out.setdefault(label, value)
+    for token in parsed.tokens:
+        if token.lower() in SEVERITIES and "severity" not in out:
+            out["severity"] = SEVERITIES[token.lower()]
+    if "alertname" not in out:
+        m = ALERTNAME.search(text)
+        if m:
+            out["alertname"] = m.group(1)
+        elif alertnames:
+            lowered = {a.lower(): a for a in alertnames}
+            for token in parsed.tokens:
+                if token.lower() in lowered:
+                    out["alertname"] = lowered[token.lower()]
+                    break
+    return out
+
+
+def extract_comment(parsed: Parsed) -> str | None:
+    m = re.search(r"(?:,|;| - |\bbecause\b|\breason:?|\bcomment:?)\s*(.+)$", parsed.rest, re.I)
+    if not m:
+        return None
+    comment = m.group(1).strip().rstrip(".")
+    for d in parsed.durations:  # "..., for 2h" is not a comment
+        if comment.lower().endswith(parsed.rest[d.start : d.end].lower()) and len(comment) < 12:
+            return None
+    return comment or None
+
+
+def candidate_names(parsed: Parsed, vocabulary: set[str], skip: set[str]) -> list[str]:
+    """Words that could name a workload/service: not stop words, not skill vocabulary, not
+    numbers, durations, kinds, or anything in ``skip`` (the namespace, label values...)."""
+    out = []
+    spans = [(d.start, d.end) for d in parsed.durations]
+    for m in WORD.finditer(parsed.rest):
+        token = m.group(0)
+        low = token.lower()
+        if any(s <= m.start() < e for s, e in spans):
+            continue
+        if low in skip or stem(low) in STOPWORDS or stem(low) in vocabulary or low in vocabulary:
+            continue
+        if low in KIND_ALIASES or low in SEVERITIES or re.fullmatch(r"[\d.]+", low):
+            continue
+        if "=" in token or (":" in token and not re.match(r"^[a-z]+:[\w.-]+$", low)):
+            continue
+        before = parsed.rest[: m.start()].rstrip()
+        if before.endswith(("-n", "--namespace", "namespace", "ns")):
+            continue
+        out.append(token.rstrip(".,"))
+    return out

@@ -1,0 +1,262 @@
+"""The offline router: the embedded default planner, no LLM needed.
+
+1. **Score** each permitted skill: its ``keywords`` (words and phrases, stemmed; negative
+   weights argue against), signals such as an extracted PromQL/LogQL expression, a
+   typo-tolerant match (rapidfuzz) for long words, and — as a tie-breaker only — the
+   similarity of the request to the skill's ``examples``.
+2. **Decide**: below the threshold the request maps to no skill (an answer, not a guess);
+   two skills too close to tell apart get a clarifying question.
+3. **Extract** the arguments the skill's ``Args`` model declares, by field name (namespace,
+   name/service, kind, since, duration, replicas, revision, tail, matchers, ...), then let
+   the skill refine them (``route_args``), **ground** names against the backends' inventory
+   and **validate** with the model; a missing required argument becomes a question.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from rapidfuzz import fuzz
+
+from bot.intent import extract as ex
+from bot.intent.grounding import Inventory, ground
+from bot.model import Answer, Clarify, Invocation, Plan, Request
+from skills.base import Skill
+
+THRESHOLD = 1.0
+AMBIGUITY_MARGIN = 0.1
+SIGNALS = ("<promql>", "<logql>", "<selector>", "<expr>", "<alertname>", "<matcher>", "<number>")
+
+_COURTESY = {
+    "thanks": "You're welcome.", "thank": "You're welcome.", "thx": "You're welcome.",
+    "ty": "You're welcome.", "hi": "Hi! Type `help` to see what I can do.",
+    "hello": "Hello! Type `help` to see what I can do.", "hey": "Hey! Type `help` to see what I can do.",
+}
+NO_SKILL = (
+    "I can't map that to any skill you may use here. Type `help` to see what I can do, "
+    "or give a PromQL expression after `promql:`."
+)
+
+
+@dataclass(frozen=True)
+class _Keyword:
+    stems: tuple[str, ...]
+    weight: float
+
+
+@dataclass(frozen=True)
+class Scored:
+    skill: Skill[Any]
+    score: float
+
+
+def _compile(keywords: dict[str, float]) -> list[_Keyword]:
+    out = []
+    for phrase, weight in keywords.items():
+        if phrase in SIGNALS or phrase.startswith("="):
+            out.append(_Keyword((phrase,), weight))
+        else:
+            out.append(_Keyword(tuple(ex.stem(w) for w in phrase.split()), weight))
+    return out
+
+
+def _contains(seq: list[str], phrase: tuple[str, ...]) -> bool:
+    n = len(phrase)
+    return any(tuple(seq[i : i + n]) == phrase for i in range(len(seq) - n + 1))
+
+
+class OfflineRouter:
+    """Deterministic keyword-and-pattern router. ``inventory`` grounds names when given."""
+
+    name = "offline"
+
+    def __init__(self, inventory: Inventory | None = None, threshold: float = THRESHOLD) -> None:
+        self.inventory = inventory
+        self.threshold = threshold
+        self._compiled: dict[str, list[_Keyword]] = {}
+
+    def _keywords(self, skill: Skill[Any]) -> list[_Keyword]:
+        if skill.name not in self._compiled:
+            self._compiled[skill.name] = _compile(skill.keywords)
+        return self._compiled[skill.name]
+
+    # -- scoring -------------------------------------------------------------------------
+
+    def _signals(self, parsed: ex.Parsed) -> set[str]:
+        signals = set()
+        if parsed.expr:
+            signals.add("<expr>")
+            signals.add(f"<{parsed.expr_kind}>")
+        if ex.ALERTNAME.search(parsed.rest):
+            signals.add("<alertname>")
+        if re.search(r"\w\s*(=~|!=|=)\s*\S", parsed.rest):
+            signals.add("<matcher>")
+        if re.search(r"\b\d+\b", parsed.rest):
+            signals.add("<number>")
+        return signals
+
+    def score(self, parsed: ex.Parsed, skill: Skill[Any]) -> float:
+        signals = self._signals(parsed)
+        stems = parsed.stems
+        exact = {t.lower() for t in parsed.tokens}
+        total = 0.0
+        for kw in self._keywords(skill):
+            if kw.stems[0] in SIGNALS:
+                total += kw.weight if kw.stems[0] in signals else 0.0
+            elif kw.stems[0].startswith("="):  # "=silenced": this exact word, not its stem
+                total += kw.weight if kw.stems[0][1:] in exact else 0.0
+            elif _contains(stems, kw.stems):
+                total += kw.weight
+            elif len(kw.stems) == 1 and len(kw.stems[0]) >= 5 and kw.weight > 0:
+                best = max((fuzz.ratio(kw.stems[0], s) for s in stems if len(s) >= 4), default=0)
+                if best >= 85:
+                    total += 0.8 * kw.weight
+        if total > 0 and skill.examples:
+            similarity = max(fuzz.token_set_ratio(parsed.lowered, e.lower()) for e in skill.examples)
+            total += 0.3 * max(0.0, similarity - 50) / 50
+        return total
+
+    def rank(self, parsed: ex.Parsed, catalog: Sequence[Skill[Any]]) -> list[Scored]:
+        """Every skill of ``catalog`` with its score, best first (ties keep catalog order)."""
+        return sorted((Scored(s, self.score(parsed, s)) for s in catalog), key=lambda r: -r.score)
+
+    # -- planning ------------------------------------------------------------------------
+
+    async def plan(self, request: Request, catalog: Sequence[Skill[Any]]) -> Plan:
+        text = request.text.strip()[:2000]
+        parsed = ex.parse(text)
+        if not parsed.tokens and not parsed.expr:
+            return Plan(answer=Answer(text="Say what you need, or type `help`."))
+        ranked = self.rank(parsed, catalog)
+        if not ranked or ranked[0].score < self.threshold:
+            first = ex.stem(parsed.tokens[0]) if parsed.tokens else ""
+            return Plan(answer=Answer(text=_COURTESY.get(first, NO_SKILL)))
+        top = ranked[0]
+        if len(ranked) > 1 and top.score - ranked[1].score < AMBIGUITY_MARGIN:
+            other = ranked[1].skill
+            return Plan(
+                clarify=Clarify(
+                    question=(
+                        f"Did you mean `{top.skill.name}` ({top.skill.summary}) or "
+                        f"`{other.name}` ({other.summary})?"
+                    )
+                )
+            )
+        vocabulary = self._vocabulary(catalog)
+        return await self.build(top.skill, parsed, vocabulary)
+
+    def _vocabulary(self, catalog: Sequence[Skill[Any]]) -> set[str]:
+        vocab: set[str] = set()
+        for skill in catalog:
+            for kw in self._keywords(skill):
+                vocab.update(s.lstrip("=") for s in kw.stems if s not in SIGNALS)
+        return vocab
+
+    async def build(self, skill: Skill[Any], parsed: ex.Parsed, vocabulary: set[str]) -> Plan:
+        """Extract, refine, ground and validate the arguments of ``skill`` from ``parsed``."""
+        fields = skill.Args.model_fields
+        inventory = await self.inventory.snapshot() if self.inventory else {}
+        raw: dict[str, Any] = {}
+        skip: set[str] = set()
+        if "namespace" in fields:
+            namespace = ex.extract_namespace(parsed, inventory.get("namespace"))
+            if namespace:
+                raw["namespace"] = namespace
+                skip.add(namespace)
+        for field_name, extractor in _EXTRACTORS.items():
+            if field_name in fields and field_name not in raw:
+                value = extractor(parsed, inventory)
+                if value not in (None, {}, ""):
+                    raw[field_name] = value
+        if "matchers" in raw:
+            skip.update(v.lower() for v in raw["matchers"].values())
+        raw = skill.route_args(parsed, raw)
+        for field_name in ("name", "service"):
+            if field_name in fields and field_name not in raw:
+                names = ex.candidate_names(parsed, vocabulary, skip)
+                kind = "service" if field_name == "service" else "deployment"
+                chosen = self._pick_name(names, inventory.get(kind, set()))
+                if isinstance(chosen, Clarify):
+                    return Plan(clarify=chosen)
+                if chosen:
+                    raw[field_name] = chosen
+        if "kind" in fields and "kind" not in raw:
+            name = str(raw.get("name", ""))
+            raw["kind"] = "pod" if re.search(r"-[a-z0-9]{5,10}-[a-z0-9]{5}$", name) else "deployment"
+        try:
+            args = skill.parse_args(raw)
+        except ValidationError as exc:
+            return Plan(clarify=Clarify(question=_question(skill, exc), skill=skill.name))
+        return Plan(
+            invocations=[
+                Invocation(skill=skill.name, args=args.model_dump(mode="json", exclude_none=True))
+            ]
+        )
+
+    @staticmethod
+    def _pick_name(names: list[str], known: set[str]) -> str | Clarify | None:
+        if not names:
+            return None
+        if not known:
+            return names[0]
+        for name in names:  # an exact name wins over any fuzzy one
+            if name in known or name.lower() in known:
+                return name.lower() if name.lower() in known else name
+        for name in names:
+            grounded = ground(name, known)
+            if grounded.value:
+                return grounded.value
+            if grounded.candidates:
+                return Clarify(question=f"Which one do you mean: {', '.join(grounded.candidates)}?")
+        return names[0]
+
+
+def _question(skill: Skill[Any], exc: ValidationError) -> str:
+    missing = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "missing"]
+    if missing:
+        described = []
+        for name in missing:
+            info = skill.Args.model_fields[name]
+            described.append(f"`{name}`" + (f" ({info.description})" if info.description else ""))
+        return f"To run `{skill.name}` I need {', '.join(described)}. Could you say it again with that?"
+    err = exc.errors()[0]
+    return f"`{skill.name}`: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+
+
+def _state(parsed: ex.Parsed, _: dict[str, set[str]]) -> str | None:
+    for stem_ in parsed.stems:
+        if stem_ in ("fir", "activ"):
+            return "firing"
+        if stem_ in ("pend",):
+            return "pending"
+        if stem_ in ("silenc", "mut", "suppress"):
+            return "silenced"
+    return None
+
+
+def _alert(parsed: ex.Parsed, inventory: dict[str, set[str]]) -> str | None:
+    return ex.extract_matchers(parsed, inventory.get("alertname")).get("alertname")
+
+
+_EXTRACTORS: dict[str, Callable[[ex.Parsed, dict[str, set[str]]], Any]] = {
+    "query": lambda p, _: p.expr,
+    "since": lambda p, _: ex.extract_since(p),
+    "duration": lambda p, _: ex.extract_for_duration(p),
+    "kind": lambda p, _: ex.extract_kind(p),
+    "replicas": lambda p, _: ex.extract_number(
+        p, [r"\bto\s+(\d+)\b", r"\b(\d+)\s+replicas?\b", r"\breplicas?\s*(?:=|:)\s*(\d+)\b", r"\bx\s?(\d+)\b"]
+    ),
+    "revision": lambda p, _: ex.extract_number(
+        p, [r"\brevision\s*#?(\d+)", r"\brev\s*#?(\d+)", r"\bversion\s*#?(\d+)", r"\bto\s+#?(\d+)\b"]
+    ),
+    "tail": lambda p, _: ex.extract_number(p, [r"\b(\d+)\s+(?:log\s+)?lines?\b", r"\btail\s+(\d+)\b"]),
+    "limit": lambda p, _: ex.extract_number(p, [r"\btop\s+(\d+)\b", r"\blimit\s+(\d+)\b"]),
+    "state": _state,
+    "matchers": lambda p, inv: ex.extract_matchers(p, inv.get("alertname")),
+    "comment": lambda p, _: ex.extract_comment(p),
+    "alert": _alert,
+}

@@ -1,0 +1,208 @@
+"""Platform-neutral data of one request: who asked, what was planned, what came back.
+
+Adapters build a :class:`Request` from a platform event and render :class:`Message` blocks
+back; nothing in here knows about Slack, Discord or a terminal.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+@dataclass(frozen=True)
+class Actor:
+    """An authenticated chat identity.
+
+    ``id`` is ``platform:user`` (``slack:U01ALICE``, ``discord:1111``, ``shell:alice``) and is
+    what policies name as a subject. ``roles`` are extra subjects the platform vouches for,
+    e.g. ``discord-role:42`` or ``slack-group:S0123``.
+    """
+
+    id: str
+    display_name: str = ""
+    roles: tuple[str, ...] = ()
+
+    @property
+    def platform(self) -> str:
+        return self.id.split(":", 1)[0]
+
+    @property
+    def user(self) -> str:
+        return self.id.split(":", 1)[-1]
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.id
+
+
+@dataclass(frozen=True)
+class Request:
+    """One chat request. ``thread`` identifies where every step of it is posted."""
+
+    actor: Actor
+    channel: str
+    text: str
+    thread: str = ""
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    @property
+    def thread_key(self) -> str:
+        return self.thread or self.id
+
+
+class Invocation(BaseModel):
+    """A call of one skill with validated arguments (``args`` holds the ``Args`` model dump)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    skill: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    rationale: str = ""
+
+    @property
+    def namespace(self) -> str | None:
+        value = self.args.get("namespace")
+        return str(value) if value else None
+
+
+class Clarify(BaseModel):
+    """The planner needs the human to say more before anything runs."""
+
+    question: str
+    skill: str | None = None
+
+
+class Answer(BaseModel):
+    """The planner answers in text without calling a skill (chit-chat, refusals)."""
+
+    text: str
+
+
+class Plan(BaseModel):
+    """What the intent layer proposes: invocations to run, a question, or a plain answer."""
+
+    invocations: list[Invocation] = Field(default_factory=list)
+    clarify: Clarify | None = None
+    answer: Answer | None = None
+    planner: str = "offline"
+
+    @property
+    def skill(self) -> str | None:
+        return self.invocations[0].skill if self.invocations else None
+
+
+# --- message blocks -------------------------------------------------------------------------
+
+
+class Text(BaseModel):
+    kind: Literal["text"] = "text"
+    text: str
+
+
+class Code(BaseModel):
+    kind: Literal["code"] = "code"
+    code: str
+    language: str = ""
+
+
+class Table(BaseModel):
+    """A bounded table; ``note`` says what was left out (e.g. "12 more rows not shown")."""
+
+    kind: Literal["table"] = "table"
+    columns: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+    @classmethod
+    def bounded(cls, columns: list[str], rows: list[list[str]], limit: int, what: str = "rows") -> Table:
+        """At most ``limit`` rows; the note says how many more there were."""
+        note = f"{len(rows) - limit} more {what} not shown" if len(rows) > limit else ""
+        return cls(columns=columns, rows=[[str(c)[:200] for c in r] for r in rows[:limit]], note=note)
+
+
+class Image(BaseModel):
+    """A rendered chart. ``data`` is PNG bytes; ``path`` is set once an adapter saved it."""
+
+    kind: Literal["image"] = "image"
+    title: str
+    data: bytes = b""
+    path: str = ""
+    alt: str = ""
+
+
+class ButtonStyle(StrEnum):
+    PRIMARY = "primary"
+    DANGER = "danger"
+    DEFAULT = "default"
+
+
+class Button(BaseModel):
+    """An action button. ``action`` is ``approve``/``deny``/``run``; ``value`` its target."""
+
+    label: str
+    action: str
+    value: str
+    style: ButtonStyle = ButtonStyle.DEFAULT
+
+
+class Buttons(BaseModel):
+    kind: Literal["buttons"] = "buttons"
+    buttons: list[Button]
+
+
+Block = Text | Code | Table | Image | Buttons
+
+
+class Step(StrEnum):
+    """Which step of the request flow a message reports (adapters may style by it)."""
+
+    RECEIVED = "received"
+    PLAN = "plan"
+    POLICY = "policy"
+    APPROVAL = "approval"
+    RESULT = "result"
+    ERROR = "error"
+    ANSWER = "answer"
+
+
+class Message(BaseModel):
+    """One message posted into a request's thread."""
+
+    thread: str
+    step: Step
+    blocks: list[Block]
+    approval_id: str | None = None
+
+    @property
+    def plain(self) -> str:
+        """A plain-text rendering, for logs, tests and terminals without rich."""
+        parts: list[str] = []
+        for block in self.blocks:
+            if isinstance(block, Text):
+                parts.append(block.text)
+            elif isinstance(block, Code):
+                parts.append(block.code)
+            elif isinstance(block, Table):
+                parts.append(" | ".join(block.columns))
+                parts.extend(" | ".join(row) for row in block.rows)
+                if block.note:
+                    parts.append(block.note)
+            elif isinstance(block, Image):
+                parts.append(f"[chart: {block.title}{' -> ' + block.path if block.path else ''}]")
+            elif isinstance(block, Buttons):
+                parts.append(" ".join(f"[{b.label}]" for b in block.buttons))
+        return "\n".join(parts)
+
+
+class SkillResult(BaseModel):
+    """What a skill returns: ``ok`` False means the skill ran but the backend said no."""
+
+    ok: bool = True
+    summary: str = ""
+    blocks: list[Block] = Field(default_factory=list)
+    data: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,290 @@
+"""Policy: who may call which skill, where, and whose approval it needs.
+
+The file format and semantics are DESIGN.md's "Policy file" contract: groups, optional
+identities, and rules matched first-to-last (first match wins, no match = deny). A rule
+matches when the actor is one of its ``subjects``, the skill matches one of its ``skills``
+globs, the channel one of its ``channels`` and, for skills that take a namespace, the
+namespace one of its ``namespaces``. A namespaced skill called without a namespace only
+matches rules that do not restrict namespaces, so a rule scoped to ``shop`` can never grant
+a cluster-wide call.
+
+Malformed files raise :class:`PolicyError` naming the file, line and reason.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.durations import Duration, parse_duration
+from bot.model import Actor
+
+BUNDLED_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; ``str()`` is ``file:line: reason``."""
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    subjects: list[str] = Field(min_length=1)
+    skills: list[str] = Field(min_length=1)
+    namespaces: list[str] = Field(default_factory=lambda: ["*"])
+    channels: list[str] = Field(default_factory=lambda: ["*"])
+    effect: Literal["allow", "deny", "approve"]
+    approvers: list[str] = Field(default_factory=list)
+    min_approvals: int = Field(1, ge=1, le=10)
+    ttl: Duration = "15m"
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _approvers_for_approve(self) -> Rule:
+        if self.effect == "approve" and not self.approvers:
+            raise ValueError("effect: approve needs a non-empty approvers list")
+        if self.effect != "approve" and self.approvers:
+            raise ValueError(f"approvers only apply to effect: approve (this rule is {self.effect})")
+        return self
+
+    @property
+    def ttl_delta(self) -> timedelta:
+        return parse_duration(self.ttl)
+
+    def restricts_namespaces(self) -> bool:
+        return "*" not in self.namespaces
+
+
+class PolicyDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    identities: dict[str, str] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+
+    @field_validator("groups")
+    @classmethod
+    def _no_nested_groups(cls, groups: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, members in groups.items():
+            for member in members:
+                if member.startswith("group:"):
+                    raise ValueError(f"group {name!r}: groups cannot contain groups ({member})")
+        return groups
+
+
+@dataclass(frozen=True)
+class Allow:
+    rule: str
+
+
+@dataclass(frozen=True)
+class Deny:
+    reason: str
+    rule: str | None = None
+
+
+@dataclass(frozen=True)
+class NeedsApproval:
+    rule: str
+    approvers: tuple[str, ...]
+    min_approvals: int
+    ttl: timedelta
+
+
+Decision = Allow | Deny | NeedsApproval
+
+
+class Policy:
+    """A loaded policy. Use :meth:`decide` per invocation, :meth:`may_approve` per click."""
+
+    def __init__(self, doc: PolicyDoc, sources: list[str]) -> None:
+        self.doc = doc
+        self.sources = sources
+        self._check_references()
+
+    # -- loading -------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path | str) -> Policy:
+        """Load a policy file, or every ``*.yaml``/``*.yml`` of a folder in name order
+        (groups and identities merged, rules concatenated)."""
+        path = Path(path)
+        if path.is_dir():
+            files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+            if not files:
+                raise PolicyError(f"{path}: no *.yaml policy files in this folder")
+        elif path.exists():
+            files = [path]
+        else:
+            raise PolicyError(f"{path}: no such policy file or folder")
+        merged = PolicyDoc()
+        for file in files:
+            doc = _load_file(file)
+            for group, members in doc.groups.items():
+                merged.groups.setdefault(group, []).extend(members)
+            merged.identities.update(doc.identities)
+            merged.rules.extend(doc.rules)
+        try:
+            return cls(merged, [str(f) for f in files])
+        except PolicyError as exc:
+            raise PolicyError(f"{', '.join(str(f) for f in files)}: {exc}") from None
+
+    def _check_references(self) -> None:
+        names: set[str] = set()
+        for rule in self.doc.rules:
+            if rule.name in names:
+                raise PolicyError(f"rule names must be unique: {rule.name!r} appears twice")
+            names.add(rule.name)
+            for subject in [*rule.subjects, *rule.approvers]:
+                if subject.startswith("group:") and subject[6:] not in self.doc.groups:
+                    raise PolicyError(f"rule {rule.name!r} names unknown group {subject!r}")
+
+    # -- subjects ------------------------------------------------------------------------
+
+    def subjects_of(self, actor: Actor) -> set[str]:
+        """Every subject the actor answers to: its id, its platform roles and its groups."""
+        own = {actor.id, *actor.roles}
+        groups = {
+            f"group:{name}"
+            for name, members in self.doc.groups.items()
+            if any(_glob_in(member, own) for member in members)
+        }
+        return own | groups
+
+    def _matches_subject(self, patterns: list[str], subjects: set[str]) -> bool:
+        return any(p == "*" or _glob_in(p, subjects) for p in patterns)
+
+    def identity_for(self, actor: Actor) -> str | None:
+        """The Kubernetes user this chat identity is mapped to (``identities:``), if any."""
+        return self.doc.identities.get(actor.id)
+
+    # -- decisions -----------------------------------------------------------------------
+
+    def match(
+        self,
+        actor: Actor,
+        skill: str,
+        *,
+        channel: str = "",
+        namespace: str | None = None,
+        namespaced: bool = False,
+    ) -> Rule | None:
+        """The first rule that applies, or None. ``namespaced``: the skill takes a namespace."""
+        subjects = self.subjects_of(actor)
+        for rule in self.doc.rules:
+            if not self._matches_subject(rule.subjects, subjects):
+                continue
+            if not any(fnmatch.fnmatchcase(skill, pattern) for pattern in rule.skills):
+                continue
+            if not any(c == "*" or fnmatch.fnmatchcase(channel, c) for c in rule.channels):
+                continue
+            if namespaced and rule.restricts_namespaces():
+                if namespace is None:
+                    continue
+                if not any(fnmatch.fnmatchcase(namespace, n) for n in rule.namespaces):
+                    continue
+            return rule
+        return None
+
+    def decide(
+        self,
+        actor: Actor,
+        skill: str,
+        *,
+        channel: str = "",
+        namespace: str | None = None,
+        namespaced: bool = False,
+    ) -> Decision:
+        rule = self.match(actor, skill, channel=channel, namespace=namespace, namespaced=namespaced)
+        if rule is None:
+            where = f" in namespace {namespace}" if namespace else ""
+            return Deny(f"no policy rule allows {actor.id} to call {skill}{where}")
+        if rule.effect == "allow":
+            return Allow(rule.name)
+        if rule.effect == "deny":
+            return Deny(rule.reason or f"denied by rule {rule.name!r}", rule.name)
+        return NeedsApproval(rule.name, tuple(rule.approvers), rule.min_approvals, rule.ttl_delta)
+
+    def permitted(
+        self, actor: Actor, skill: str, *, channel: str = "", namespaced: bool = False
+    ) -> bool:
+        """Whether *some* call of ``skill`` could be allowed or approved for this actor here
+        (used to filter the catalog a planner is shown)."""
+        subjects = self.subjects_of(actor)
+        for rule in self.doc.rules:
+            if not self._matches_subject(rule.subjects, subjects):
+                continue
+            if not any(fnmatch.fnmatchcase(skill, p) for p in rule.skills):
+                continue
+            if not any(c == "*" or fnmatch.fnmatchcase(channel, c) for c in rule.channels):
+                continue
+            if rule.effect == "deny" and not (namespaced and rule.restricts_namespaces()):
+                return False
+            if rule.effect != "deny":
+                return True
+        return False
+
+    def may_approve(self, approver: Actor, approvers: list[str]) -> bool:
+        """Whether ``approver`` is one of ``approvers`` under the groups as they are *now*."""
+        return self._matches_subject(approvers, self.subjects_of(approver))
+
+
+def _glob_in(pattern: str, subjects: set[str]) -> bool:
+    return any(fnmatch.fnmatchcase(s, pattern) for s in subjects)
+
+
+# -- file loading with line numbers --------------------------------------------------------
+
+
+def _load_file(file: Path) -> PolicyDoc:
+    text = file.read_text()
+    try:
+        node = yaml.compose(text)
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"{mark.line + 1}" if mark else "?"
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError(f"{file}:{line}: invalid YAML: {reason}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PolicyError(f"{file}:1: a policy is a mapping with groups, identities and rules")
+    try:
+        return PolicyDoc.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        line = _line_of(node, err["loc"])
+        where = ".".join(loc) or "(top)"
+        message = err["msg"].removeprefix("Value error, ")
+        raise PolicyError(f"{file}:{line}: {where}: {message}") from None
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int:
+    """The 1-based line of the YAML node at ``loc`` (or its deepest existing parent)."""
+    line = node.start_mark.line + 1 if node is not None else 1
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            found = None
+            for k, v in node.value:
+                if k.value == key:
+                    found = v
+                    line = k.start_mark.line + 1
+                    break
+            if found is None:
+                return line
+            node = found
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line

@@ -1,0 +1,52 @@
+"""Logging (structlog: JSON when stderr is not a terminal) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REQUESTS = Counter(
+    "opsbot_requests_total", "Chat requests handled", ["platform", "outcome"], registry=REGISTRY
+)
+SKILL_RUNS = Counter(
+    "opsbot_skill_runs_total", "Skill executions", ["skill", "outcome"], registry=REGISTRY
+)
+SKILL_LATENCY = Histogram(
+    "opsbot_skill_duration_seconds", "Skill execution time", ["skill"], registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+REQUEST_LATENCY = Histogram(
+    "opsbot_request_duration_seconds", "Time from request to last message", registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+APPROVALS = Counter(
+    "opsbot_approvals_total", "Approval events", ["event"], registry=REGISTRY
+)
+POLICY_DECISIONS = Counter(
+    "opsbot_policy_decisions_total", "Policy decisions", ["effect"], registry=REGISTRY
+)
+ERRORS = Counter("opsbot_errors_total", "Errors answered to users", ["kind"], registry=REGISTRY)
+
+
+def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
+    """structlog to stderr: human-readable on a terminal, JSON lines otherwise."""
+    use_json = (not sys.stderr.isatty()) if json is None else json
+    processors: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*processors, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,36 @@
+"""PNG line charts of Prometheus range results (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.dates as mdates  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+
+Series = tuple[str, list[tuple[float, float]]]  # (label, [(unix seconds, value)])
+
+
+def line_chart(title: str, series: list[Series], *, width: float = 9, height: float = 4) -> bytes:
+    """Render ``series`` as one line each; returns PNG bytes (about 30-80 KB)."""
+    fig, ax = plt.subplots(figsize=(width, height), dpi=100)
+    try:
+        for label, points in series:
+            xs = [datetime.fromtimestamp(t, UTC) for t, _ in points]
+            ys = [v for _, v in points]
+            ax.plot(xs, ys, label=label[:60], linewidth=1.4)
+        ax.set_title(title[:100], fontsize=10)
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=UTC))
+        ax.set_xlabel("time (UTC)")
+        ax.grid(True, alpha=0.3)
+        if series and len(series) <= 10:
+            ax.legend(fontsize=7, loc="upper left")
+        fig.autofmt_xdate()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+    finally:
+        plt.close(fig)

@@ -1,0 +1,283 @@
+"""Prometheus skills: ``prometheus.query``, ``prometheus.range``, ``service.health``.
+
+Backend: the Prometheus HTTP API v1 (``/api/v1/query``, ``/api/v1/query_range``,
+``/api/v1/label/<name>/values``) through prometheus-api-client, run in a worker thread.
+Errors: an expression Prometheus rejects comes back with Prometheus' own ``errorType`` and
+message; a server that is down or slower than ``OPSBOT_BACKEND_TIMEOUT`` seconds gives a
+clear "unreachable"/"did not answer" message.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import math
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import requests
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from pydantic import BaseModel, Field
+from urllib3.util.retry import Retry
+
+from bot.durations import Duration, format_duration, parse_duration
+from bot.model import Code, Image, SkillResult, Table, Text
+from skills.base import NotConfigured, Risk, Skill, SkillContext, SkillError
+from skills.charts import line_chart
+
+T = TypeVar("T")
+LABEL_VALUE = r"^[A-Za-z0-9_.:-]+$"
+MAX_POINTS = 240
+
+
+def client(ctx_services: Any) -> PrometheusConnect:
+    """The shared client for ``PROMETHEUS_URL``; raises :class:`NotConfigured` when unset."""
+    settings = ctx_services.settings
+    if not settings.prometheus_url:
+        raise NotConfigured("Prometheus is not configured: set PROMETHEUS_URL.")
+    key = "prometheus"
+    if key not in ctx_services.clients:
+        ctx_services.clients[key] = PrometheusConnect(
+            url=settings.prometheus_url.rstrip("/"),
+            disable_ssl=False,
+            retry=Retry(total=1, backoff_factor=0.2, status_forcelist=[502, 503, 504]),
+            timeout=settings.backend_timeout,
+        )
+    return ctx_services.clients[key]  # type: ignore[no-any-return]
+
+
+def prometheus_error(exc: PrometheusApiClientException) -> str:
+    """Prometheus' ``errorType: error`` from the client's "HTTP Status Code N (b'...')" text."""
+    text = str(exc)
+    m = re.search(r"\((b'.*'|b\".*\")\)\s*$", text, re.S)
+    if m:
+        try:
+            body = json.loads(ast.literal_eval(m.group(1)))
+            return f"Prometheus rejected the query ({body.get('errorType')}): {body.get('error')}"
+        except (ValueError, SyntaxError):
+            pass
+    return f"Prometheus error: {text}"
+
+
+async def call(services: Any, fn: Callable[[PrometheusConnect], T]) -> T:
+    """Run ``fn(client)`` in a thread, translating transport and API errors to SkillError."""
+    prom = client(services)
+    timeout = services.settings.backend_timeout
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(fn, prom), timeout + 2)
+    except PrometheusApiClientException as exc:
+        raise SkillError(prometheus_error(exc)) from exc
+    except (requests.Timeout, TimeoutError) as exc:
+        raise SkillError(f"Prometheus at {prom.url} did not answer within {timeout:g}s.") from exc
+    except requests.RequestException as exc:
+        raise SkillError(f"Prometheus at {prom.url} is unreachable ({type(exc).__name__}).") from exc
+
+
+def series_label(metric: dict[str, str]) -> str:
+    name = metric.get("__name__", "")
+    labels = ",".join(f'{k}="{v}"' for k, v in sorted(metric.items()) if k != "__name__")
+    return f"{name}{{{labels}}}" if labels else (name or "{}")
+
+
+def fmt(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+class QueryArgs(BaseModel):
+    query: str = Field(description="PromQL expression, e.g. sum(rate(http_requests_total[5m]))")
+    time: str | None = Field(
+        None, description="evaluation time: RFC 3339 or unix seconds; default now"
+    )
+
+
+class PrometheusQuery(Skill[QueryArgs]):
+    name = "prometheus.query"
+    summary = "Evaluate a PromQL expression now and show the resulting series"
+    Args = QueryArgs
+    risk = Risk.READ
+    requires = ("prometheus_url",)
+    examples = [
+        "query up",
+        "promql: sum(rate(http_requests_total[5m])) by (service)",
+        "what is the value of node_load1",
+        "run the query `up == 0`",
+    ]
+    keywords = {
+        "promql": 3.0, "<promql>": 1.2, "<selector>": 0.8, "query": 1.5, "metric": 1.0,
+        "evaluate": 1.2, "value of": 0.8, "current value": 0.8, "log": -2.0, "logql": -3.0,
+        "<logql>": -2.0,
+    }
+
+    async def run(self, args: QueryArgs, ctx: SkillContext) -> SkillResult:
+        params = {"time": args.time} if args.time else None
+        result: Any = await call(ctx.services, lambda p: p.custom_query(args.query, params=params))
+        limit = ctx.services.settings.max_rows
+        if result and isinstance(result, list) and isinstance(result[0], dict):
+            rows = []
+            for sample in result:
+                value = float(sample.get("value", [0, "nan"])[1])
+                rows.append((value, series_label(sample.get("metric", {}))))
+            rows.sort(key=lambda r: (-r[0] if not math.isnan(r[0]) else math.inf))
+            table = Table.bounded(["series", "value"], [[s, fmt(v)] for v, s in rows], limit, "series")
+            summary = f"{len(rows)} series"
+            return SkillResult(summary=summary, blocks=[Code(code=args.query, language="promql"), table],
+                               data={"series": len(rows)})
+        if result and isinstance(result, list) and len(result) == 2:  # scalar or string
+            return SkillResult(
+                summary=f"scalar {result[1]}",
+                blocks=[Code(code=args.query, language="promql"), Text(text=f"= {result[1]}")],
+            )
+        return SkillResult(
+            summary="no data",
+            blocks=[Code(code=args.query, language="promql"), Text(text="The query returned no series.")],
+            data={"series": 0},
+        )
+
+    async def inventory(self, services: Any) -> dict[str, set[str]]:
+        """Names to ground on: values of the service and namespace labels."""
+        health = services.settings.health
+        service: list[str] = await call(services, lambda p: p.get_label_values(health.service_label))
+        namespace: list[str] = await call(services, lambda p: p.get_label_values(health.namespace_label))
+        job: list[str] = await call(services, lambda p: p.get_label_values("job"))
+        return {"service": set(service) | set(job), "namespace": set(namespace)}
+
+
+class RangeArgs(BaseModel):
+    query: str = Field(description="PromQL expression to chart")
+    since: Duration = Field("1h", description="how far back from now, e.g. 30m, 6h, 2d")
+    step: Duration | None = Field(None, description="resolution; default: since / 240")
+
+
+class PrometheusRange(Skill[RangeArgs]):
+    name = "prometheus.range"
+    summary = "Chart a PromQL expression over a time range (PNG) with min/max/last per series"
+    Args = RangeArgs
+    risk = Risk.READ
+    requires = ("prometheus_url",)
+    examples = [
+        "graph rate(http_requests_total[5m]) over the last 6h",
+        "plot node_load1 for the past hour",
+        "chart up over the last 30m",
+    ]
+    keywords = {
+        "graph": 2.0, "plot": 2.0, "chart": 2.0, "draw": 1.5, "visualize": 1.5, "visualise": 1.5,
+        "trend": 1.2, "over time": 1.2, "<promql>": 1.0, "promql": 1.0, "log": -2.0,
+        "<logql>": -2.0,
+    }
+
+    async def run(self, args: RangeArgs, ctx: SkillContext) -> SkillResult:
+        span = parse_duration(args.since)
+        if span > timedelta(days=31):
+            raise SkillError("since is limited to 31d so a chart stays readable")
+        step = parse_duration(args.step) if args.step else timedelta(
+            seconds=max(1, int(span.total_seconds() // MAX_POINTS))
+        )
+        if span / step > 11000:
+            raise SkillError(f"step {format_duration(step)} is too fine for {args.since} (max 11000 points)")
+        end = datetime.now(UTC)
+        start = end - span
+        step_s = f"{int(step.total_seconds())}s"
+        result: list[dict[str, Any]] = await call(
+            ctx.services,
+            lambda p: p.custom_query_range(args.query, start_time=start, end_time=end, step=step_s),
+        )
+        code = Code(code=args.query, language="promql")
+        if not result:
+            return SkillResult(summary="no data", blocks=[code, Text(text=f"No data in the last {args.since}.")])
+        series = []
+        for item in result:
+            points = [(float(t), float(v)) for t, v in item.get("values", [])]
+            if points:
+                series.append((series_label(item.get("metric", {})), points))
+        series.sort(key=lambda s: -s[1][-1][1] if not math.isnan(s[1][-1][1]) else math.inf)
+        shown = series[: ctx.services.settings.max_series]
+        png = await asyncio.to_thread(line_chart, f"{args.query}  (last {args.since})", shown)
+        rows = [
+            [label, fmt(min(v for _, v in pts)), fmt(max(v for _, v in pts)), fmt(pts[-1][1])]
+            for label, pts in shown
+        ]
+        table = Table(columns=["series", "min", "max", "last"], rows=rows)
+        if len(series) > len(shown):
+            table.note = f"{len(series) - len(shown)} more series not shown (top {len(shown)} by last value)"
+        image = Image(title=f"{args.query} over {args.since}", data=png, alt=args.query)
+        return SkillResult(
+            summary=f"{len(series)} series over {args.since}",
+            blocks=[code, image, table],
+            data={"series": len(series), "step": step_s},
+        )
+
+
+class HealthArgs(BaseModel):
+    service: str = Field(pattern=LABEL_VALUE, description="service name (the service label)")
+    namespace: str | None = Field(None, pattern=LABEL_VALUE, description="Kubernetes namespace")
+
+
+class ServiceHealth(Skill[HealthArgs]):
+    name = "service.health"
+    summary = "RED health of a service: request rate, error ratio, p95/p99 latency"
+    Args = HealthArgs
+    risk = Risk.READ
+    requires = ("prometheus_url",)
+    examples = [
+        "how is checkout doing?",
+        "error rate and latency of payments in shop",
+        "health of cart",
+        "is payments healthy",
+    ]
+    keywords = {
+        "health": 2.0, "healthy": 2.0, "how is": 1.2, "doing": 0.8, "error rate": 2.0,
+        "latency": 2.0, "slow": 1.0, "throughput": 2.0, "traffic": 1.5, "rps": 2.0,
+        "requests per second": 2.0, "p99": 1.5, "p95": 1.5, "response time": 2.0, "red": 0.5,
+        "<promql>": -1.5, "log": -1.5, "alert": -1.0, "pod": -1.0, "graph": -0.5,
+    }
+
+    async def run(self, args: HealthArgs, ctx: SkillContext) -> SkillResult:
+        tpl = ctx.services.settings.health
+        selector = f'{tpl.service_label}="{args.service}"'
+        if args.namespace:
+            selector += f',{tpl.namespace_label}="{args.namespace}"'
+        queries = {
+            "request rate": tpl.rate.format(selector=selector, window=tpl.window),
+            "error ratio": tpl.errors.format(selector=selector, window=tpl.window),
+            "p95 latency": tpl.p95.format(selector=selector, window=tpl.window),
+            "p99 latency": tpl.p99.format(selector=selector, window=tpl.window),
+        }
+        results = await asyncio.gather(
+            *(call(ctx.services, lambda p, q=q: p.custom_query(q)) for q in queries.values())
+        )
+        rows: list[list[str]] = []
+        values: dict[str, float | None] = {}
+        for (label, _query), result in zip(queries.items(), results, strict=True):
+            value = float(result[0]["value"][1]) if result else None
+            values[label] = value
+            rows.append([label, _unit(label, value)])
+        where = f"{args.service}" + (f" in {args.namespace}" if args.namespace else "")
+        if all(v is None for v in values.values()):
+            return SkillResult(
+                ok=False,
+                summary=f"no metrics for {where}",
+                blocks=[Text(text=f"Prometheus has no request metrics for {where}. "
+                                  "Check the name, or the service.health templates (health.*).")],
+            )
+        blocks = [Text(text=f"*{where}* over the last {tpl.window}"), Table(columns=["signal", "value"], rows=rows)]
+        return SkillResult(summary=f"{where}: " + ", ".join(f"{r[0]} {r[1]}" for r in rows),
+                           blocks=blocks, data={k: v for k, v in values.items()})
+
+
+def _unit(label: str, value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "no data"
+    if label == "request rate":
+        return f"{value:.3g} req/s"
+    if label == "error ratio":
+        return f"{value * 100:.2f} %"
+    return f"{value * 1000:.0f} ms"
