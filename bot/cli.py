@@ -79,6 +79,41 @@ def shell(as_: AsOption = "shell:alice") -> None:
 
 
 @app.command()
+def demo(as_: AsOption = "shell:alice") -> None:
+    """The terminal chat against a local real Prometheus + Alertmanager with live data
+    (started here and stopped on exit), unless PROMETHEUS_URL/ALERTMANAGER_URL are set."""
+    from bot.adapters.shell import interactive
+    from bot.demo import LocalStack
+    from bot.engine import Engine
+
+    actor = _actor(as_)
+    settings = load_settings()
+    stack = None
+    if not (settings.prometheus_url or settings.alertmanager_url):
+        try:
+            stack = LocalStack().start()
+        except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
+            err.print(f"cannot start the local stack: {exc}", markup=False)
+            raise typer.Exit(1) from None
+        settings = load_settings(prometheus_url=stack.prometheus_url, alertmanager_url=stack.alertmanager_url)
+        err.print(f"local Prometheus {stack.prometheus_url}, Alertmanager {stack.alertmanager_url} "
+                  "(HighErrorRate fires within seconds)", markup=False)
+
+    async def go() -> None:
+        services = await _services(settings)
+        try:
+            await interactive(Engine(services), Console(), actor, services.settings.chart_dir)
+        finally:
+            await services.close()
+
+    try:
+        _run(go)
+    finally:
+        if stack:
+            stack.stop()
+
+
+@app.command()
 def ask(text: str, as_: AsOption = "shell:alice", channel: str = "shell") -> None:
     """Send one request; print the bot's messages (and any approval id)."""
     from bot.adapters.shell import ShellRenderer

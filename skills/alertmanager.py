@@ -100,7 +100,7 @@ class AlertsList(Skill[ListArgs]):
     keywords = {
         "alert": 2.0, "fir": 2.0, "paging": 0.8, "list": 0.5, "show": 0.3, "critical": 0.5,
         "=silenced": 2.5, "=silences": 2.5, "=muted": 2.0, "=suppressed": 2.0, "<alertname>": 0.3,
-        "silence": -1.0, "mute": -1.0,
+        "silence": -1.0, "mute": -1.0, "who": -1.5,
     }
 
     async def run(self, args: ListArgs, ctx: SkillContext) -> SkillResult:
@@ -136,7 +136,7 @@ class AlertsList(Skill[ListArgs]):
         table = Table.bounded(["alert", "severity", "labels", "for", "summary"], rows,
                               ctx.services.settings.max_rows, "alerts")
         return SkillResult(summary=f"{len(alerts)} {what} alert(s){where}",
-                           blocks=[Text(text=f"{len(alerts)} {what} alert(s){where}"), table],
+                           blocks=[table],
                            data={"count": len(alerts), "alertnames": sorted({r[0] for r in rows})})
 
     async def _pending(self, args: ListArgs, ctx: SkillContext) -> SkillResult:

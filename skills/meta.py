@@ -112,8 +112,8 @@ class AuditSearch(Skill[AuditArgs]):
     examples = ["who restarted checkout today?", "show audit log for alice in the last 24h",
                 "what did bob do this week"]
     keywords = {
-        "audit": 3.0, "who": 1.0, "=restarted": 1.5, "=scaled": 1.5, "=rolled": 1.5,
-        "=silenced": 1.0, "=did": 0.5, "changed": 1.0, "history of actions": 1.0,
+        "audit": 3.0, "who": 2.0, "=restarted": 1.5, "=scaled": 1.5, "=rolled": 1.5,
+        "=silenced": 1.5, "=muted": 1.5, "=did": 0.5, "changed": 1.0, "history of actions": 1.0,
     }
 
     def route_args(self, parsed: Any, found: dict[str, Any]) -> dict[str, Any]:

@@ -200,7 +200,7 @@ class PrometheusRange(Skill[RangeArgs]):
                 series.append((series_label(item.get("metric", {})), points))
         series.sort(key=lambda s: -s[1][-1][1] if not math.isnan(s[1][-1][1]) else math.inf)
         shown = series[: ctx.services.settings.max_series]
-        png = await asyncio.to_thread(line_chart, f"{args.query}  (last {args.since})", shown)
+        png = await asyncio.to_thread(line_chart, f"{args.query}  (last {args.since})", shown, start, end)
         rows = [
             [label, fmt(min(v for _, v in pts)), fmt(max(v for _, v in pts)), fmt(pts[-1][1])]
             for label, pts in shown

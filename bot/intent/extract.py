@@ -40,6 +40,12 @@ def stem(word: str) -> str:
 
 
 WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*[A-Za-z0-9]|[A-Za-z0-9]")
+_CONTRACTIONS = re.compile(r"\b(what|how|who|where|when|that|there|it|which)'s\b|\b(is|are|was|were|do|does|did|can|could|would|should)n't\b", re.I)
+
+
+def expand_contractions(text: str) -> str:
+    """"what's" -> "what is", "isn't" -> "is not" (so the two spellings score alike)."""
+    return _CONTRACTIONS.sub(lambda m: f"{m.group(1)} is" if m.group(1) else f"{m.group(2)} not", text)
 
 
 def words(text: str) -> list[str]:
@@ -330,7 +336,7 @@ def parse(text: str) -> Parsed:
         parsed.expr = body
         parsed.expr_kind = expression_kind(body, hint)
         rest = f"{rest} {tail}"
-    parsed.rest = " ".join(rest.split())
+    parsed.rest = " ".join(expand_contractions(rest).split())
     parsed.durations = find_durations(parsed.rest)
     parsed.tokens = words(parsed.rest)
     parsed.stems = [stem(t) for t in parsed.tokens]

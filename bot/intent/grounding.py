@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from rapidfuzz import fuzz, process
 
+from skills.base import NotConfigured
+
 if TYPE_CHECKING:
     from bot.services import Services
 
@@ -87,6 +89,8 @@ class Inventory:
                 continue
             try:
                 found = await provider(self._services)
+            except NotConfigured:
+                continue
             except Exception as exc:  # a down backend only means fewer names to ground on
                 log.info("inventory.unavailable", skill=skill.name, error=str(exc))
                 continue

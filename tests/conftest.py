@@ -1,0 +1,130 @@
+"""Shared fixtures: a database per backend (SQLite always, PostgreSQL when
+``OPSBOT_TEST_POSTGRES_URL`` is set), services/engine on it, and the real local
+Prometheus + Alertmanager stack. With ``OPSBOT_REQUIRE_REAL_SERVERS=1`` (CI) a missing
+server fails the run instead of skipping."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bot.config import Settings
+from bot.demo import LocalStack, missing_binaries
+from bot.engine import Engine
+from bot.model import Message
+from bot.policy import Policy
+from bot.services import Services, build_services
+from bot.store import normalise_url
+from skills.base import SkillRegistry
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRE = os.environ.get("OPSBOT_REQUIRE_REAL_SERVERS") == "1"
+PG_URL = os.environ.get("OPSBOT_TEST_POSTGRES_URL", "")
+
+
+def unavailable(reason: str) -> None:
+    if REQUIRE:
+        pytest.fail(f"{reason} (OPSBOT_REQUIRE_REAL_SERVERS=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'opsbot.db'}"
+        return
+    if not PG_URL:
+        unavailable("OPSBOT_TEST_POSTGRES_URL is not set")
+    base = normalise_url(PG_URL)
+    name = f"opsbot_t_{uuid.uuid4().hex[:10]}"
+    admin = create_async_engine(base, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield base.rsplit("/", 1)[0] + "/" + name
+    async with admin.connect() as conn:
+        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await admin.dispose()
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return Policy.load(ROOT / "policies" / "default.yaml")
+
+
+def make_settings(db_url: str, tmp_path: Path, **extra: Any) -> Settings:
+    return Settings(database_url=db_url, policy_path=ROOT / "policies", chart_dir=tmp_path / "charts",
+                    backend_timeout=3.0, **extra)
+
+
+@pytest.fixture
+async def services(db_url: str, tmp_path: Path, policy: Policy) -> AsyncIterator[Services]:
+    svc = await build_services(make_settings(db_url, tmp_path), policy=policy)
+    yield svc
+    await svc.close()
+
+
+@pytest.fixture
+async def sqlite_services(tmp_path: Path, policy: Policy) -> AsyncIterator[Services]:
+    svc = await build_services(make_settings(f"sqlite+aiosqlite:///{tmp_path / 'o.db'}", tmp_path), policy=policy)
+    yield svc
+    await svc.close()
+
+
+class Thread:
+    """Collects what the engine posts, like an adapter would."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(m.plain for m in self.messages)
+
+    @property
+    def approval_ids(self) -> list[str]:
+        return [m.approval_id for m in self.messages if m.approval_id and m.step.value == "approval"]
+
+
+@pytest.fixture
+def thread() -> Thread:
+    return Thread()
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[LocalStack]:
+    missing = missing_binaries()
+    if missing:
+        unavailable(f"missing {', '.join(missing)}")
+    with LocalStack() as running:
+        running.wait_for_alert("HighErrorRate", timeout=90)
+        yield running
+
+
+@pytest.fixture
+async def live(stack: LocalStack, tmp_path: Path, policy: Policy) -> AsyncIterator[Engine]:
+    """An engine on SQLite wired to the real local Prometheus and Alertmanager."""
+    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path / 'live.db'}", tmp_path,
+                             prometheus_url=stack.prometheus_url, alertmanager_url=stack.alertmanager_url)
+    svc = await build_services(settings, policy=policy)
+    yield Engine(svc)
+    await svc.close()
+
+
+def registry_with(*skills: Any) -> SkillRegistry:
+    from skills.base import load_registry
+
+    registry = load_registry()
+    for skill in skills:
+        registry.add(skill)
+    return registry
