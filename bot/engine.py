@@ -290,10 +290,8 @@ class Engine:
 def result_message(thread: str, skill: Skill[Any] | None, result: SkillResult, approval_id: str | None = None) -> Message:
     name = skill.name if skill else "?"
     head = Text(text=f"`{name}`: {result.summary}" if result.ok else f"`{name}` failed: {result.summary}")
-    blocks = result.blocks if result.ok else [head]
-    if result.ok:
-        blocks = [head, *result.blocks]
-    return Message(thread=thread, step=Step.RESULT if result.ok else Step.ERROR, blocks=blocks,
+    details = [b for b in result.blocks if not (isinstance(b, Text) and b.text == result.summary)]
+    return Message(thread=thread, step=Step.RESULT if result.ok else Step.ERROR, blocks=[head, *details],
                    approval_id=approval_id)
 
 
