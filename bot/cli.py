@@ -27,7 +27,6 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
 
 AsOption = Annotated[str, typer.Option("--as", help="identity, e.g. shell:alice")]
-err = Console(stderr=True)
 
 
 def _run(fn: Callable[[], Awaitable[T]]) -> T:
@@ -41,13 +40,13 @@ async def _services(settings: Settings | None = None) -> Any:
     try:
         return await build_services(settings)
     except PolicyError as exc:
-        err.print(f"policy error: {exc}", markup=False)
+        typer.echo(f"policy error: {exc}", err=True)
         raise typer.Exit(2) from None
 
 
 def _actor(identity: str) -> Actor:
     if ":" not in identity:
-        err.print(f"--as takes platform:user (e.g. shell:alice), not {identity!r}", markup=False)
+        typer.echo(f"--as takes platform:user (e.g. shell:alice), not {identity!r}", err=True)
         raise typer.Exit(2)
     return Actor(id=identity)
 
@@ -93,11 +92,11 @@ def demo(as_: AsOption = "shell:alice") -> None:
         try:
             stack = LocalStack().start()
         except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
-            err.print(f"cannot start the local stack: {exc}", markup=False)
+            typer.echo(f"cannot start the local stack: {exc}", err=True)
             raise typer.Exit(1) from None
         settings = load_settings(prometheus_url=stack.prometheus_url, alertmanager_url=stack.alertmanager_url)
-        err.print(f"local Prometheus {stack.prometheus_url}, Alertmanager {stack.alertmanager_url} "
-                  "(HighErrorRate fires within seconds)", markup=False)
+        typer.echo(f"local Prometheus {stack.prometheus_url}, Alertmanager {stack.alertmanager_url} "
+                   "(HighErrorRate fires within seconds)", err=True)
 
     async def go() -> None:
         services = await _services(settings)
@@ -220,7 +219,7 @@ def eval_(
     from skills.base import load_registry
 
     if planner != "offline":
-        err.print(f"planner {planner!r} is not available in this version; use --planner offline", markup=False)
+        typer.echo(f"planner {planner!r} is not available in this version; use --planner offline", err=True)
         raise typer.Exit(2)
     cases = load_cases(dataset)
     report = _run(lambda: evaluate(cases, OfflineRouter(), load_registry()))
@@ -247,7 +246,7 @@ def _load_policy(path: Path | None) -> Policy:
     try:
         return Policy.load(target)
     except PolicyError as exc:
-        err.print(f"policy error: {exc}", markup=False)
+        typer.echo(f"policy error: {exc}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -331,7 +330,7 @@ def audit_show(seq: int) -> None:
 
     record = _run(go)
     if record is None:
-        err.print(f"no audit record {seq}", markup=False)
+        typer.echo(f"no audit record {seq}", err=True)
         raise typer.Exit(1)
     print(json.dumps(record.as_dict(), indent=2))
 

@@ -260,11 +260,15 @@ def _load_file(file: Path) -> PolicyDoc:
     try:
         return PolicyDoc.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        errors = exc.errors()
+        # a misspelt key explains the "field required" errors that follow it: report it first
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         loc = [str(p) for p in err["loc"]]
         line = _line_of(node, err["loc"])
         where = ".".join(loc) or "(top)"
         message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = f"unknown key {loc[-1]!r}"
         raise PolicyError(f"{file}:{line}: {where}: {message}") from None
 
 

@@ -1,0 +1,134 @@
+"""The command line of DESIGN.md, run through typer's runner with the real engine."""
+
+from __future__ import annotations
+
+import io
+import re
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from bot.adapters.shell import interactive
+from bot.cli import app
+from bot.demo import LocalStack
+from bot.engine import Engine
+from bot.model import Actor
+from bot.services import Services
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    db = tmp_path / "cli.db"
+    monkeypatch.setenv("OPSBOT_DATABASE_URL", f"sqlite+aiosqlite:///{db}")
+    monkeypatch.setenv("OPSBOT_POLICY_PATH", str(ROOT / "policies"))
+    monkeypatch.setenv("OPSBOT_CHART_DIR", str(tmp_path / "charts"))
+    for var in ("PROMETHEUS_URL", "ALERTMANAGER_URL", "LOKI_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return db
+
+
+def test_eval_prints_misses_and_accuracy(env: Path) -> None:
+    result = runner.invoke(app, ["eval", str(ROOT.parent / "shared" / "eval" / "routing-dev.yaml")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert re.fullmatch(r"accuracy: 0\.\d{3} \(\d+/48\)", lines[-1])
+    installed = re.search(r"accuracy over installed skills: (\d\.\d{3})", result.output)
+    assert installed and float(installed.group(1)) >= 0.95
+    assert "MISS 'show pods in shop': skill k8s.pods is not installed" in result.output
+    as_json = runner.invoke(app, ["eval", str(ROOT / "eval" / "routing-extra.yaml"), "--json"])
+    assert '"installed_accuracy"' in as_json.output
+
+
+def test_policy_check_and_explain(env: Path, tmp_path: Path) -> None:
+    ok = runner.invoke(app, ["policy", "check"])
+    assert ok.exit_code == 0 and ok.output.startswith("ok: 4 rules, 2 groups")
+    explain = runner.invoke(app, ["policy", "explain", "k8s.scale", "--as", "shell:alice", "--namespace", "shop"])
+    assert "approve — rule 'sre restarts and scales with one on-call approval': 1 of group:oncall" in explain.output
+    denied = runner.invoke(app, ["policy", "explain", "k8s.scale", "--as", "shell:eve", "--namespace", "shop"])
+    assert "deny — no policy rule allows shell:eve to call k8s.scale in namespace shop" in denied.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - name: x\n    subjects: ['*']\n    skills: [help]\n    effect: perhaps\n")
+    failed = runner.invoke(app, ["policy", "check", str(bad)])
+    assert failed.exit_code == 1 and f"{bad}:5: rules.0.effect" in failed.output
+
+
+def test_malformed_policy_is_refused_at_start(env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("groups: [oops]\n")
+    monkeypatch.setenv("OPSBOT_POLICY_PATH", str(bad))
+    result = runner.invoke(app, ["ask", "help"])
+    assert result.exit_code == 2 and f"policy error: {bad}:1: groups" in result.output
+
+
+def test_ask_then_audit_list_show_verify_export(env: Path) -> None:
+    asked = runner.invoke(app, ["ask", "--as", "shell:eve", "help"])
+    assert asked.exit_code == 0 and "Skills you (shell:eve) may use here" in asked.output
+    assert "alerts.silence" not in asked.output  # eve may not silence, so help does not offer it
+    listed = runner.invoke(app, ["audit", "list", "--actor", "eve"])
+    assert "request.received" in listed.output and "skill.result" in listed.output
+    shown = runner.invoke(app, ["audit", "show", "1"])
+    assert '"event": "request.received"' in shown.output
+    verified = runner.invoke(app, ["audit", "verify"])
+    assert verified.exit_code == 0 and verified.output.startswith("ok: 5 records")
+    exported = runner.invoke(app, ["audit", "export"])
+    assert len(exported.output.strip().splitlines()) == 5
+
+    with sqlite3.connect(env) as conn:  # someone edits the log behind the bot's back
+        conn.execute("UPDATE audit_events SET detail = 'nothing to see' WHERE seq = 2")
+    tampered = runner.invoke(app, ["audit", "verify"])
+    assert tampered.exit_code == 1
+    assert "FAIL record 2: content does not match its hash (edited)" in tampered.output
+
+
+def test_silence_through_the_cli_needs_another_identity(env: Path, stack: LocalStack,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALERTMANAGER_URL", stack.alertmanager_url)
+    monkeypatch.setenv("PROMETHEUS_URL", stack.prometheus_url)
+    asked = runner.invoke(app, ["ask", "--as", "shell:alice", "silence HighErrorRate for 1h, cli test"])
+    match = re.search(r"approve ([a-z0-9]{6})", asked.output)
+    assert match, asked.output
+    approval_id = match.group(1)
+    self_approved = runner.invoke(app, ["approve", approval_id, "--as", "shell:alice"])
+    assert self_approved.exit_code == 1 and "someone else must approve" in self_approved.output
+    approved = runner.invoke(app, ["approve", approval_id, "--as", "shell:bob"])
+    assert approved.exit_code == 0, approved.output
+    assert "Silence `" in approved.output
+    silences = httpx.get(f"{stack.alertmanager_url}/api/v2/silences").json()
+    [created] = [s for s in silences if s["comment"] == "cli test"]
+    again = runner.invoke(app, ["approve", approval_id, "--as", "shell:carol"])
+    assert again.exit_code == 1 and "already executed" in again.output
+    httpx.delete(f"{stack.alertmanager_url}/api/v2/silence/{created['id']}")
+
+
+def test_skills_lists_catalog(env: Path) -> None:
+    result = runner.invoke(app, ["skills"])
+    assert "prometheus.range" in result.output and "set PROMETHEUS_URL" in result.output
+
+
+class ScriptedConsole(Console):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(file=io.StringIO(), force_terminal=False, width=200)
+        self.lines = lines
+
+    def input(self, prompt: object = "", **_: object) -> str:  # type: ignore[override]
+        if not self.lines:
+            raise EOFError
+        return self.lines.pop(0)
+
+
+async def test_interactive_shell_switches_identity(sqlite_services: Services, tmp_path: Path) -> None:
+    console = ScriptedConsole(["help", "/as shell:bob", "approve zzzzzz", "/as nonsense", "/quit"])
+    await interactive(Engine(sqlite_services), console, Actor(id="shell:alice"), tmp_path)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "Skills you (shell:alice) may use here" in out
+    assert "now acting as shell:bob" in out
+    assert "no approval request with id zzzzzz" in out
+    assert "usage: /as platform:user" in out

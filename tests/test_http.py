@@ -1,0 +1,51 @@
+"""``opsbot serve``'s HTTP paths through aiohttp's test client."""
+
+from __future__ import annotations
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.adapters.http import make_app
+from bot.audit import AuditEvent
+from bot.services import Services
+
+
+async def client_for(services: Services) -> TestClient:  # type: ignore[type-arg]
+    client = TestClient(TestServer(make_app(services)))
+    await client.start_server()
+    return client
+
+
+async def test_health_ready_metrics(sqlite_services: Services) -> None:
+    client = await client_for(sqlite_services)
+    try:
+        assert (await (await client.get("/healthz")).json()) == {"status": "ok"}
+        assert (await (await client.get("/readyz")).json()) == {"status": "ready"}
+        metrics = await (await client.get("/metrics")).text()
+        assert "opsbot_requests_total" in metrics and "opsbot_skill_duration_seconds" in metrics
+    finally:
+        await client.close()
+
+
+async def test_audit_page_shows_records_and_chain_state(sqlite_services: Services) -> None:
+    await sqlite_services.audit.append(AuditEvent.REQUEST, actor="shell:alice", detail="<script>x</script>")
+    client = await client_for(sqlite_services)
+    try:
+        page = await (await client.get("/audit?actor=alice")).text()
+        assert "chain intact" in page and "shell:alice" in page
+        assert "<script>x" not in page and "&lt;script&gt;" in page
+    finally:
+        await client.close()
+
+
+async def test_alertmanager_webhook_accepts_and_rejects(sqlite_services: Services) -> None:
+    client = await client_for(sqlite_services)
+    try:
+        ok = await client.post("/alertmanager", json={"version": "4", "status": "firing", "alerts": [
+            {"status": "firing", "labels": {"alertname": "HighErrorRate", "service": "checkout"}}]})
+        assert ok.status == 200 and (await ok.json()) == {"received": 1}
+        bad = await client.post("/alertmanager", data=b"{not json")
+        assert bad.status == 400 and "not an Alertmanager webhook payload" in (await bad.json())["error"]
+        records = await sqlite_services.audit.search(actor="alertmanager")
+        assert [r.detail for r in records] == ["firing HighErrorRate service=checkout"]
+    finally:
+        await client.close()

@@ -1,0 +1,132 @@
+"""The offline router: accuracy on the routing sets, argument extraction, grounding, and
+what it must never do (invent skills outside the catalog, guess on chit-chat)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.evaluation import evaluate, load_cases
+from bot.intent import extract as ex
+from bot.intent.grounding import Inventory, ground
+from bot.intent.offline import OfflineRouter
+from bot.model import Actor, Request
+from skills.base import load_registry
+
+ROOT = Path(__file__).resolve().parent.parent
+DEV = ROOT.parent / "shared" / "eval" / "routing-dev.yaml"
+REGISTRY = load_registry()
+
+
+def request(text: str) -> Request:
+    return Request(actor=Actor(id="shell:alice"), channel="test", text=text)
+
+
+@pytest.mark.parametrize("dataset", [DEV, ROOT / "eval" / "routing-extra.yaml"])
+async def test_accuracy_on_installed_skills(dataset: Path) -> None:
+    if not dataset.exists():
+        pytest.skip(f"{dataset} not present")
+    report = await evaluate(load_cases(dataset), OfflineRouter(), REGISTRY)
+    misses = [(r.case.text, r.reason) for r in report.installed if not r.ok]
+    assert report.installed_accuracy >= 0.95, misses
+    # a case whose skill is not installed is a miss, and says so
+    for r in report.results:
+        if not r.installed:
+            assert not r.ok and r.reason.endswith("is not installed")
+
+
+@pytest.mark.parametrize(
+    ("text", "expr", "kind", "rest"),
+    [
+        ("promql: sum(rate(x[5m])) by (service)", "sum(rate(x[5m])) by (service)", "promql", "promql"),
+        ('logql: {app="a"} |= "error"', '{app="a"} |= "error"', "logql", "logql"),
+        ("graph rate(x[5m]) over the last 6h", "rate(x[5m])", "promql", "graph over the last 6h"),
+        ("plot node_load1 for the past hour", "node_load1", "promql", "plot for the past hour"),
+        ("run the query `up == 0` please", "up == 0", "promql", "run the query please"),
+        ('search logs {ns="shop"} |= "timeout" since 15m', '{ns="shop"} |= "timeout"', "logql",
+         "search logs since 15m"),
+        ("what is rate(http_requests_total[1m]) for checkout", "rate(http_requests_total[1m])", "promql",
+         "what is for checkout"),
+    ],
+)
+def test_expression_extraction(text: str, expr: str, kind: str, rest: str) -> None:
+    parsed = ex.parse(text)
+    assert (parsed.expr, parsed.expr_kind, parsed.rest) == (expr, kind, rest)
+
+
+def test_plain_english_is_not_an_expression() -> None:
+    assert ex.parse("show me a graph of error rate for checkout").expr is None
+    assert ex.parse("restart checkout in shop").expr is None
+
+
+@pytest.mark.parametrize(
+    ("text", "since", "duration"),
+    [
+        ("in the last 30m", "30m", "30m"),
+        ("over the past hour", "1h", "1h"),
+        ("silence X for 2h, deploy", None, "2h"),
+        ("last 24 hours", "24h", "24h"),
+        ("since 90 minutes", "90m", "90m"),
+        ("for half an hour", None, "30m"),
+    ],
+)
+def test_durations(text: str, since: str | None, duration: str) -> None:
+    parsed = ex.parse(text)
+    assert ex.extract_since(parsed) == since
+    assert ex.extract_for_duration(parsed) == duration
+
+
+def test_namespace_forms() -> None:
+    for text in ("pods -n shop", "pods --namespace shop", "pods in namespace shop", "pods in shop",
+                 "shop namespace pods", "ns: shop pods"):
+        assert ex.extract_namespace(ex.parse(text)) == "shop", text
+    assert ex.extract_namespace(ex.parse("errors in the last hour")) is None
+    assert ex.extract_namespace(ex.parse("in prod"), known={"shop"}) is None
+
+
+def test_matchers() -> None:
+    assert ex.extract_matchers(ex.parse('alerts with team="payments" severity=critical')) == {
+        "team": "payments", "severity": "critical"}
+    assert ex.extract_matchers(ex.parse("silence HighErrorRate for service checkout")) == {
+        "service": "checkout", "alertname": "HighErrorRate"}
+
+
+async def test_chit_chat_and_unknown_requests_map_to_no_skill() -> None:
+    router = OfflineRouter()
+    for text in ("tell me a joke", "what's the weather in Paris", "thanks!", "", "?!"):
+        plan = await router.plan(request(text), list(REGISTRY))
+        assert not plan.invocations and plan.answer is not None, text
+    thanks = await router.plan(request("thanks!"), list(REGISTRY))
+    assert thanks.answer and "welcome" in thanks.answer.text
+
+
+async def test_only_catalog_skills_are_ever_planned() -> None:
+    """A skill the actor may not call is invisible to the router, even on a perfect match."""
+    router = OfflineRouter()
+    reads = [s for s in REGISTRY if s.name != "alerts.silence"]
+    plan = await router.plan(request("silence HighErrorRate for 2h"), reads)
+    assert plan.skill != "alerts.silence"
+
+
+async def test_missing_required_argument_asks() -> None:
+    plan = await OfflineRouter().plan(request("graph over the last hour"), list(REGISTRY))
+    assert plan.clarify is not None and "`query`" in plan.clarify.question
+
+
+async def test_names_are_grounded_against_the_inventory() -> None:
+    inventory = Inventory()
+    inventory.add("service", ["checkout", "payments", "cart"])
+    inventory.add("namespace", ["shop", "staging"])
+    router = OfflineRouter(inventory)
+    plan = await router.plan(request("how is paymnts doing in shop"), list(REGISTRY))
+    assert plan.invocations[0].args == {"service": "payments", "namespace": "shop"}
+    assert ground("chekout", ["checkout", "payments"]).value == "checkout"
+    assert ground("zzz", ["checkout"]).value is None
+    ambiguous = ground("cart", ["cart-api", "cart-web"])
+    assert ambiguous.value is None and set(ambiguous.candidates) == {"cart-api", "cart-web"}
+
+
+async def test_huge_messages_are_bounded() -> None:
+    plan = await OfflineRouter().plan(request("show firing alerts " + "x " * 50_000), list(REGISTRY))
+    assert plan.skill == "alerts.list"
