@@ -215,7 +215,9 @@ class Approvals:
         approval_id = normalise_id(approval_id)
         approval = await self.get(approval_id)
         if approval is None:
-            return VoteOutcome(VoteStatus.UNKNOWN, None, f"no approval request with id {approval_id}")
+            return VoteOutcome(
+                VoteStatus.UNKNOWN, None, f"no approval request with id {approval_id}"
+            )
         if approval.state != State.PENDING:
             return VoteOutcome(
                 VoteStatus.DECIDED, approval, f"approval {approval.id} is already {approval.state}"
@@ -232,7 +234,9 @@ class Approvals:
                 VoteStatus.SELF, approval, "you requested this action; someone else must approve it"
             )
         # the requester may withdraw (deny) their own request; anyone else must be an approver
-        if approver.id != approval.requester and not policy.may_approve(approver, approval.approvers):
+        if approver.id != approval.requester and not policy.may_approve(
+            approver, approval.approvers
+        ):
             return VoteOutcome(
                 VoteStatus.NOT_ALLOWED,
                 approval,
@@ -282,7 +286,9 @@ class Approvals:
     async def _decided(self, approval_id: str) -> VoteOutcome:
         approval = await self.get(approval_id)
         state = approval.state if approval else "gone"
-        return VoteOutcome(VoteStatus.DECIDED, approval, f"approval {approval_id} is already {state}")
+        return VoteOutcome(
+            VoteStatus.DECIDED, approval, f"approval {approval_id} is already {state}"
+        )
 
     async def finish(self, approval_id: str, *, ok: bool, result: str) -> bool:
         """``approved -> executed|failed``; False if it was not in ``approved``."""

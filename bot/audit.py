@@ -151,7 +151,9 @@ class AuditLog:
                 async with self.store.sessions() as session:
                     last = (
                         await session.execute(
-                            select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)
+                            select(AuditRow.seq, AuditRow.hash)
+                            .order_by(AuditRow.seq.desc())
+                            .limit(1)
                         )
                     ).first()
                     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
@@ -172,7 +174,9 @@ class AuditLog:
                     digest = record.computed_hash()
                     session.add(
                         AuditRow(
-                            **{k: v for k, v in record.as_dict().items() if k not in ("at", "hash")},
+                            **{
+                                k: v for k, v in record.as_dict().items() if k not in ("at", "hash")
+                            },
                             at=record.at,
                             hash=digest,
                         )
@@ -231,7 +235,10 @@ class AuditLog:
             while True:
                 rows = (
                     await session.scalars(
-                        select(AuditRow).where(AuditRow.seq > after).order_by(AuditRow.seq).limit(batch)
+                        select(AuditRow)
+                        .where(AuditRow.seq > after)
+                        .order_by(AuditRow.seq)
+                        .limit(batch)
                     )
                 ).all()
                 if not rows:
@@ -247,7 +254,9 @@ class AuditLog:
                             f"record {record.seq}: prev_hash does not match the record before it"
                         )
                     if record.computed_hash() != record.hash:
-                        problems.append(f"record {record.seq}: content does not match its hash (edited)")
+                        problems.append(
+                            f"record {record.seq}: content does not match its hash (edited)"
+                        )
                     prev, expected_seq = record.hash, record.seq + 1
                     checked += 1
                 after = rows[-1].seq

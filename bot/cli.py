@@ -8,7 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,8 +19,15 @@ from bot.model import Actor
 from bot.policy import Allow, Deny, Policy, PolicyError
 from bot.telemetry import configure_logging
 
+if TYPE_CHECKING:
+    from bot.services import Services
+
 T = TypeVar("T")
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="opsbot: ChatOps with approvals and an audit log.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="opsbot: ChatOps with approvals and an audit log.",
+)
 audit_app = typer.Typer(no_args_is_help=True, help="Review the tamper-evident audit log.")
 policy_app = typer.Typer(no_args_is_help=True, help="Validate and explain policies.")
 app.add_typer(audit_app, name="audit")
@@ -33,7 +40,7 @@ def _run(fn: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(fn())  # type: ignore[arg-type]
 
 
-async def _services(settings: Settings | None = None) -> Any:
+async def _services(settings: Settings | None = None) -> Services:
     from bot.services import build_services
 
     settings = settings or load_settings()
@@ -94,9 +101,14 @@ def demo(as_: AsOption = "shell:alice") -> None:
         except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
             typer.echo(f"cannot start the local stack: {exc}", err=True)
             raise typer.Exit(1) from None
-        settings = load_settings(prometheus_url=stack.prometheus_url, alertmanager_url=stack.alertmanager_url)
-        typer.echo(f"local Prometheus {stack.prometheus_url}, Alertmanager {stack.alertmanager_url} "
-                   "(HighErrorRate fires within seconds)", err=True)
+        settings = load_settings(
+            prometheus_url=stack.prometheus_url, alertmanager_url=stack.alertmanager_url
+        )
+        typer.echo(
+            f"local Prometheus {stack.prometheus_url}, Alertmanager {stack.alertmanager_url} "
+            "(HighErrorRate fires within seconds)",
+            err=True,
+        )
 
     async def go() -> None:
         services = await _services(settings)
@@ -125,7 +137,9 @@ def ask(text: str, as_: AsOption = "shell:alice", channel: str = "shell") -> Non
         services = await _services()
         try:
             renderer = ShellRenderer(Console(), services.settings.chart_dir)
-            await Engine(services).handle(Request(actor=actor, channel=channel, text=text), renderer)
+            await Engine(services).handle(
+                Request(actor=actor, channel=channel, text=text), renderer
+            )
         finally:
             await services.close()
 
@@ -143,8 +157,9 @@ def _decide(approval_id: str, identity: str, verdict: str, reason: str) -> None:
         services = await _services()
         try:
             renderer = ShellRenderer(Console(), services.settings.chart_dir)
-            outcome = await Engine(services).decide(approval_id, actor, verdict, renderer, reason=reason,
-                                                    channel="cli")
+            outcome = await Engine(services).decide(
+                approval_id, actor, verdict, renderer, reason=reason, channel="cli"
+            )
             return outcome.status
         finally:
             await services.close()
@@ -193,7 +208,14 @@ def skills() -> None:
     rows = []
     for skill in load_registry():
         missing = [r.upper() for r in skill.requires if not getattr(settings, r, None)]
-        rows.append([skill.name, skill.risk.value, skill.summary, "set " + ", ".join(missing) if missing else "ok"])
+        rows.append(
+            [
+                skill.name,
+                skill.risk.value,
+                skill.summary,
+                "set " + ", ".join(missing) if missing else "ok",
+            ]
+        )
     _print_table(Table(columns=["skill", "risk", "summary", "backend"], rows=rows))
 
 
@@ -201,7 +223,9 @@ def _print_table(table: Any) -> None:
     from bot.adapters.shell import ShellRenderer
     from bot.model import Message, Step
 
-    ShellRenderer(Console(), Path(".")).render(Message(thread="-", step=Step.RESULT, blocks=[table]))
+    ShellRenderer(Console(), Path(".")).render(
+        Message(thread="-", step=Step.RESULT, blocks=[table])
+    )
 
 
 # -- eval ----------------------------------------------------------------------------------
@@ -219,7 +243,9 @@ def eval_(
     from skills.base import load_registry
 
     if planner != "offline":
-        typer.echo(f"planner {planner!r} is not available in this version; use --planner offline", err=True)
+        typer.echo(
+            f"planner {planner!r} is not available in this version; use --planner offline", err=True
+        )
         raise typer.Exit(2)
     cases = load_cases(dataset)
     report = _run(lambda: evaluate(cases, OfflineRouter(), load_registry()))
@@ -231,8 +257,10 @@ def eval_(
             print(f"MISS {r.case.text!r}: {r.reason}")
     installed = report.installed
     print(f"planner: {planner}; mean latency {report.as_dict()['mean_latency_ms']} ms/request")
-    print(f"accuracy over installed skills: {report.installed_accuracy:.3f} "
-          f"({sum(r.ok for r in installed)}/{len(installed)})")
+    print(
+        f"accuracy over installed skills: {report.installed_accuracy:.3f} "
+        f"({sum(r.ok for r in installed)}/{len(installed)})"
+    )
     print(f"accuracy: {report.accuracy:.3f} ({report.passed}/{len(report.results)})")
 
 
@@ -251,10 +279,14 @@ def _load_policy(path: Path | None) -> Policy:
 
 
 @policy_app.command("check")
-def policy_check(path: Annotated[Path | None, typer.Argument(help="file or folder")] = None) -> None:
+def policy_check(
+    path: Annotated[Path | None, typer.Argument(help="file or folder")] = None,
+) -> None:
     """Validate a policy file or folder (file:line: reason on error)."""
     policy = _load_policy(path)
-    print(f"ok: {len(policy.doc.rules)} rules, {len(policy.doc.groups)} groups in {', '.join(policy.sources)}")
+    print(
+        f"ok: {len(policy.doc.rules)} rules, {len(policy.doc.groups)} groups in {', '.join(policy.sources)}"
+    )
 
 
 @policy_app.command("explain")
@@ -272,15 +304,19 @@ def policy_explain(
     actor = _actor(as_)
     known = load_registry().get(skill)
     namespaced = known.namespaced if known else namespace is not None
-    decision = policy.decide(actor, skill, channel=channel, namespace=namespace, namespaced=namespaced)
+    decision = policy.decide(
+        actor, skill, channel=channel, namespace=namespace, namespaced=namespaced
+    )
     print(f"subjects of {actor.id}: {', '.join(sorted(policy.subjects_of(actor)))}")
     if isinstance(decision, Allow):
         print(f"allow — rule {decision.rule!r}")
     elif isinstance(decision, Deny):
         print(f"deny — {decision.reason}")
     else:
-        print(f"approve — rule {decision.rule!r}: {decision.min_approvals} of {', '.join(decision.approvers)}, "
-              f"ttl {decision.ttl}")
+        print(
+            f"approve — rule {decision.rule!r}: {decision.min_approvals} of {', '.join(decision.approvers)}, "
+            f"ttl {decision.ttl}"
+        )
 
 
 # -- audit ---------------------------------------------------------------------------------
@@ -304,7 +340,9 @@ def audit_list(
     async def go() -> list[Any]:
         services = await _services()
         try:
-            return await services.audit.search(since=_since(since), actor=actor, skill=skill, limit=limit)  # type: ignore[no-any-return]
+            return await services.audit.search(
+                since=_since(since), actor=actor, skill=skill, limit=limit
+            )
         finally:
             await services.close()
 
@@ -312,9 +350,23 @@ def audit_list(
     if as_json:
         print(json.dumps([r.as_dict() for r in records], indent=2))
         return
-    rows = [[str(r.seq), f"{r.at:%Y-%m-%d %H:%M:%S}", r.event, r.actor, r.skill, r.outcome, r.detail[:60]]
-            for r in records]
-    _print_table(Table(columns=["seq", "at (UTC)", "event", "actor", "skill", "outcome", "detail"], rows=rows))
+    rows = [
+        [
+            str(r.seq),
+            f"{r.at:%Y-%m-%d %H:%M:%S}",
+            r.event,
+            r.actor,
+            r.skill,
+            r.outcome,
+            r.detail[:60],
+        ]
+        for r in records
+    ]
+    _print_table(
+        Table(
+            columns=["seq", "at (UTC)", "event", "actor", "skill", "outcome", "detail"], rows=rows
+        )
+    )
 
 
 @audit_app.command("show")
@@ -357,13 +409,15 @@ def audit_verify() -> None:
 
 
 @audit_app.command("export")
-def audit_export(since: str | None = None, actor: str | None = None, skill: str | None = None) -> None:
+def audit_export(
+    since: str | None = None, actor: str | None = None, skill: str | None = None
+) -> None:
     """Every matching record as JSON lines on stdout (with hashes, for external anchoring)."""
 
     async def go() -> list[Any]:
         services = await _services()
         try:
-            return await services.audit.search(  # type: ignore[no-any-return]
+            return await services.audit.search(
                 since=_since(since), actor=actor, skill=skill, limit=10_000_000
             )
         finally:

@@ -53,17 +53,22 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     database_url: str = Field(
-        "sqlite+aiosqlite:///opsbot.db", validation_alias=_env("OPSBOT_DATABASE_URL", "database_url")
+        "sqlite+aiosqlite:///opsbot.db",
+        validation_alias=_env("OPSBOT_DATABASE_URL", "database_url"),
     )
     policy_path: Path = Field(
         Path("policies"), validation_alias=_env("OPSBOT_POLICY_PATH", "policy_path")
     )
-    prometheus_url: str | None = Field(None, validation_alias=_env("PROMETHEUS_URL", "prometheus_url"))
+    prometheus_url: str | None = Field(
+        None, validation_alias=_env("PROMETHEUS_URL", "prometheus_url")
+    )
     alertmanager_url: str | None = Field(
         None, validation_alias=_env("ALERTMANAGER_URL", "alertmanager_url")
     )
     loki_url: str | None = Field(None, validation_alias=_env("LOKI_URL", "loki_url"))
-    openai_api_key: str | None = Field(None, validation_alias=_env("OPENAI_API_KEY", "openai_api_key"))
+    openai_api_key: str | None = Field(
+        None, validation_alias=_env("OPENAI_API_KEY", "openai_api_key")
+    )
     openai_base_url: str | None = Field(
         None, validation_alias=_env("OPENAI_BASE_URL", "openai_base_url")
     )
@@ -85,7 +90,8 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, validation_alias=_env("OPSBOT_HTTP_PORT", "http_port"))
 
     backend_timeout: float = Field(
-        10.0, validation_alias=_env("OPSBOT_BACKEND_TIMEOUT", "backend_timeout"),
+        10.0,
+        validation_alias=_env("OPSBOT_BACKEND_TIMEOUT", "backend_timeout"),
         description="seconds before a Prometheus/Alertmanager/Loki call is abandoned",
     )
     chart_dir: Path = Field(Path("charts"), validation_alias=_env("OPSBOT_CHART_DIR", "chart_dir"))

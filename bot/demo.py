@@ -79,11 +79,19 @@ class DemoExporter:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.registry = CollectorRegistry()
-        self.requests = Counter("http_requests_total", "HTTP requests", ["service", "namespace", "code"],
-                                registry=self.registry)
-        self.duration = Histogram("http_request_duration_seconds", "HTTP request latency",
-                                  ["service", "namespace"], registry=self.registry,
-                                  buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.requests = Counter(
+            "http_requests_total",
+            "HTTP requests",
+            ["service", "namespace", "code"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            ["service", "namespace"],
+            registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._traffic, daemon=True, name="demo-traffic")
         self._server: object | None = None
@@ -113,12 +121,16 @@ class DemoExporter:
             shutdown()
 
 
-def wait_ready(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_ready(
+    url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before becoming ready")
+            raise RuntimeError(
+                f"{url}: the server exited with {proc.returncode} before becoming ready"
+            )
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return
@@ -143,7 +155,8 @@ class LocalStack:
         missing = missing_binaries()
         if missing:
             raise FileNotFoundError(
-                "missing " + ", ".join(missing)
+                "missing "
+                + ", ".join(missing)
                 + ": install the Debian packages (apt-get install --no-install-recommends prometheus "
                 "prometheus-alertmanager) or set PROMETHEUS_URL and ALERTMANAGER_URL"
             )
@@ -172,17 +185,35 @@ class LocalStack:
         log = (work / "servers.log").open("ab")
         am = find_alertmanager()
         assert am is not None
-        self.procs.append(subprocess.Popen(
-            [am, f"--config.file={work / 'alertmanager.yml'}", f"--storage.path={work / 'am-data'}",
-             f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="],
-            stdout=log, stderr=log, cwd=work,
-        ))
-        self.procs.append(subprocess.Popen(
-            [PROMETHEUS_BIN, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'prom-data'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}", "--rules.alert.resend-delay=1s",
-             "--web.enable-lifecycle"],
-            stdout=log, stderr=log, cwd=work,
-        ))
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    am,
+                    f"--config.file={work / 'alertmanager.yml'}",
+                    f"--storage.path={work / 'am-data'}",
+                    f"--web.listen-address=127.0.0.1:{am_port}",
+                    "--cluster.listen-address=",
+                ],
+                stdout=log,
+                stderr=log,
+                cwd=work,
+            )
+        )
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    PROMETHEUS_BIN,
+                    f"--config.file={work / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={work / 'prom-data'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                    "--rules.alert.resend-delay=1s",
+                    "--web.enable-lifecycle",
+                ],
+                stdout=log,
+                stderr=log,
+                cwd=work,
+            )
+        )
         try:
             wait_ready(f"{self.alertmanager_url}/-/ready", proc=self.procs[0])
             wait_ready(f"{self.prometheus_url}/-/ready", proc=self.procs[1])
@@ -218,5 +249,7 @@ class LocalStack:
     def __enter__(self) -> LocalStack:
         return self.start()
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

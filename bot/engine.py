@@ -75,7 +75,7 @@ class Engine:
         """Run one request to its end; never raises for bad input or a failing backend."""
         started = time.monotonic()
         audit = self.services.audit
-        base = {
+        base: dict[str, Any] = {
             "actor": request.actor.id,
             "channel": request.channel,
             "thread": request.thread_key,
@@ -85,11 +85,15 @@ class Engine:
         try:
             await audit.append(AuditEvent.REQUEST, **base, detail=request.text[:2000])
             try:
-                plan = await self.planner.plan(request, self.catalog(request.actor, request.channel))
+                plan = await self.planner.plan(
+                    request, self.catalog(request.actor, request.channel)
+                )
             except Exception as exc:
                 log.exception("planner.failed", request_id=request.id)
                 outcome = "error"
-                await self._error(request, reply, base, f"I could not understand that ({type(exc).__name__}).")
+                await self._error(
+                    request, reply, base, f"I could not understand that ({type(exc).__name__})."
+                )
                 return
             await self._post_plan(request, reply, base, plan)
             for invocation in plan.invocations:
@@ -98,53 +102,107 @@ class Engine:
             log.exception("engine.failed", request_id=request.id)
             outcome = "error"
             telemetry.ERRORS.labels("internal").inc()
-            await reply(Message(thread=request.thread_key, step=Step.ERROR,
-                                blocks=[Text(text=f"Internal error ({type(exc).__name__}); it is logged.")]))
+            await reply(
+                Message(
+                    thread=request.thread_key,
+                    step=Step.ERROR,
+                    blocks=[Text(text=f"Internal error ({type(exc).__name__}); it is logged.")],
+                )
+            )
         finally:
             telemetry.REQUESTS.labels(request.actor.platform, outcome).inc()
             telemetry.REQUEST_LATENCY.observe(time.monotonic() - started)
 
-    async def _post_plan(self, request: Request, reply: Reply, base: dict[str, str], plan: Plan) -> None:
+    async def _post_plan(
+        self, request: Request, reply: Reply, base: dict[str, Any], plan: Plan
+    ) -> None:
         audit = self.services.audit
         thread = request.thread_key
         if plan.answer:
             await audit.append(AuditEvent.PLAN, **base, outcome="answer", detail=plan.answer.text)
-            await reply(Message(thread=thread, step=Step.ANSWER, blocks=[Text(text=plan.answer.text)]))
+            await reply(
+                Message(thread=thread, step=Step.ANSWER, blocks=[Text(text=plan.answer.text)])
+            )
         elif plan.clarify:
-            await audit.append(AuditEvent.PLAN, **base, skill=plan.clarify.skill or "",
-                               outcome="clarify", detail=plan.clarify.question)
-            await reply(Message(thread=thread, step=Step.ANSWER, blocks=[Text(text=plan.clarify.question)]))
+            await audit.append(
+                AuditEvent.PLAN,
+                **base,
+                skill=plan.clarify.skill or "",
+                outcome="clarify",
+                detail=plan.clarify.question,
+            )
+            await reply(
+                Message(thread=thread, step=Step.ANSWER, blocks=[Text(text=plan.clarify.question)])
+            )
         for invocation in plan.invocations:
-            await audit.append(AuditEvent.PLAN, **base, skill=invocation.skill, args=invocation.args,
-                               outcome="invoke", detail=f"planner={plan.planner} {invocation.rationale}".strip())
-            await reply(Message(thread=thread, step=Step.PLAN,
-                                blocks=[Text(text=f"Plan ({plan.planner}): `{describe(invocation)}`")]))
+            await audit.append(
+                AuditEvent.PLAN,
+                **base,
+                skill=invocation.skill,
+                args=invocation.args,
+                outcome="invoke",
+                detail=f"planner={plan.planner} {invocation.rationale}".strip(),
+            )
+            await reply(
+                Message(
+                    thread=thread,
+                    step=Step.PLAN,
+                    blocks=[Text(text=f"Plan ({plan.planner}): `{describe(invocation)}`")],
+                )
+            )
 
-    async def _invoke(self, request: Request, reply: Reply, base: dict[str, str], invocation: Invocation) -> str:
+    async def _invoke(
+        self, request: Request, reply: Reply, base: dict[str, Any], invocation: Invocation
+    ) -> str:
         audit = self.services.audit
         thread = request.thread_key
         skill = self.services.registry.get(invocation.skill)
         permitted = {s.name for s in self.catalog(request.actor, request.channel)}
         if skill is None or skill.name not in permitted:
-            reason = (f"unknown skill {invocation.skill!r}" if skill is None
-                      else f"{invocation.skill} is not available to {request.actor.id} here")
-            await audit.append(AuditEvent.POLICY, **base, skill=invocation.skill, args=invocation.args,
-                               outcome="deny", detail=reason)
+            reason = (
+                f"unknown skill {invocation.skill!r}"
+                if skill is None
+                else f"{invocation.skill} is not available to {request.actor.id} here"
+            )
+            await audit.append(
+                AuditEvent.POLICY,
+                **base,
+                skill=invocation.skill,
+                args=invocation.args,
+                outcome="deny",
+                detail=reason,
+            )
             telemetry.POLICY_DECISIONS.labels("deny").inc()
-            await reply(Message(thread=thread, step=Step.POLICY, blocks=[Text(text=f"Refused: {reason}.")]))
+            await reply(
+                Message(thread=thread, step=Step.POLICY, blocks=[Text(text=f"Refused: {reason}.")])
+            )
             return "denied"
         try:
             args = skill.parse_args(invocation.args)
         except ValidationError as exc:
-            detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            await self._error(request, reply, base, f"Invalid arguments for {skill.name}: {detail}",
-                              skill=skill.name, args=invocation.args)
+            detail = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            await self._error(
+                request,
+                reply,
+                base,
+                f"Invalid arguments for {skill.name}: {detail}",
+                skill=skill.name,
+                args=invocation.args,
+            )
             return "error"
-        invocation = Invocation(skill=skill.name, args=args.model_dump(mode="json", exclude_none=True),
-                                rationale=invocation.rationale)
+        invocation = Invocation(
+            skill=skill.name,
+            args=args.model_dump(mode="json", exclude_none=True),
+            rationale=invocation.rationale,
+        )
         decision = self.services.policy.decide(
-            request.actor, skill.name, channel=request.channel,
-            namespace=invocation.namespace, namespaced=skill.namespaced,
+            request.actor,
+            skill.name,
+            channel=request.channel,
+            namespace=invocation.namespace,
+            namespaced=skill.namespaced,
         )
         if isinstance(decision, Allow):
             effect, text = "allow", f"Allowed by rule *{decision.rule}*."
@@ -152,24 +210,40 @@ class Engine:
             effect, text = "deny", f"Denied: {decision.reason}."
         else:
             effect = "approve"
-            text = (f"Needs approval by {decision.min_approvals} of {', '.join(decision.approvers)} "
-                    f"(rule *{decision.rule}*).")
+            text = (
+                f"Needs approval by {decision.min_approvals} of {', '.join(decision.approvers)} "
+                f"(rule *{decision.rule}*)."
+            )
         telemetry.POLICY_DECISIONS.labels(effect).inc()
-        await audit.append(AuditEvent.POLICY, **base, skill=skill.name, args=invocation.args, outcome=effect,
-                           detail=getattr(decision, "rule", None) or getattr(decision, "reason", ""))
+        await audit.append(
+            AuditEvent.POLICY,
+            **base,
+            skill=skill.name,
+            args=invocation.args,
+            outcome=effect,
+            detail=decision.reason if isinstance(decision, Deny) else decision.rule,
+        )
         await reply(Message(thread=thread, step=Step.POLICY, blocks=[Text(text=text)]))
         if isinstance(decision, Deny):
             return "denied"
         if isinstance(decision, NeedsApproval):
             await self._request_approval(request, reply, base, skill, args, invocation, decision)
             return "approval"
-        result = await self.execute(skill, args, SkillContext(request.actor, request, self.services), base)
+        result = await self.execute(
+            skill, args, SkillContext(request.actor, request, self.services), base
+        )
         await reply(result_message(thread, skill, result))
         return "ok" if result.ok else "failed"
 
     async def _request_approval(
-        self, request: Request, reply: Reply, base: dict[str, str], skill: Skill[Any], args: Any,
-        invocation: Invocation, decision: NeedsApproval,
+        self,
+        request: Request,
+        reply: Reply,
+        base: dict[str, Any],
+        skill: Skill[Any],
+        args: Any,
+        invocation: Invocation,
+        decision: NeedsApproval,
     ) -> None:
         ctx = SkillContext(request.actor, request, self.services)
         try:
@@ -179,9 +253,13 @@ class Engine:
         approval = await self.services.approvals.open(request, invocation, decision, preview)
         telemetry.APPROVALS.labels("requested").inc()
         await self.services.audit.append(
-            AuditEvent.APPROVAL_REQUESTED, **base, skill=skill.name, args=invocation.args,
-            outcome=approval.id, detail=f"rule={decision.rule} approvers={','.join(decision.approvers)} "
-                                        f"min={decision.min_approvals} expires={approval.expires_at.isoformat()}",
+            AuditEvent.APPROVAL_REQUESTED,
+            **base,
+            skill=skill.name,
+            args=invocation.args,
+            outcome=approval.id,
+            detail=f"rule={decision.rule} approvers={','.join(decision.approvers)} "
+            f"min={decision.min_approvals} expires={approval.expires_at.isoformat()}",
         )
         await reply(approval_message(approval))
 
@@ -190,11 +268,15 @@ class Engine:
     def _skill_timeout(self) -> float:
         return self.services.settings.backend_timeout * SKILL_TIMEOUT_FACTOR
 
-    async def execute(self, skill: Skill[Any], args: Any, ctx: SkillContext, base: dict[str, str]) -> SkillResult:
+    async def execute(
+        self, skill: Skill[Any], args: Any, ctx: SkillContext, base: dict[str, Any]
+    ) -> SkillResult:
         """Run a skill with a time limit; failures become a ``SkillResult(ok=False)``."""
         audit = self.services.audit
         dumped = args.model_dump(mode="json", exclude_none=True)
-        await audit.append(AuditEvent.EXECUTION, **base, skill=skill.name, args=dumped, outcome="started")
+        await audit.append(
+            AuditEvent.EXECUTION, **base, skill=skill.name, args=dumped, outcome="started"
+        )
         started = time.monotonic()
         try:
             result = await asyncio.wait_for(skill.run(args, ctx), self._skill_timeout())
@@ -213,14 +295,26 @@ class Engine:
         outcome = "ok" if result.ok else "failed"
         telemetry.SKILL_RUNS.labels(skill.name, outcome).inc()
         telemetry.SKILL_LATENCY.labels(skill.name).observe(elapsed)
-        await audit.append(AuditEvent.RESULT, **base, skill=skill.name, args=dumped, outcome=outcome,
-                           detail=f"{result.summary} ({elapsed * 1000:.0f} ms)")
+        await audit.append(
+            AuditEvent.RESULT,
+            **base,
+            skill=skill.name,
+            args=dumped,
+            outcome=outcome,
+            detail=f"{result.summary} ({elapsed * 1000:.0f} ms)",
+        )
         return result
 
     # -- approvals -----------------------------------------------------------------------
 
     async def decide(
-        self, approval_id: str, approver: Actor, verdict: str, reply: Reply, *, reason: str = "",
+        self,
+        approval_id: str,
+        approver: Actor,
+        verdict: str,
+        reply: Reply,
+        *,
+        reason: str = "",
         channel: str = "",
     ) -> VoteOutcome:
         """An authenticated ``approver`` clicked Approve/Deny (or used the CLI).
@@ -233,7 +327,7 @@ class Engine:
         )
         approval = outcome.approval
         thread = approval.thread if approval else ""
-        base = {
+        base: dict[str, Any] = {
             "actor": approver.id,
             "channel": channel or (approval.channel if approval else ""),
             "thread": thread,
@@ -248,78 +342,129 @@ class Engine:
         }.get(outcome.status, AuditEvent.APPROVAL_REFUSED)
         telemetry.APPROVALS.labels(outcome.status.value).inc()
         await self.services.audit.append(
-            event, **base, skill=skill_name, args=approval.args if approval else {},
-            outcome=outcome.status.value, detail=f"{approval_id} {verdict} {reason}".strip() + f": {outcome.message}",
+            event,
+            **base,
+            skill=skill_name,
+            args=approval.args if approval else {},
+            outcome=outcome.status.value,
+            detail=f"{approval_id} {verdict} {reason}".strip() + f": {outcome.message}",
         )
-        await reply(decision_message(approval_id, approver, verdict, outcome, thread or approval_id, reason))
+        await reply(
+            decision_message(approval_id, approver, verdict, outcome, thread or approval_id, reason)
+        )
         if outcome.status is VoteStatus.APPROVED and approval is not None:
             await self._run_approved(approval, reply, base)
         return outcome
 
-    async def _run_approved(self, approval: Approval, reply: Reply, base: dict[str, str]) -> None:
+    async def _run_approved(self, approval: Approval, reply: Reply, base: dict[str, Any]) -> None:
         skill = self.services.registry.get(approval.skill)
         requester = Actor(id=approval.requester)
-        request = Request(actor=requester, channel=approval.channel, text="", thread=approval.thread,
-                          id=approval.request_id)
+        request = Request(
+            actor=requester,
+            channel=approval.channel,
+            text="",
+            thread=approval.thread,
+            id=approval.request_id,
+        )
         if skill is None:
             result = SkillResult(ok=False, summary=f"skill {approval.skill} is no longer installed")
         else:
             try:
                 args = skill.parse_args(approval.args)
             except ValidationError as exc:
-                result = SkillResult(ok=False, summary=f"stored arguments no longer valid: {exc.errors()[0]['msg']}")
+                result = SkillResult(
+                    ok=False, summary=f"stored arguments no longer valid: {exc.errors()[0]['msg']}"
+                )
             else:
                 exec_base = {**base, "actor": approval.requester}
-                result = await self.execute(skill, args, SkillContext(requester, request, self.services), exec_base)
+                result = await self.execute(
+                    skill, args, SkillContext(requester, request, self.services), exec_base
+                )
         await self.services.approvals.finish(approval.id, ok=result.ok, result=result.summary)
         if not result.blocks:
             result.blocks = [Text(text=result.summary)]
         await reply(result_message(approval.thread, skill, result, approval_id=approval.id))
 
-    async def _error(self, request: Request, reply: Reply, base: dict[str, str], text: str, *,
-                     skill: str = "", args: dict[str, Any] | None = None) -> None:
+    async def _error(
+        self,
+        request: Request,
+        reply: Reply,
+        base: dict[str, Any],
+        text: str,
+        *,
+        skill: str = "",
+        args: dict[str, Any] | None = None,
+    ) -> None:
         telemetry.ERRORS.labels("request").inc()
-        await self.services.audit.append(AuditEvent.ERROR, **base, skill=skill, args=args or {},
-                                         outcome="error", detail=text)
+        await self.services.audit.append(
+            AuditEvent.ERROR, **base, skill=skill, args=args or {}, outcome="error", detail=text
+        )
         await reply(Message(thread=request.thread_key, step=Step.ERROR, blocks=[Text(text=text)]))
 
 
 # -- messages ------------------------------------------------------------------------------
 
 
-def result_message(thread: str, skill: Skill[Any] | None, result: SkillResult, approval_id: str | None = None) -> Message:
+def result_message(
+    thread: str, skill: Skill[Any] | None, result: SkillResult, approval_id: str | None = None
+) -> Message:
     name = skill.name if skill else "?"
-    head = Text(text=f"`{name}`: {result.summary}" if result.ok else f"`{name}` failed: {result.summary}")
+    head = Text(
+        text=f"`{name}`: {result.summary}" if result.ok else f"`{name}` failed: {result.summary}"
+    )
     details = [b for b in result.blocks if not (isinstance(b, Text) and b.text == result.summary)]
-    return Message(thread=thread, step=Step.RESULT if result.ok else Step.ERROR, blocks=[head, *details],
-                   approval_id=approval_id)
+    return Message(
+        thread=thread,
+        step=Step.RESULT if result.ok else Step.ERROR,
+        blocks=[head, *details],
+        approval_id=approval_id,
+    )
 
 
 def approval_message(approval: Approval) -> Message:
     blocks: list[Any] = [
-        Text(text=(f"Approval `{approval.id}` needed: `{describe(approval.invocation)}` requested by "
-                   f"{approval.requester}. Needs {approval.min_approvals} of {', '.join(approval.approvers)} "
-                   f"(not the requester); expires {approval.expires_at:%H:%M:%S} UTC.")),
+        Text(
+            text=(
+                f"Approval `{approval.id}` needed: `{describe(approval.invocation)}` requested by "
+                f"{approval.requester}. Needs {approval.min_approvals} of {', '.join(approval.approvers)} "
+                f"(not the requester); expires {approval.expires_at:%H:%M:%S} UTC."
+            )
+        ),
     ]
     if approval.preview:
         blocks.append(Code(code=approval.preview, language="text"))
-    blocks.append(Buttons(buttons=[
-        Button(label="Approve", action="approve", value=approval.id, style=ButtonStyle.PRIMARY),
-        Button(label="Deny", action="deny", value=approval.id, style=ButtonStyle.DANGER),
-    ]))
-    return Message(thread=approval.thread, step=Step.APPROVAL, blocks=blocks, approval_id=approval.id)
+    blocks.append(
+        Buttons(
+            buttons=[
+                Button(
+                    label="Approve", action="approve", value=approval.id, style=ButtonStyle.PRIMARY
+                ),
+                Button(label="Deny", action="deny", value=approval.id, style=ButtonStyle.DANGER),
+            ]
+        )
+    )
+    return Message(
+        thread=approval.thread, step=Step.APPROVAL, blocks=blocks, approval_id=approval.id
+    )
 
 
-def decision_message(approval_id: str, approver: Actor, verdict: str, outcome: VoteOutcome, thread: str,
-                     reason: str) -> Message:
+def decision_message(
+    approval_id: str, approver: Actor, verdict: str, outcome: VoteOutcome, thread: str, reason: str
+) -> Message:
     status = outcome.status
     if status is VoteStatus.APPROVED:
         text = f"Approval `{approval_id}` approved by {approver.label}; running it now."
     elif status is VoteStatus.RECORDED:
         text = f"{approver.label} approved `{approval_id}`: {outcome.message}."
     elif status is VoteStatus.DENIED:
-        text = f"Approval `{approval_id}` denied by {approver.label}" + (f": {reason}" if reason else ".")
+        text = f"Approval `{approval_id}` denied by {approver.label}" + (
+            f": {reason}" if reason else "."
+        )
     else:
         text = f"Not {verdict}d: {outcome.message}."
-    step = Step.APPROVAL if status in (VoteStatus.APPROVED, VoteStatus.RECORDED, VoteStatus.DENIED) else Step.ERROR
+    step = (
+        Step.APPROVAL
+        if status in (VoteStatus.APPROVED, VoteStatus.RECORDED, VoteStatus.DENIED)
+        else Step.ERROR
+    )
     return Message(thread=thread, step=step, blocks=[Text(text=text)], approval_id=approval_id)

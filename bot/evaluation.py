@@ -78,9 +78,14 @@ class Report:
                 1000 * sum(r.seconds for r in self.results) / max(1, len(self.results)), 3
             ),
             "misses": [
-                {"text": r.case.text, "expected": r.case.expect.model_dump(), "got": {"skill": r.skill, "args": r.args},
-                 "reason": r.reason}
-                for r in self.results if not r.ok
+                {
+                    "text": r.case.text,
+                    "expected": r.case.expect.model_dump(),
+                    "got": {"skill": r.skill, "args": r.args},
+                    "reason": r.reason,
+                }
+                for r in self.results
+                if not r.ok
             ],
         }
 
@@ -107,8 +112,10 @@ async def evaluate(
     for case in cases:
         actor = Actor(id=case.actor)
         catalog: list[Skill[Any]] = [
-            s for s in registry
-            if policy is None or policy.permitted(actor, s.name, channel="eval", namespaced=s.namespaced)
+            s
+            for s in registry
+            if policy is None
+            or policy.permitted(actor, s.name, channel="eval", namespaced=s.namespaced)
         ]
         started = time.perf_counter()
         plan = await planner.plan(Request(actor=actor, channel="eval", text=case.text), catalog)
@@ -127,8 +134,18 @@ async def evaluate(
         else:
             wrong = [k for k, v in expected.args.items() if not _same(v, got_args.get(k))]
             if wrong:
-                reason = "args " + ", ".join(f"{k}={got_args.get(k)!r} (want {expected.args[k]!r})" for k in wrong)
+                reason = "args " + ", ".join(
+                    f"{k}={got_args.get(k)!r} (want {expected.args[k]!r})" for k in wrong
+                )
         report.results.append(
-            CaseResult(case, got_skill, got_args, ok=not reason, installed=installed, reason=reason, seconds=seconds)
+            CaseResult(
+                case,
+                got_skill,
+                got_args,
+                ok=not reason,
+                installed=installed,
+                reason=reason,
+                seconds=seconds,
+            )
         )
     return report

@@ -119,10 +119,14 @@ class Table(BaseModel):
     note: str = ""
 
     @classmethod
-    def bounded(cls, columns: list[str], rows: list[list[str]], limit: int, what: str = "rows") -> Table:
+    def bounded(
+        cls, columns: list[str], rows: list[list[str]], limit: int, what: str = "rows"
+    ) -> Table:
         """At most ``limit`` rows; the note says how many more there were."""
         note = f"{len(rows) - limit} more {what} not shown" if len(rows) > limit else ""
-        return cls(columns=columns, rows=[[str(c)[:200] for c in r] for r in rows[:limit]], note=note)
+        return cls(
+            columns=columns, rows=[[str(c)[:200] for c in r] for r in rows[:limit]], note=note
+        )
 
 
 class Image(BaseModel):

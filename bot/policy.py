@@ -51,7 +51,9 @@ class Rule(BaseModel):
         if self.effect == "approve" and not self.approvers:
             raise ValueError("effect: approve needs a non-empty approvers list")
         if self.effect != "approve" and self.approvers:
-            raise ValueError(f"approvers only apply to effect: approve (this rule is {self.effect})")
+            raise ValueError(
+                f"approvers only apply to effect: approve (this rule is {self.effect})"
+            )
         return self
 
     @property
@@ -250,9 +252,9 @@ def _load_file(file: Path) -> PolicyDoc:
         data: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f"{mark.line + 1}" if mark else "?"
+        where = f"{mark.line + 1}" if mark else "?"
         reason = getattr(exc, "problem", None) or str(exc)
-        raise PolicyError(f"{file}:{line}: invalid YAML: {reason}") from None
+        raise PolicyError(f"{file}:{where}: invalid YAML: {reason}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

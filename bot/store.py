@@ -22,7 +22,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -166,4 +171,3 @@ async def open_store(url: str, *, migrate: bool = True) -> Store:
         async with engine.begin() as conn:
             await conn.run_sync(_upgrade)
     return Store(engine, async_sessionmaker(engine, expire_on_commit=False))
-

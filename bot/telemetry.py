@@ -17,16 +17,19 @@ SKILL_RUNS = Counter(
     "opsbot_skill_runs_total", "Skill executions", ["skill", "outcome"], registry=REGISTRY
 )
 SKILL_LATENCY = Histogram(
-    "opsbot_skill_duration_seconds", "Skill execution time", ["skill"], registry=REGISTRY,
+    "opsbot_skill_duration_seconds",
+    "Skill execution time",
+    ["skill"],
+    registry=REGISTRY,
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 REQUEST_LATENCY = Histogram(
-    "opsbot_request_duration_seconds", "Time from request to last message", registry=REGISTRY,
+    "opsbot_request_duration_seconds",
+    "Time from request to last message",
+    registry=REGISTRY,
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-APPROVALS = Counter(
-    "opsbot_approvals_total", "Approval events", ["event"], registry=REGISTRY
-)
+APPROVALS = Counter("opsbot_approvals_total", "Approval events", ["event"], registry=REGISTRY)
 POLICY_DECISIONS = Counter(
     "opsbot_policy_decisions_total", "Policy decisions", ["effect"], registry=REGISTRY
 )
@@ -42,7 +45,9 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[*processors, renderer],

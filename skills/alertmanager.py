@@ -47,9 +47,13 @@ async def request(services: Any, method: str, path: str, **kwargs: Any) -> Any:
             f"Alertmanager at {am.base_url} did not answer within {services.settings.backend_timeout:g}s."
         ) from exc
     except httpx.TransportError as exc:
-        raise SkillError(f"Alertmanager at {am.base_url} is unreachable ({type(exc).__name__}).") from exc
+        raise SkillError(
+            f"Alertmanager at {am.base_url} is unreachable ({type(exc).__name__})."
+        ) from exc
     if response.status_code >= 400:
-        raise SkillError(f"Alertmanager answered {response.status_code}: {response.text.strip()[:300]}")
+        raise SkillError(
+            f"Alertmanager answered {response.status_code}: {response.text.strip()[:300]}"
+        )
     return response.json()
 
 
@@ -75,7 +79,9 @@ def _age(iso: str) -> str:
         started = datetime.fromisoformat(iso.replace("Z", "+00:00"))
     except ValueError:
         return "?"
-    return format_duration(timedelta(seconds=max(0, int((datetime.now(UTC) - started).total_seconds()))))
+    return format_duration(
+        timedelta(seconds=max(0, int((datetime.now(UTC) - started).total_seconds())))
+    )
 
 
 class ListArgs(BaseModel):
@@ -95,12 +101,28 @@ class AlertsList(Skill[ListArgs]):
     Args = ListArgs
     risk = Risk.READ
     requires = ("alertmanager_url",)
-    examples = ["what's firing?", "show firing alerts", "list critical alerts",
-                "any alerts for checkout", "show silenced alerts"]
+    examples = [
+        "what's firing?",
+        "show firing alerts",
+        "list critical alerts",
+        "any alerts for checkout",
+        "show silenced alerts",
+    ]
     keywords = {
-        "alert": 2.0, "fir": 2.0, "paging": 0.8, "list": 0.5, "show": 0.3, "critical": 0.5,
-        "=silenced": 2.5, "=silences": 2.5, "=muted": 2.0, "=suppressed": 2.0, "<alertname>": 0.3,
-        "silence": -1.0, "mute": -1.0, "who": -1.5,
+        "alert": 2.0,
+        "fir": 2.0,
+        "paging": 0.8,
+        "list": 0.5,
+        "show": 0.3,
+        "critical": 0.5,
+        "=silenced": 2.5,
+        "=silences": 2.5,
+        "=muted": 2.0,
+        "=suppressed": 2.0,
+        "<alertname>": 0.3,
+        "silence": -1.0,
+        "mute": -1.0,
+        "who": -1.5,
     }
 
     async def run(self, args: ListArgs, ctx: SkillContext) -> SkillResult:
@@ -113,56 +135,98 @@ class AlertsList(Skill[ListArgs]):
             ("inhibited", "false"),
             *filters(args.matchers),
         ]
-        alerts: list[dict[str, Any]] = await request(ctx.services, "GET", "/api/v2/alerts", params=params)
+        alerts: list[dict[str, Any]] = await request(
+            ctx.services, "GET", "/api/v2/alerts", params=params
+        )
         if silenced:
             alerts = [a for a in alerts if a.get("status", {}).get("silencedBy")]
-        alerts.sort(key=lambda a: (SEVERITY_ORDER.get(a["labels"].get("severity", ""), 9), a.get("startsAt", "")))
+        alerts.sort(
+            key=lambda a: (
+                SEVERITY_ORDER.get(a["labels"].get("severity", ""), 9),
+                a.get("startsAt", ""),
+            )
+        )
         what = "silenced" if silenced else "firing"
         where = "".join(f" {k}={v}" for k, v in args.matchers.items())
         if not alerts:
-            return SkillResult(summary=f"no {what} alerts{where}", blocks=[Text(text=f"No {what} alerts{where}.")],
-                               data={"count": 0})
+            return SkillResult(
+                summary=f"no {what} alerts{where}",
+                blocks=[Text(text=f"No {what} alerts{where}.")],
+                data={"count": 0},
+            )
         rows = [
             [
                 a["labels"].get("alertname", ""),
                 a["labels"].get("severity", ""),
-                ", ".join(f"{k}={v}" for k, v in sorted(a["labels"].items())
-                          if k not in ("alertname", "severity"))[:120],
+                ", ".join(
+                    f"{k}={v}"
+                    for k, v in sorted(a["labels"].items())
+                    if k not in ("alertname", "severity")
+                )[:120],
                 _age(a.get("startsAt", "")),
-                (a.get("annotations", {}).get("summary") or a.get("annotations", {}).get("description", ""))[:120],
+                (
+                    a.get("annotations", {}).get("summary")
+                    or a.get("annotations", {}).get("description", "")
+                )[:120],
             ]
             for a in alerts
         ]
-        table = Table.bounded(["alert", "severity", "labels", "for", "summary"], rows,
-                              ctx.services.settings.max_rows, "alerts")
-        return SkillResult(summary=f"{len(alerts)} {what} alert(s){where}",
-                           blocks=[table],
-                           data={"count": len(alerts), "alertnames": sorted({r[0] for r in rows})})
+        table = Table.bounded(
+            ["alert", "severity", "labels", "for", "summary"],
+            rows,
+            ctx.services.settings.max_rows,
+            "alerts",
+        )
+        return SkillResult(
+            summary=f"{len(alerts)} {what} alert(s){where}",
+            blocks=[table],
+            data={"count": len(alerts), "alertnames": sorted({r[0] for r in rows})},
+        )
 
     async def _pending(self, args: ListArgs, ctx: SkillContext) -> SkillResult:
-        selector = ",".join(['alertstate="pending"', *(f'{k}="{_escape(v)}"' for k, v in args.matchers.items())])
+        selector = ",".join(
+            ['alertstate="pending"', *(f'{k}="{_escape(v)}"' for k, v in args.matchers.items())]
+        )
         query = f"ALERTS{{{selector}}}"
-        result: list[dict[str, Any]] = await prometheus.call(ctx.services, lambda p: p.custom_query(query))
+        result: list[dict[str, Any]] = await prometheus.call(
+            ctx.services, lambda p: p.custom_query(query)
+        )
         rows = [
-            [s["metric"].get("alertname", ""), s["metric"].get("severity", ""),
-             ", ".join(f"{k}={v}" for k, v in sorted(s["metric"].items())
-                       if k not in ("__name__", "alertname", "alertstate", "severity"))[:120]]
+            [
+                s["metric"].get("alertname", ""),
+                s["metric"].get("severity", ""),
+                ", ".join(
+                    f"{k}={v}"
+                    for k, v in sorted(s["metric"].items())
+                    if k not in ("__name__", "alertname", "alertstate", "severity")
+                )[:120],
+            ]
             for s in result
         ]
-        table = Table.bounded(["alert", "severity", "labels"], rows, ctx.services.settings.max_rows, "alerts")
-        return SkillResult(summary=f"{len(rows)} pending alert(s)",
-                           blocks=[Code(code=query, language="promql"), table], data={"count": len(rows)})
+        table = Table.bounded(
+            ["alert", "severity", "labels"], rows, ctx.services.settings.max_rows, "alerts"
+        )
+        return SkillResult(
+            summary=f"{len(rows)} pending alert(s)",
+            blocks=[Code(code=query, language="promql"), table],
+            data={"count": len(rows)},
+        )
 
     async def inventory(self, services: Any) -> dict[str, set[str]]:
         alerts = await request(services, "GET", "/api/v2/alerts")
-        return {"alertname": {a["labels"]["alertname"] for a in alerts if "alertname" in a["labels"]}}
+        return {
+            "alertname": {a["labels"]["alertname"] for a in alerts if "alertname" in a["labels"]}
+        }
 
 
 class SilenceArgs(BaseModel):
     matchers: dict[str, str] = Field(
-        min_length=1, description="label equality matchers the silence applies to, e.g. {alertname: HighErrorRate}"
+        min_length=1,
+        description="label equality matchers the silence applies to, e.g. {alertname: HighErrorRate}",
     )
-    duration: Duration = Field("1h", description="how long the silence lasts, e.g. 30m, 2h (max 7d)")
+    duration: Duration = Field(
+        "1h", description="how long the silence lasts, e.g. 30m, 2h (max 7d)"
+    )
     comment: str = Field("", max_length=500, description="why; shown in Alertmanager")
 
     _check = field_validator("matchers")(_validate_matchers)
@@ -181,11 +245,22 @@ class AlertsSilence(Skill[SilenceArgs]):
     Args = SilenceArgs
     risk = Risk.WRITE
     requires = ("alertmanager_url",)
-    examples = ["silence HighErrorRate for 2h, deploy in progress", "mute alerts for service checkout for 30m",
-                "snooze KubePodCrashLooping for 1h"]
+    examples = [
+        "silence HighErrorRate for 2h, deploy in progress",
+        "mute alerts for service checkout for 30m",
+        "snooze KubePodCrashLooping for 1h",
+    ]
     keywords = {
-        "silence": 3.0, "mute": 3.0, "snooze": 2.5, "shush": 2.0, "<alertname>": 0.5,
-        "=silenced": -2.5, "=silences": -2.5, "=muted": -2.5, "list": -1.0, "who": -1.5,
+        "silence": 3.0,
+        "mute": 3.0,
+        "snooze": 2.5,
+        "shush": 2.0,
+        "<alertname>": 0.5,
+        "=silenced": -2.5,
+        "=silences": -2.5,
+        "=muted": -2.5,
+        "list": -1.0,
+        "who": -1.5,
     }
 
     def route_args(self, parsed: Any, found: dict[str, Any]) -> dict[str, Any]:
@@ -195,14 +270,18 @@ class AlertsSilence(Skill[SilenceArgs]):
 
     async def preview(self, args: SilenceArgs, ctx: SkillContext) -> str:
         alerts: list[dict[str, Any]] = await request(
-            ctx.services, "GET", "/api/v2/alerts", params=[("active", "true"), *filters(args.matchers)]
+            ctx.services,
+            "GET",
+            "/api/v2/alerts",
+            params=[("active", "true"), *filters(args.matchers)],
         )
         names = sorted({a["labels"].get("alertname", "?") for a in alerts})
         matchers = ", ".join(f'{k}="{v}"' for k, v in args.matchers.items())
         lines = [f"silence {{{matchers}}} for {args.duration}"]
         lines.append(
             f"would mute {len(alerts)} alert(s) firing now: {', '.join(names)[:300]}"
-            if alerts else "matches no alert firing right now"
+            if alerts
+            else "matches no alert firing right now"
         )
         return "\n".join(lines)
 
@@ -210,7 +289,10 @@ class AlertsSilence(Skill[SilenceArgs]):
         start = datetime.now(UTC)
         end = start + parse_duration(args.duration)
         body = {
-            "matchers": [{"name": k, "value": v, "isRegex": False, "isEqual": True} for k, v in args.matchers.items()],
+            "matchers": [
+                {"name": k, "value": v, "isRegex": False, "isEqual": True}
+                for k, v in args.matchers.items()
+            ],
             "startsAt": start.isoformat().replace("+00:00", "Z"),
             "endsAt": end.isoformat().replace("+00:00", "Z"),
             "createdBy": f"opsbot:{ctx.actor.id}",
@@ -221,9 +303,11 @@ class AlertsSilence(Skill[SilenceArgs]):
         matchers = ", ".join(f'{k}="{v}"' for k, v in args.matchers.items())
         return SkillResult(
             summary=f"silence {silence_id} created for {{{matchers}}} until {end:%H:%M} UTC",
-            blocks=[Text(text=f"Silence `{silence_id}` created for `{{{matchers}}}` "
-                              f"until {end:%Y-%m-%d %H:%M} UTC ({args.duration}).")],
+            blocks=[
+                Text(
+                    text=f"Silence `{silence_id}` created for `{{{matchers}}}` "
+                    f"until {end:%Y-%m-%d %H:%M} UTC ({args.duration})."
+                )
+            ],
             data={"silence_id": silence_id, "ends_at": end.isoformat()},
         )
-
-

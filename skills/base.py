@@ -111,7 +111,9 @@ class SkillRegistry:
 
     def add(self, skill: Skill[Any]) -> None:
         if skill.name in self._skills:
-            log.warning("skill.duplicate", skill=skill.name, kept=type(self._skills[skill.name]).__name__)
+            log.warning(
+                "skill.duplicate", skill=skill.name, kept=type(self._skills[skill.name]).__name__
+            )
             return
         self._skills[skill.name] = skill
 

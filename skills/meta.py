@@ -25,8 +25,13 @@ class Help(Skill[HelpArgs]):
     risk = Risk.READ
     examples = ["help", "what can you do?", "help with alerts", "how do I use you"]
     keywords = {
-        "help": 3.0, "what can you do": 3.0, "commands": 2.0, "capabilities": 2.0,
-        "how do i use": 2.0, "usage": 1.0, "skills": 1.5,
+        "help": 3.0,
+        "what can you do": 3.0,
+        "commands": 2.0,
+        "capabilities": 2.0,
+        "how do i use": 2.0,
+        "usage": 1.0,
+        "skills": 1.5,
     }
 
     def route_args(self, parsed: Any, found: dict[str, Any]) -> dict[str, Any]:
@@ -41,19 +46,26 @@ class Help(Skill[HelpArgs]):
         for skill in ctx.services.registry:
             if args.topic and args.topic not in skill.name:
                 continue
-            if not policy.permitted(ctx.actor, skill.name, channel=ctx.request.channel,
-                                    namespaced=skill.namespaced):
+            if not policy.permitted(
+                ctx.actor, skill.name, channel=ctx.request.channel, namespaced=skill.namespaced
+            ):
                 continue
             missing = [r for r in skill.requires if not getattr(ctx.services.settings, r, None)]
             example = skill.examples[0] if skill.examples else ""
-            note = f" (not configured: set {', '.join(m.upper() for m in missing)})" if missing else ""
+            note = (
+                f" (not configured: set {', '.join(m.upper() for m in missing)})" if missing else ""
+            )
             rows.append([skill.name, skill.risk.value, skill.summary + note, example])
         if not rows:
-            return SkillResult(summary="no skills", blocks=[Text(text=f"No skill matches {args.topic!r}.")])
+            return SkillResult(
+                summary="no skills", blocks=[Text(text=f"No skill matches {args.topic!r}.")]
+            )
         return SkillResult(
             summary=f"{len(rows)} skills",
             blocks=[
-                Text(text=f"Skills you ({ctx.actor.id}) may use here. Writes ask for approval first."),
+                Text(
+                    text=f"Skills you ({ctx.actor.id}) may use here. Writes ask for approval first."
+                ),
                 Table(columns=["skill", "risk", "what it does", "try"], rows=rows),
             ],
         )
@@ -71,7 +83,9 @@ class ApprovalsPending(Skill[NoArgs]):
         await ctx.services.approvals.expire_due()
         pending = await ctx.services.approvals.find(state=State.PENDING)
         if not pending:
-            return SkillResult(summary="nothing pending", blocks=[Text(text="Nothing is waiting for approval.")])
+            return SkillResult(
+                summary="nothing pending", blocks=[Text(text="Nothing is waiting for approval.")]
+            )
         now = datetime.now(UTC)
         rows = [
             [
@@ -84,9 +98,15 @@ class ApprovalsPending(Skill[NoArgs]):
             ]
             for a in pending
         ]
-        table = Table.bounded(["id", "skill", "args", "requested by", "approvals", "expires in"], rows,
-                              ctx.services.settings.max_rows, "approvals")
-        return SkillResult(summary=f"{len(rows)} pending", blocks=[table], data={"ids": [a.id for a in pending]})
+        table = Table.bounded(
+            ["id", "skill", "args", "requested by", "approvals", "expires in"],
+            rows,
+            ctx.services.settings.max_rows,
+            "approvals",
+        )
+        return SkillResult(
+            summary=f"{len(rows)} pending", blocks=[table], data={"ids": [a.id for a in pending]}
+        )
 
 
 # verbs people use for the write skills of DESIGN.md's catalog (the audit may hold any of them)
@@ -109,11 +129,22 @@ class AuditSearch(Skill[AuditArgs]):
     summary = "Search the audit log: who did what, when"
     Args = AuditArgs
     risk = Risk.READ
-    examples = ["who restarted checkout today?", "show audit log for alice in the last 24h",
-                "what did bob do this week"]
+    examples = [
+        "who restarted checkout today?",
+        "show audit log for alice in the last 24h",
+        "what did bob do this week",
+    ]
     keywords = {
-        "audit": 3.0, "who": 2.0, "=restarted": 1.5, "=scaled": 1.5, "=rolled": 1.5,
-        "=silenced": 1.5, "=muted": 1.5, "=did": 0.5, "changed": 1.0, "history of actions": 1.0,
+        "audit": 3.0,
+        "who": 2.0,
+        "=restarted": 1.5,
+        "=scaled": 1.5,
+        "=rolled": 1.5,
+        "=silenced": 1.5,
+        "=muted": 1.5,
+        "=did": 0.5,
+        "changed": 1.0,
+        "history of actions": 1.0,
     }
 
     def route_args(self, parsed: Any, found: dict[str, Any]) -> dict[str, Any]:
@@ -121,8 +152,19 @@ class AuditSearch(Skill[AuditArgs]):
             if re.search(pattern, parsed.rest, re.I):
                 found["skill"] = skill
                 break
-        m = re.search(r"\b(?:for|by|of|from|did)\s+([a-z]+:[\w.-]+|[a-z][\w.-]*)", parsed.rest, re.I)
-        if m and m.group(1).lower() not in ("the", "a", "an", "last", "past", "today", "this", "me"):
+        m = re.search(
+            r"\b(?:for|by|of|from|did)\s+([a-z]+:[\w.-]+|[a-z][\w.-]*)", parsed.rest, re.I
+        )
+        if m and m.group(1).lower() not in (
+            "the",
+            "a",
+            "an",
+            "last",
+            "past",
+            "today",
+            "this",
+            "me",
+        ):
             found["actor"] = m.group(1)
         if re.search(r"\bthis week\b", parsed.rest, re.I):
             found.setdefault("since", "7d")
@@ -130,16 +172,34 @@ class AuditSearch(Skill[AuditArgs]):
 
     async def run(self, args: AuditArgs, ctx: SkillContext) -> SkillResult:
         since = datetime.now(UTC) - parse_duration(args.since)
-        records = await ctx.services.audit.search(since=since, actor=args.actor, skill=args.skill, limit=500)
+        records = await ctx.services.audit.search(
+            since=since, actor=args.actor, skill=args.skill, limit=500
+        )
         if args.skill:  # the interesting records of a skill are its executions and decisions
             records = [r for r in records if r.event not in ("plan",)]
         rows = [
-            [str(r.seq), f"{r.at:%m-%d %H:%M:%S}", r.event, r.actor, r.skill, r.outcome, r.detail[:80]]
+            [
+                str(r.seq),
+                f"{r.at:%m-%d %H:%M:%S}",
+                r.event,
+                r.actor,
+                r.skill,
+                r.outcome,
+                r.detail[:80],
+            ]
             for r in reversed(records)
         ]
         what = " ".join(f"{k}={v}" for k, v in args.model_dump(exclude_none=True).items())
         if not rows:
-            return SkillResult(summary="no records", blocks=[Text(text=f"No audit records for {what}.")])
-        table = Table.bounded(["seq", "at (UTC)", "event", "actor", "skill", "outcome", "detail"], rows,
-                              ctx.services.settings.max_rows, "records")
-        return SkillResult(summary=f"{len(rows)} records", blocks=[Text(text=f"Audit, {what}:"), table])
+            return SkillResult(
+                summary="no records", blocks=[Text(text=f"No audit records for {what}.")]
+            )
+        table = Table.bounded(
+            ["seq", "at (UTC)", "event", "actor", "skill", "outcome", "detail"],
+            rows,
+            ctx.services.settings.max_rows,
+            "records",
+        )
+        return SkillResult(
+            summary=f"{len(rows)} records", blocks=[Text(text=f"Audit, {what}:"), table]
+        )

@@ -19,12 +19,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import requests
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from prometheus_api_client.prometheus_connect import PrometheusConnect
 from pydantic import BaseModel, Field
 from urllib3.util.retry import Retry
 
 from bot.durations import Duration, format_duration, parse_duration
-from bot.model import Code, Image, SkillResult, Table, Text
+from bot.model import Block, Code, Image, SkillResult, Table, Text
 from skills.base import NotConfigured, Risk, Skill, SkillContext, SkillError
 from skills.charts import line_chart
 
@@ -46,7 +47,8 @@ def client(ctx_services: Any) -> PrometheusConnect:
             retry=Retry(total=1, backoff_factor=0.2, status_forcelist=[502, 503, 504]),
             timeout=settings.backend_timeout,
         )
-    return ctx_services.clients[key]  # type: ignore[no-any-return]
+    prom: PrometheusConnect = ctx_services.clients[key]
+    return prom
 
 
 def prometheus_error(exc: PrometheusApiClientException) -> str:
@@ -73,7 +75,15 @@ async def call(services: Any, fn: Callable[[PrometheusConnect], T]) -> T:
     except (requests.Timeout, TimeoutError) as exc:
         raise SkillError(f"Prometheus at {prom.url} did not answer within {timeout:g}s.") from exc
     except requests.RequestException as exc:
-        raise SkillError(f"Prometheus at {prom.url} is unreachable ({type(exc).__name__}).") from exc
+        raise SkillError(
+            f"Prometheus at {prom.url} is unreachable ({type(exc).__name__})."
+        ) from exc
+
+
+async def instant(services: Any, query: str) -> list[dict[str, Any]]:
+    """``GET /api/v1/query``: the instant vector of ``query`` (``[]`` when empty)."""
+    result: list[dict[str, Any]] = await call(services, lambda p: p.custom_query(query))
+    return result
 
 
 def series_label(metric: dict[str, str]) -> str:
@@ -112,13 +122,21 @@ class PrometheusQuery(Skill[QueryArgs]):
         "run the query `up == 0`",
     ]
     keywords = {
-        "promql": 3.0, "<promql>": 1.2, "<selector>": 0.8, "query": 1.5, "metric": 1.0,
-        "evaluate": 1.2, "value of": 0.8, "current value": 0.8, "log": -2.0, "logql": -3.0,
+        "promql": 3.0,
+        "<promql>": 1.2,
+        "<selector>": 0.8,
+        "query": 1.5,
+        "metric": 1.0,
+        "evaluate": 1.2,
+        "value of": 0.8,
+        "current value": 0.8,
+        "log": -2.0,
+        "logql": -3.0,
         "<logql>": -2.0,
     }
 
     async def run(self, args: QueryArgs, ctx: SkillContext) -> SkillResult:
-        params = {"time": args.time} if args.time else None
+        params: dict[str, str] = {"time": args.time} if args.time else {}
         result: Any = await call(ctx.services, lambda p: p.custom_query(args.query, params=params))
         limit = ctx.services.settings.max_rows
         if result and isinstance(result, list) and isinstance(result[0], dict):
@@ -126,11 +144,16 @@ class PrometheusQuery(Skill[QueryArgs]):
             for sample in result:
                 value = float(sample.get("value", [0, "nan"])[1])
                 rows.append((value, series_label(sample.get("metric", {}))))
-            rows.sort(key=lambda r: (-r[0] if not math.isnan(r[0]) else math.inf))
-            table = Table.bounded(["series", "value"], [[s, fmt(v)] for v, s in rows], limit, "series")
+            rows.sort(key=lambda r: -r[0] if not math.isnan(r[0]) else math.inf)
+            table = Table.bounded(
+                ["series", "value"], [[s, fmt(v)] for v, s in rows], limit, "series"
+            )
             summary = f"{len(rows)} series"
-            return SkillResult(summary=summary, blocks=[Code(code=args.query, language="promql"), table],
-                               data={"series": len(rows)})
+            return SkillResult(
+                summary=summary,
+                blocks=[Code(code=args.query, language="promql"), table],
+                data={"series": len(rows)},
+            )
         if result and isinstance(result, list) and len(result) == 2:  # scalar or string
             return SkillResult(
                 summary=f"scalar {result[1]}",
@@ -138,15 +161,22 @@ class PrometheusQuery(Skill[QueryArgs]):
             )
         return SkillResult(
             summary="no data",
-            blocks=[Code(code=args.query, language="promql"), Text(text="The query returned no series.")],
+            blocks=[
+                Code(code=args.query, language="promql"),
+                Text(text="The query returned no series."),
+            ],
             data={"series": 0},
         )
 
     async def inventory(self, services: Any) -> dict[str, set[str]]:
         """Names to ground on: values of the service and namespace labels."""
         health = services.settings.health
-        service: list[str] = await call(services, lambda p: p.get_label_values(health.service_label))
-        namespace: list[str] = await call(services, lambda p: p.get_label_values(health.namespace_label))
+        service: list[str] = await call(
+            services, lambda p: p.get_label_values(health.service_label)
+        )
+        namespace: list[str] = await call(
+            services, lambda p: p.get_label_values(health.namespace_label)
+        )
         job: list[str] = await call(services, lambda p: p.get_label_values("job"))
         return {"service": set(service) | set(job), "namespace": set(namespace)}
 
@@ -169,8 +199,17 @@ class PrometheusRange(Skill[RangeArgs]):
         "chart up over the last 30m",
     ]
     keywords = {
-        "graph": 2.0, "plot": 2.0, "chart": 2.0, "draw": 1.5, "visualize": 1.5, "visualise": 1.5,
-        "trend": 1.2, "over time": 1.2, "<promql>": 1.0, "promql": 1.0, "log": -2.0,
+        "graph": 2.0,
+        "plot": 2.0,
+        "chart": 2.0,
+        "draw": 1.5,
+        "visualize": 1.5,
+        "visualise": 1.5,
+        "trend": 1.2,
+        "over time": 1.2,
+        "<promql>": 1.0,
+        "promql": 1.0,
+        "log": -2.0,
         "<logql>": -2.0,
     }
 
@@ -178,11 +217,15 @@ class PrometheusRange(Skill[RangeArgs]):
         span = parse_duration(args.since)
         if span > timedelta(days=31):
             raise SkillError("since is limited to 31d so a chart stays readable")
-        step = parse_duration(args.step) if args.step else timedelta(
-            seconds=max(1, int(span.total_seconds() // MAX_POINTS))
+        step = (
+            parse_duration(args.step)
+            if args.step
+            else timedelta(seconds=max(1, int(span.total_seconds() // MAX_POINTS)))
         )
         if span / step > 11000:
-            raise SkillError(f"step {format_duration(step)} is too fine for {args.since} (max 11000 points)")
+            raise SkillError(
+                f"step {format_duration(step)} is too fine for {args.since} (max 11000 points)"
+            )
         end = datetime.now(UTC)
         start = end - span
         step_s = f"{int(step.total_seconds())}s"
@@ -192,7 +235,9 @@ class PrometheusRange(Skill[RangeArgs]):
         )
         code = Code(code=args.query, language="promql")
         if not result:
-            return SkillResult(summary="no data", blocks=[code, Text(text=f"No data in the last {args.since}.")])
+            return SkillResult(
+                summary="no data", blocks=[code, Text(text=f"No data in the last {args.since}.")]
+            )
         series = []
         for item in result:
             points = [(float(t), float(v)) for t, v in item.get("values", [])]
@@ -200,14 +245,18 @@ class PrometheusRange(Skill[RangeArgs]):
                 series.append((series_label(item.get("metric", {})), points))
         series.sort(key=lambda s: -s[1][-1][1] if not math.isnan(s[1][-1][1]) else math.inf)
         shown = series[: ctx.services.settings.max_series]
-        png = await asyncio.to_thread(line_chart, f"{args.query}  (last {args.since})", shown, start, end)
+        png = await asyncio.to_thread(
+            line_chart, f"{args.query}  (last {args.since})", shown, start, end
+        )
         rows = [
             [label, fmt(min(v for _, v in pts)), fmt(max(v for _, v in pts)), fmt(pts[-1][1])]
             for label, pts in shown
         ]
         table = Table(columns=["series", "min", "max", "last"], rows=rows)
         if len(series) > len(shown):
-            table.note = f"{len(series) - len(shown)} more series not shown (top {len(shown)} by last value)"
+            table.note = (
+                f"{len(series) - len(shown)} more series not shown (top {len(shown)} by last value)"
+            )
         image = Image(title=f"{args.query} over {args.since}", data=png, alt=args.query)
         return SkillResult(
             summary=f"{len(series)} series over {args.since}",
@@ -234,10 +283,26 @@ class ServiceHealth(Skill[HealthArgs]):
         "is payments healthy",
     ]
     keywords = {
-        "health": 2.0, "healthy": 2.0, "how is": 1.2, "doing": 0.8, "error rate": 2.0,
-        "latency": 2.0, "slow": 1.0, "throughput": 2.0, "traffic": 1.5, "rps": 2.0,
-        "requests per second": 2.0, "p99": 1.5, "p95": 1.5, "response time": 2.0, "red": 0.5,
-        "<promql>": -1.5, "log": -1.5, "alert": -1.0, "pod": -1.0, "graph": -0.5,
+        "health": 2.0,
+        "healthy": 2.0,
+        "how is": 1.2,
+        "doing": 0.8,
+        "error rate": 2.0,
+        "latency": 2.0,
+        "slow": 1.0,
+        "throughput": 2.0,
+        "traffic": 1.5,
+        "rps": 2.0,
+        "requests per second": 2.0,
+        "p99": 1.5,
+        "p95": 1.5,
+        "response time": 2.0,
+        "red": 0.5,
+        "<promql>": -1.5,
+        "log": -1.5,
+        "alert": -1.0,
+        "pod": -1.0,
+        "graph": -0.5,
     }
 
     async def run(self, args: HealthArgs, ctx: SkillContext) -> SkillResult:
@@ -251,9 +316,7 @@ class ServiceHealth(Skill[HealthArgs]):
             "p95 latency": tpl.p95.format(selector=selector, window=tpl.window),
             "p99 latency": tpl.p99.format(selector=selector, window=tpl.window),
         }
-        results = await asyncio.gather(
-            *(call(ctx.services, lambda p, q=q: p.custom_query(q)) for q in queries.values())
-        )
+        results = await asyncio.gather(*(instant(ctx.services, q) for q in queries.values()))
         rows: list[list[str]] = []
         values: dict[str, float | None] = {}
         for (label, _query), result in zip(queries.items(), results, strict=True):
@@ -265,12 +328,22 @@ class ServiceHealth(Skill[HealthArgs]):
             return SkillResult(
                 ok=False,
                 summary=f"no metrics for {where}",
-                blocks=[Text(text=f"Prometheus has no request metrics for {where}. "
-                                  "Check the name, or the service.health templates (health.*).")],
+                blocks=[
+                    Text(
+                        text=f"Prometheus has no request metrics for {where}. "
+                        "Check the name, or the service.health templates (health.*)."
+                    )
+                ],
             )
-        blocks = [Text(text=f"*{where}* over the last {tpl.window}"), Table(columns=["signal", "value"], rows=rows)]
-        return SkillResult(summary=f"{where}: " + ", ".join(f"{r[0]} {r[1]}" for r in rows),
-                           blocks=blocks, data={k: v for k, v in values.items()})
+        blocks: list[Block] = [
+            Text(text=f"*{where}* over the last {tpl.window}"),
+            Table(columns=["signal", "value"], rows=rows),
+        ]
+        return SkillResult(
+            summary=f"{where}: " + ", ".join(f"{r[0]} {r[1]}" for r in rows),
+            blocks=blocks,
+            data={k: v for k, v in values.items()},
+        )
 
 
 def _unit(label: str, value: float | None) -> str:

@@ -60,8 +60,13 @@ def policy() -> Policy:
 
 
 def make_settings(db_url: str, tmp_path: Path, **extra: Any) -> Settings:
-    return Settings(database_url=db_url, policy_path=ROOT / "policies", chart_dir=tmp_path / "charts",
-                    backend_timeout=3.0, **extra)
+    return Settings(
+        database_url=db_url,
+        policy_path=ROOT / "policies",
+        chart_dir=tmp_path / "charts",
+        backend_timeout=3.0,
+        **extra,
+    )
 
 
 @pytest.fixture
@@ -73,7 +78,9 @@ async def services(db_url: str, tmp_path: Path, policy: Policy) -> AsyncIterator
 
 @pytest.fixture
 async def sqlite_services(tmp_path: Path, policy: Policy) -> AsyncIterator[Services]:
-    svc = await build_services(make_settings(f"sqlite+aiosqlite:///{tmp_path / 'o.db'}", tmp_path), policy=policy)
+    svc = await build_services(
+        make_settings(f"sqlite+aiosqlite:///{tmp_path / 'o.db'}", tmp_path), policy=policy
+    )
     yield svc
     await svc.close()
 
@@ -93,7 +100,9 @@ class Thread:
 
     @property
     def approval_ids(self) -> list[str]:
-        return [m.approval_id for m in self.messages if m.approval_id and m.step.value == "approval"]
+        return [
+            m.approval_id for m in self.messages if m.approval_id and m.step.value == "approval"
+        ]
 
 
 @pytest.fixture
@@ -114,8 +123,12 @@ def stack() -> Iterator[LocalStack]:
 @pytest.fixture
 async def live(stack: LocalStack, tmp_path: Path, policy: Policy) -> AsyncIterator[Engine]:
     """An engine on SQLite wired to the real local Prometheus and Alertmanager."""
-    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path / 'live.db'}", tmp_path,
-                             prometheus_url=stack.prometheus_url, alertmanager_url=stack.alertmanager_url)
+    settings = make_settings(
+        f"sqlite+aiosqlite:///{tmp_path / 'live.db'}",
+        tmp_path,
+        prometheus_url=stack.prometheus_url,
+        alertmanager_url=stack.alertmanager_url,
+    )
     svc = await build_services(settings, policy=policy)
     yield Engine(svc)
     await svc.close()

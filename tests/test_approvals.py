@@ -81,13 +81,18 @@ class Nuke(Touch):
 async def engine(db_url: str, tmp_path: Path) -> Engine:
     (tmp_path / "p.yaml").write_text(POLICY)
     Touch.runs = []
-    services = await build_services(make_settings(db_url, tmp_path), policy=Policy.load(tmp_path / "p.yaml"),
-                                    registry=registry_with(Touch(), Nuke()))
+    services = await build_services(
+        make_settings(db_url, tmp_path),
+        policy=Policy.load(tmp_path / "p.yaml"),
+        registry=registry_with(Touch(), Nuke()),
+    )
     yield Engine(services)  # type: ignore[misc]
     await services.close()
 
 
-ALICE, BOB, CAROL, DAVE, MALLORY = (Actor(id=f"shell:{n}") for n in ("alice", "bob", "carol", "dave", "mallory"))
+ALICE, BOB, CAROL, DAVE, MALLORY = (
+    Actor(id=f"shell:{n}") for n in ("alice", "bob", "carol", "dave", "mallory")
+)
 
 
 async def ask(engine: Engine, text: str, actor: Actor = ALICE) -> tuple[Thread, str]:
@@ -108,15 +113,24 @@ async def test_write_waits_for_approval_then_runs_once(engine: Engine) -> None:
     assert approval is not None and approval.state is State.EXECUTED
     assert "touched checkout" in thread.text
     events = [r.event for r in await engine.services.audit.search()]
-    for event in (AuditEvent.REQUEST, AuditEvent.PLAN, AuditEvent.POLICY, AuditEvent.APPROVAL_REQUESTED,
-                  AuditEvent.APPROVAL_APPROVED, AuditEvent.EXECUTION, AuditEvent.RESULT):
+    for event in (
+        AuditEvent.REQUEST,
+        AuditEvent.PLAN,
+        AuditEvent.POLICY,
+        AuditEvent.APPROVAL_REQUESTED,
+        AuditEvent.APPROVAL_APPROVED,
+        AuditEvent.EXECUTION,
+        AuditEvent.RESULT,
+    ):
         assert event in events
 
 
 async def test_requester_and_strangers_cannot_approve(engine: Engine) -> None:
     thread, approval_id = await ask(engine, "touch checkout in shop")
     assert (await engine.decide(approval_id, ALICE, "approve", thread)).status is VoteStatus.SELF
-    assert (await engine.decide(approval_id, MALLORY, "approve", thread)).status is VoteStatus.NOT_ALLOWED
+    assert (
+        await engine.decide(approval_id, MALLORY, "approve", thread)
+    ).status is VoteStatus.NOT_ALLOWED
     assert Touch.runs == []
     approval = await engine.services.approvals.get(approval_id)
     assert approval is not None and approval.state is State.PENDING and approval.votes == []
@@ -128,9 +142,15 @@ async def test_requester_and_strangers_cannot_approve(engine: Engine) -> None:
 async def test_approver_is_matched_at_click_time(engine: Engine) -> None:
     _, approval_id = await ask(engine, "touch checkout in shop")
     engine.services.policy.doc.groups["oncall"].remove("shell:bob")  # bob left on-call meanwhile
-    assert (await engine.decide(approval_id, BOB, "approve", Thread())).status is VoteStatus.NOT_ALLOWED
-    engine.services.policy.doc.groups["oncall"].append("shell:erin")  # erin joined after the request
-    assert (await engine.decide(approval_id, Actor(id="shell:erin"), "approve", Thread())).status is VoteStatus.APPROVED
+    assert (
+        await engine.decide(approval_id, BOB, "approve", Thread())
+    ).status is VoteStatus.NOT_ALLOWED
+    engine.services.policy.doc.groups["oncall"].append(
+        "shell:erin"
+    )  # erin joined after the request
+    assert (
+        await engine.decide(approval_id, Actor(id="shell:erin"), "approve", Thread())
+    ).status is VoteStatus.APPROVED
     assert len(Touch.runs) == 1
 
 
@@ -139,7 +159,9 @@ async def test_two_approvals_needed_and_duplicates_do_not_count(engine: Engine) 
     assert (await engine.decide(approval_id, BOB, "approve", thread)).status is VoteStatus.RECORDED
     assert (await engine.decide(approval_id, BOB, "approve", thread)).status is VoteStatus.DUPLICATE
     assert Touch.runs == []
-    assert (await engine.decide(approval_id, CAROL, "approve", thread)).status is VoteStatus.APPROVED
+    assert (
+        await engine.decide(approval_id, CAROL, "approve", thread)
+    ).status is VoteStatus.APPROVED
     assert len(Touch.runs) == 1
     assert (await engine.decide(approval_id, DAVE, "approve", thread)).status is VoteStatus.DECIDED
     assert len(Touch.runs) == 1
@@ -147,7 +169,9 @@ async def test_two_approvals_needed_and_duplicates_do_not_count(engine: Engine) 
 
 async def test_deny_stops_it(engine: Engine) -> None:
     thread, approval_id = await ask(engine, "touch checkout in shop")
-    assert (await engine.decide(approval_id, CAROL, "deny", thread, reason="not now")).status is VoteStatus.DENIED
+    assert (
+        await engine.decide(approval_id, CAROL, "deny", thread, reason="not now")
+    ).status is VoteStatus.DENIED
     assert (await engine.decide(approval_id, BOB, "approve", thread)).status is VoteStatus.DECIDED
     assert Touch.runs == [] and "denied by shell:carol: not now" in thread.text
 
@@ -155,8 +179,11 @@ async def test_deny_stops_it(engine: Engine) -> None:
 async def test_expired_request_cannot_be_approved(engine: Engine) -> None:
     _, approval_id = await ask(engine, "touch checkout in shop")
     async with engine.services.store.sessions() as session:
-        await session.execute(update(ApprovalRow).where(ApprovalRow.id == approval_id)
-                              .values(expires_at=now() - timedelta(seconds=1)))
+        await session.execute(
+            update(ApprovalRow)
+            .where(ApprovalRow.id == approval_id)
+            .values(expires_at=now() - timedelta(seconds=1))
+        )
         await session.commit()
     thread = Thread()
     assert (await engine.decide(approval_id, BOB, "approve", thread)).status is VoteStatus.EXPIRED
@@ -175,7 +202,10 @@ async def test_unknown_id_answers_clearly(engine: Engine) -> None:
 async def test_concurrent_clicks_execute_exactly_once(engine: Engine) -> None:
     """Many approvers (and double clicks) at the same moment: one execution."""
     _, approval_id = await ask(engine, "touch checkout in shop")
-    clicks = [engine.decide(approval_id, who, "approve", Thread()) for who in (BOB, CAROL, DAVE, BOB, CAROL, DAVE)]
+    clicks = [
+        engine.decide(approval_id, who, "approve", Thread())
+        for who in (BOB, CAROL, DAVE, BOB, CAROL, DAVE)
+    ]
     outcomes = await asyncio.gather(*clicks)
     assert [o.status for o in outcomes].count(VoteStatus.APPROVED) == 1
     assert len(Touch.runs) == 1
@@ -185,14 +215,19 @@ async def test_two_replicas_share_the_database(engine: Engine, db_url: str, tmp_
     """A second engine on the same database (another replica, or after a restart) sees the
     pending approval, and racing replicas still execute once."""
     _, approval_id = await ask(engine, "touch checkout in shop")
-    other: Services = await build_services(make_settings(db_url, tmp_path), policy=engine.services.policy,
-                                           registry=engine.services.registry)
+    other: Services = await build_services(
+        make_settings(db_url, tmp_path),
+        policy=engine.services.policy,
+        registry=engine.services.registry,
+    )
     try:
         replica = Engine(other)
         pending = await replica.services.approvals.find(state=State.PENDING)
         assert [a.id for a in pending] == [approval_id]
-        outcomes = await asyncio.gather(engine.decide(approval_id, BOB, "approve", Thread()),
-                                        replica.decide(approval_id, CAROL, "approve", Thread()))
+        outcomes = await asyncio.gather(
+            engine.decide(approval_id, BOB, "approve", Thread()),
+            replica.decide(approval_id, CAROL, "approve", Thread()),
+        )
         assert sorted(o.status.value for o in outcomes) == ["already-decided", "approved"]
         assert len(Touch.runs) == 1
         assert (await other.audit.verify()).ok
@@ -202,6 +237,9 @@ async def test_two_replicas_share_the_database(engine: Engine, db_url: str, tmp_
 
 async def test_namespace_scope_and_unknown_skills_are_refused(engine: Engine) -> None:
     thread, approval_id = await ask(engine, "touch checkout in prod")
-    assert not approval_id and "no policy rule allows shell:alice to call test.touch in namespace prod" in thread.text
+    assert (
+        not approval_id
+        and "no policy rule allows shell:alice to call test.touch in namespace prod" in thread.text
+    )
     thread, approval_id = await ask(engine, "touch checkout in shop", actor=MALLORY)
     assert not approval_id and Touch.runs == []

@@ -13,9 +13,15 @@ from bot.store import AuditRow
 
 async def test_chain_links_and_redacts(services: Services) -> None:
     audit = services.audit
-    first = await audit.append(AuditEvent.REQUEST, actor="shell:alice", detail="password=hunter2 please")
-    second = await audit.append(AuditEvent.PLAN, actor="shell:alice", skill="help",
-                                args={"token": "abc", "q": "Authorization: Bearer abcdefghijkl"})
+    first = await audit.append(
+        AuditEvent.REQUEST, actor="shell:alice", detail="password=hunter2 please"
+    )
+    second = await audit.append(
+        AuditEvent.PLAN,
+        actor="shell:alice",
+        skill="help",
+        args={"token": "abc", "q": "Authorization: Bearer abcdefghijkl"},
+    )
     assert (first.seq, second.seq) == (1, 2)
     assert first.prev_hash == GENESIS and second.prev_hash == first.hash
     stored = await audit.get(2)
@@ -31,7 +37,9 @@ async def test_verify_names_an_edited_record(services: Services) -> None:
     for i in range(5):
         await services.audit.append(AuditEvent.REQUEST, actor=f"shell:u{i}", detail=f"request {i}")
     async with services.store.sessions() as session:
-        await session.execute(update(AuditRow).where(AuditRow.seq == 3).values(actor="shell:mallory"))
+        await session.execute(
+            update(AuditRow).where(AuditRow.seq == 3).values(actor="shell:mallory")
+        )
         await session.commit()
     report = await services.audit.verify()
     assert not report.ok
@@ -47,8 +55,11 @@ async def test_verify_detects_rehashed_edit_and_deletion(services: Services) -> 
 
     forged = replace(record, detail="nothing happened")
     async with services.store.sessions() as session:  # a forger who recomputes the hash too
-        await session.execute(update(AuditRow).where(AuditRow.seq == 2)
-                              .values(detail=forged.detail, hash=forged.computed_hash()))
+        await session.execute(
+            update(AuditRow)
+            .where(AuditRow.seq == 2)
+            .values(detail=forged.detail, hash=forged.computed_hash())
+        )
         await session.execute(delete(AuditRow).where(AuditRow.seq == 4))
         await session.commit()
     problems = (await services.audit.verify()).problems
@@ -58,7 +69,9 @@ async def test_verify_detects_rehashed_edit_and_deletion(services: Services) -> 
 
 
 async def test_concurrent_appends_keep_one_unbroken_chain(services: Services) -> None:
-    await asyncio.gather(*(services.audit.append(AuditEvent.REQUEST, actor=f"shell:{i}") for i in range(40)))
+    await asyncio.gather(
+        *(services.audit.append(AuditEvent.REQUEST, actor=f"shell:{i}") for i in range(40))
+    )
     report = await services.audit.verify()
     assert report.ok and report.checked == 40
     assert [r.seq for r in await services.audit.search(limit=100)] == list(range(1, 41))

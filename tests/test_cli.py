@@ -50,17 +50,31 @@ def test_eval_prints_misses_and_accuracy(env: Path) -> None:
 def test_policy_check_and_explain(env: Path, tmp_path: Path) -> None:
     ok = runner.invoke(app, ["policy", "check"])
     assert ok.exit_code == 0 and ok.output.startswith("ok: 4 rules, 2 groups")
-    explain = runner.invoke(app, ["policy", "explain", "k8s.scale", "--as", "shell:alice", "--namespace", "shop"])
-    assert "approve — rule 'sre restarts and scales with one on-call approval': 1 of group:oncall" in explain.output
-    denied = runner.invoke(app, ["policy", "explain", "k8s.scale", "--as", "shell:eve", "--namespace", "shop"])
-    assert "deny — no policy rule allows shell:eve to call k8s.scale in namespace shop" in denied.output
+    explain = runner.invoke(
+        app, ["policy", "explain", "k8s.scale", "--as", "shell:alice", "--namespace", "shop"]
+    )
+    assert (
+        "approve — rule 'sre restarts and scales with one on-call approval': 1 of group:oncall"
+        in explain.output
+    )
+    denied = runner.invoke(
+        app, ["policy", "explain", "k8s.scale", "--as", "shell:eve", "--namespace", "shop"]
+    )
+    assert (
+        "deny — no policy rule allows shell:eve to call k8s.scale in namespace shop"
+        in denied.output
+    )
     bad = tmp_path / "bad.yaml"
-    bad.write_text("rules:\n  - name: x\n    subjects: ['*']\n    skills: [help]\n    effect: perhaps\n")
+    bad.write_text(
+        "rules:\n  - name: x\n    subjects: ['*']\n    skills: [help]\n    effect: perhaps\n"
+    )
     failed = runner.invoke(app, ["policy", "check", str(bad)])
     assert failed.exit_code == 1 and f"{bad}:5: rules.0.effect" in failed.output
 
 
-def test_malformed_policy_is_refused_at_start(env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_malformed_policy_is_refused_at_start(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("groups: [oops]\n")
     monkeypatch.setenv("OPSBOT_POLICY_PATH", str(bad))
@@ -88,11 +102,14 @@ def test_ask_then_audit_list_show_verify_export(env: Path) -> None:
     assert "FAIL record 2: content does not match its hash (edited)" in tampered.output
 
 
-def test_silence_through_the_cli_needs_another_identity(env: Path, stack: LocalStack,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_silence_through_the_cli_needs_another_identity(
+    env: Path, stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ALERTMANAGER_URL", stack.alertmanager_url)
     monkeypatch.setenv("PROMETHEUS_URL", stack.prometheus_url)
-    asked = runner.invoke(app, ["ask", "--as", "shell:alice", "silence HighErrorRate for 1h, cli test"])
+    asked = runner.invoke(
+        app, ["ask", "--as", "shell:alice", "silence HighErrorRate for 1h, cli test"]
+    )
     match = re.search(r"approve ([a-z0-9]{6})", asked.output)
     assert match, asked.output
     approval_id = match.group(1)
@@ -124,7 +141,9 @@ class ScriptedConsole(Console):
         return self.lines.pop(0)
 
 
-async def test_interactive_shell_switches_identity(sqlite_services: Services, tmp_path: Path) -> None:
+async def test_interactive_shell_switches_identity(
+    sqlite_services: Services, tmp_path: Path
+) -> None:
     console = ScriptedConsole(["help", "/as shell:bob", "approve zzzzzz", "/as nonsense", "/quit"])
     await interactive(Engine(sqlite_services), console, Actor(id="shell:alice"), tmp_path)
     out = console.file.getvalue()  # type: ignore[attr-defined]

@@ -27,7 +27,9 @@ async def test_health_ready_metrics(sqlite_services: Services) -> None:
 
 
 async def test_audit_page_shows_records_and_chain_state(sqlite_services: Services) -> None:
-    await sqlite_services.audit.append(AuditEvent.REQUEST, actor="shell:alice", detail="<script>x</script>")
+    await sqlite_services.audit.append(
+        AuditEvent.REQUEST, actor="shell:alice", detail="<script>x</script>"
+    )
     client = await client_for(sqlite_services)
     try:
         page = await (await client.get("/audit?actor=alice")).text()
@@ -40,11 +42,25 @@ async def test_audit_page_shows_records_and_chain_state(sqlite_services: Service
 async def test_alertmanager_webhook_accepts_and_rejects(sqlite_services: Services) -> None:
     client = await client_for(sqlite_services)
     try:
-        ok = await client.post("/alertmanager", json={"version": "4", "status": "firing", "alerts": [
-            {"status": "firing", "labels": {"alertname": "HighErrorRate", "service": "checkout"}}]})
+        ok = await client.post(
+            "/alertmanager",
+            json={
+                "version": "4",
+                "status": "firing",
+                "alerts": [
+                    {
+                        "status": "firing",
+                        "labels": {"alertname": "HighErrorRate", "service": "checkout"},
+                    }
+                ],
+            },
+        )
         assert ok.status == 200 and (await ok.json()) == {"received": 1}
         bad = await client.post("/alertmanager", data=b"{not json")
-        assert bad.status == 400 and "not an Alertmanager webhook payload" in (await bad.json())["error"]
+        assert (
+            bad.status == 400
+            and "not an Alertmanager webhook payload" in (await bad.json())["error"]
+        )
         records = await sqlite_services.audit.search(actor="alertmanager")
         assert [r.detail for r in records] == ["firing HighErrorRate service=checkout"]
     finally:

@@ -8,6 +8,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +23,11 @@ from bot.services import build_services
 from tests.conftest import Thread, make_settings
 
 ALICE, BOB = Actor(id="shell:alice"), Actor(id="shell:bob")
+
+
+async def silences(stack: LocalStack) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(f"{stack.alertmanager_url}/api/v2/silences")).json()  # type: ignore[no-any-return]
 
 
 async def say(engine: Engine, text: str, actor: Actor = ALICE) -> Thread:
@@ -50,7 +56,7 @@ async def test_range_chart_is_a_png_with_summary(live: Engine) -> None:
     images = [b for m in thread.messages for b in m.blocks if isinstance(b, Image)]
     assert len(images) == 1 and images[0].data.startswith(b"\x89PNG\r\n\x1a\n")
     assert "series | min | max | last" in thread.text
-    assert 'up{instance=' in thread.text and "| 1 | 1 | 1" in thread.text
+    assert "up{instance=" in thread.text and "| 1 | 1 | 1" in thread.text
 
 
 async def test_service_health_reports_red_signals(live: Engine) -> None:
@@ -81,21 +87,28 @@ async def test_silence_only_after_approval(live: Engine, stack: LocalStack) -> N
     thread = await say(live, "silence HighErrorRate for 1h, deploy in progress")
     [approval_id] = thread.approval_ids
     assert "would mute 1 alert(s) firing now: HighErrorRate" in thread.text
-    silences = httpx.get(f"{stack.alertmanager_url}/api/v2/silences").json()
+    silences = await silences(stack)
     assert not [s for s in silences if s["comment"] == "deploy in progress"]
 
     outcome = await live.decide(approval_id, BOB, "approve", thread)
     assert outcome.status is VoteStatus.APPROVED
-    silences = httpx.get(f"{stack.alertmanager_url}/api/v2/silences").json()
+    silences = await silences(stack)
     [created] = [s for s in silences if s["comment"] == "deploy in progress"]
     assert created["status"]["state"] == "active"
     assert created["createdBy"] == "opsbot:shell:alice"
-    assert created["matchers"] == [{"name": "alertname", "value": "HighErrorRate", "isRegex": False, "isEqual": True}]
+    assert created["matchers"] == [
+        {"name": "alertname", "value": "HighErrorRate", "isRegex": False, "isEqual": True}
+    ]
     approval = await live.services.approvals.get(approval_id)
-    assert approval is not None and approval.state is State.EXECUTED and created["id"] in approval.result
+    assert (
+        approval is not None
+        and approval.state is State.EXECUTED
+        and created["id"] in approval.result
+    )
     silenced = await say(live, "show silenced alerts")
     assert "HighErrorRate" in silenced.text
-    httpx.delete(f"{stack.alertmanager_url}/api/v2/silence/{created['id']}")
+    async with httpx.AsyncClient() as client:
+        await client.delete(f"{stack.alertmanager_url}/api/v2/silence/{created['id']}")
 
 
 async def test_grounding_uses_prometheus_label_values(live: Engine) -> None:
@@ -130,13 +143,18 @@ def silent_port() -> Iterator[int]:
     server.close()
 
 
-async def test_down_and_hung_backends_answer_clearly(tmp_path: Path, policy: Policy, silent_port: int) -> None:
+async def test_down_and_hung_backends_answer_clearly(
+    tmp_path: Path, policy: Policy, silent_port: int
+) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
-    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}", tmp_path,
-                             prometheus_url=f"http://127.0.0.1:{closed}",
-                             alertmanager_url=f"http://127.0.0.1:{silent_port}")
+    settings = make_settings(
+        f"sqlite+aiosqlite:///{tmp_path / 'd.db'}",
+        tmp_path,
+        prometheus_url=f"http://127.0.0.1:{closed}",
+        alertmanager_url=f"http://127.0.0.1:{silent_port}",
+    )
     settings.backend_timeout = 1.0
     services = await build_services(settings, policy=policy)
     try:

@@ -17,12 +17,18 @@ def test_default_policy_decisions(policy: Policy) -> None:
     assert policy.decide(EVE, "prometheus.query") == Allow("everyone reads")
     scale = policy.decide(ALICE, "k8s.scale", namespace="shop", namespaced=True)
     assert isinstance(scale, NeedsApproval)
-    assert scale.approvers == ("group:oncall",) and scale.min_approvals == 1 and scale.ttl == timedelta(minutes=15)
+    assert (
+        scale.approvers == ("group:oncall",)
+        and scale.min_approvals == 1
+        and scale.ttl == timedelta(minutes=15)
+    )
     rollback = policy.decide(BOB, "k8s.rollback", namespace="staging", namespaced=True)
     assert isinstance(rollback, NeedsApproval) and rollback.min_approvals == 2
     # deny by default: a reader cannot write, and a namespaced rule never grants other namespaces
     assert isinstance(policy.decide(EVE, "k8s.scale", namespace="shop", namespaced=True), Deny)
-    assert isinstance(policy.decide(ALICE, "k8s.scale", namespace="kube-system", namespaced=True), Deny)
+    assert isinstance(
+        policy.decide(ALICE, "k8s.scale", namespace="kube-system", namespaced=True), Deny
+    )
     assert isinstance(policy.decide(ALICE, "k8s.scale", namespace=None, namespaced=True), Deny)
     assert isinstance(policy.decide(ALICE, "no.such.skill"), Deny)
 
@@ -36,8 +42,12 @@ rules:
   - {name: ops channel only, subjects: ["*"], skills: [help], channels: ["ops-*"], effect: allow}
 """)
     policy = Policy.load(tmp_path / "p.yaml")
-    assert policy.decide(ALICE, "k8s.restart", namespace="prod", namespaced=True) == Deny("prod is frozen", "no prod")
-    assert policy.decide(ALICE, "k8s.restart", namespace="shop", namespaced=True) == Allow("sre all")
+    assert policy.decide(ALICE, "k8s.restart", namespace="prod", namespaced=True) == Deny(
+        "prod is frozen", "no prod"
+    )
+    assert policy.decide(ALICE, "k8s.restart", namespace="shop", namespaced=True) == Allow(
+        "sre all"
+    )
     role_holder = Actor(id="discord:99", roles=("discord-role:42",))
     assert "group:sre" in policy.subjects_of(role_holder)
     assert policy.decide(EVE, "help", channel="ops-main") == Allow("ops channel only")
@@ -49,19 +59,33 @@ rules:
 @pytest.mark.parametrize(
     ("text", "line", "reason"),
     [
-        ("rules:\n  - name: x\n    subjects: ['*']\n    skills: [help]\n    effect: maybe\n", 5, "effect"),
-        ("rules:\n  - name: x\n    subjects: ['*']\n    skills: [help]\n    effect: approve\n", 2,
-         "effect: approve needs a non-empty approvers list"),
-        ("groups:\n  sre: [a]\nrules:\n  - name: x\n    subjects: [group:ops]\n    skills: [h]\n    effect: allow\n",
-         None, "unknown group 'group:ops'"),
-        ("rules:\n  - name: x\n    subjects: ['*']\n    skills: [help]\n    effect: allow\n    ttl: soon\n", 6,
-         "not a duration"),
+        (
+            "rules:\n  - name: x\n    subjects: ['*']\n    skills: [help]\n    effect: maybe\n",
+            5,
+            "effect",
+        ),
+        (
+            "rules:\n  - name: x\n    subjects: ['*']\n    skills: [help]\n    effect: approve\n",
+            2,
+            "effect: approve needs a non-empty approvers list",
+        ),
+        (
+            "groups:\n  sre: [a]\nrules:\n  - name: x\n    subjects: [group:ops]\n    skills: [h]\n    effect: allow\n",
+            None,
+            "unknown group 'group:ops'",
+        ),
+        (
+            "rules:\n  - name: x\n    subjects: ['*']\n    skills: [help]\n    effect: allow\n    ttl: soon\n",
+            6,
+            "not a duration",
+        ),
         ("rules:\n  - name: x\n    subject: ['*']\n", 3, "unknown key 'subject'"),
         ("rules: [\n", 2, "invalid YAML"),
     ],
 )
-def test_malformed_policies_name_file_line_and_reason(tmp_path: Path, text: str, line: int | None,
-                                                       reason: str) -> None:
+def test_malformed_policies_name_file_line_and_reason(
+    tmp_path: Path, text: str, line: int | None, reason: str
+) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(PolicyError) as err:
@@ -75,7 +99,8 @@ def test_malformed_policies_name_file_line_and_reason(tmp_path: Path, text: str,
 def test_folder_merges_files_in_order(tmp_path: Path) -> None:
     (tmp_path / "10-groups.yaml").write_text("groups: {sre: [shell:alice]}\n")
     (tmp_path / "20-rules.yaml").write_text(
-        "rules: [{name: sre, subjects: [group:sre], skills: ['*'], effect: allow}]\n")
+        "rules: [{name: sre, subjects: [group:sre], skills: ['*'], effect: allow}]\n"
+    )
     policy = Policy.load(tmp_path)
     assert policy.decide(ALICE, "k8s.scale", namespace="x", namespaced=True) == Allow("sre")
     with pytest.raises(PolicyError, match="no such policy"):

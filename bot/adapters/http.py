@@ -53,19 +53,31 @@ async def audit_page(request: web.Request) -> web.Response:
         limit=500,
     )
     report = await services.audit.verify()
-    status = ("chain intact" if report.ok else "CHAIN BROKEN: " + "; ".join(report.problems))
+    status = "chain intact" if report.ok else "CHAIN BROKEN: " + "; ".join(report.problems)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-            r.seq, f"{r.at:%Y-%m-%d %H:%M:%S}", r.event, r.actor, r.skill, r.outcome, r.detail[:160])) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(v))}</td>"
+            for v in (
+                r.seq,
+                f"{r.at:%Y-%m-%d %H:%M:%S}",
+                r.event,
+                r.actor,
+                r.skill,
+                r.outcome,
+                r.detail[:160],
+            )
+        )
+        + "</tr>"
         for r in reversed(records)
     )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>opsbot audit</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{border-bottom:1px solid #ddd;padding:4px 8px;
 text-align:left;font-size:13px}}.bad{{color:#b00}}</style></head><body>
-<h1>opsbot audit</h1><p class="{'ok' if report.ok else 'bad'}">{html.escape(status)}
+<h1>opsbot audit</h1><p class="{"ok" if report.ok else "bad"}">{html.escape(status)}
 ({report.checked} records)</p>
-<form><input name="actor" placeholder="actor" value="{html.escape(request.query.get('actor', ''))}">
-<input name="skill" placeholder="skill" value="{html.escape(request.query.get('skill', ''))}">
+<form><input name="actor" placeholder="actor" value="{html.escape(request.query.get("actor", ""))}">
+<input name="skill" placeholder="skill" value="{html.escape(request.query.get("skill", ""))}">
 <input name="hours" size="4" value="{since_h}"> h <button>filter</button></form>
 <table><tr><th>seq</th><th>at (UTC)</th><th>event</th><th>actor</th><th>skill</th><th>outcome</th>
 <th>detail</th></tr>{rows}</table></body></html>"""
@@ -81,13 +93,17 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
             raise TypeError("alerts is not a list")
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         log.warning("alertmanager.bad_payload", error=str(exc))
-        return web.json_response({"error": f"not an Alertmanager webhook payload: {exc}"}, status=400)
+        return web.json_response(
+            {"error": f"not an Alertmanager webhook payload: {exc}"}, status=400
+        )
     for alert in alerts[:100]:
         labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
         await services.audit.append(
-            AuditEvent.REQUEST, actor="alertmanager", channel="webhook",
+            AuditEvent.REQUEST,
+            actor="alertmanager",
+            channel="webhook",
             detail=f"{alert.get('status', '?')} {labels.get('alertname', '?')} "
-                   + " ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "alertname"),
+            + " ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "alertname"),
         )
     return web.json_response({"received": len(alerts)})
 

@@ -23,8 +23,13 @@ from bot.engine import Engine
 from bot.model import Actor, Buttons, Code, Image, Message, Request, Step, Table, Text
 
 STEP_STYLE = {
-    Step.PLAN: "dim cyan", Step.POLICY: "dim magenta", Step.APPROVAL: "bold yellow",
-    Step.RESULT: "green", Step.ERROR: "bold red", Step.ANSWER: "white", Step.RECEIVED: "dim",
+    Step.PLAN: "dim cyan",
+    Step.POLICY: "dim magenta",
+    Step.APPROVAL: "bold yellow",
+    Step.RESULT: "green",
+    Step.ERROR: "bold red",
+    Step.ANSWER: "white",
+    Step.RECEIVED: "dim",
 }
 SHELL_HELP = (
     "Type a request (e.g. 'show firing alerts', 'graph up over the last 30m').\n"
@@ -63,50 +68,76 @@ class ShellRenderer:
         for block in message.blocks:
             if isinstance(block, Text):
                 if plain:
-                    self.console.print(prefix + block.text, markup=False, highlight=False, soft_wrap=True)
+                    self.console.print(
+                        prefix + block.text, markup=False, highlight=False, soft_wrap=True
+                    )
                 else:
-                    self.console.print(f"[dim]{escape(prefix)}[/dim][{style}]{escape(block.text)}[/{style}]",
-                                       soft_wrap=True)
+                    self.console.print(
+                        f"[dim]{escape(prefix)}[/dim][{style}]{escape(block.text)}[/{style}]",
+                        soft_wrap=True,
+                    )
             elif isinstance(block, Code):
                 if plain:
                     for line in block.code.splitlines():
-                        self.console.print(prefix + "    " + line, markup=False, highlight=False, soft_wrap=True)
+                        self.console.print(
+                            prefix + "    " + line, markup=False, highlight=False, soft_wrap=True
+                        )
                 else:
                     self.console.print(Syntax(block.code, "text", word_wrap=True, padding=(0, 2)))
             elif isinstance(block, Table):
                 self._table(block, prefix, plain)
             elif isinstance(block, Image):
                 block.path = block.path or self.save_image(block, message.thread)
-                self.console.print(f"{prefix}chart: {block.path}", markup=False, highlight=False, soft_wrap=True)
+                self.console.print(
+                    f"{prefix}chart: {block.path}", markup=False, highlight=False, soft_wrap=True
+                )
             elif isinstance(block, Buttons):
                 ids = {b.value for b in block.buttons}
                 for approval_id in ids:
                     self.console.print(
                         f"{prefix}buttons: [Approve] [Deny]  ->  type `approve {approval_id}` or "
                         f"`deny {approval_id} REASON` as an approver (/as ...)",
-                        markup=False, highlight=False, soft_wrap=True,
+                        markup=False,
+                        highlight=False,
+                        soft_wrap=True,
                     )
 
     def _table(self, table: Table, prefix: str, plain: bool) -> None:
         if plain:
-            self.console.print(prefix + " | ".join(table.columns), markup=False, highlight=False, soft_wrap=True)
+            self.console.print(
+                prefix + " | ".join(table.columns), markup=False, highlight=False, soft_wrap=True
+            )
             for row in table.rows:
-                self.console.print(prefix + " | ".join(row), markup=False, highlight=False, soft_wrap=True)
+                self.console.print(
+                    prefix + " | ".join(row), markup=False, highlight=False, soft_wrap=True
+                )
         else:
             rich_table = RichTable(*table.columns, show_lines=False, header_style="bold")
             for row in table.rows:
                 rich_table.add_row(*[escape(c) for c in row])
             self.console.print(rich_table)
         if table.note:
-            self.console.print(f"{prefix}({table.note})", markup=False, highlight=False, soft_wrap=True)
+            self.console.print(
+                f"{prefix}({table.note})", markup=False, highlight=False, soft_wrap=True
+            )
 
 
-async def run_command(engine: Engine, renderer: ShellRenderer, actor: Actor, line: str, channel: str = "shell") -> None:
+async def run_command(
+    engine: Engine, renderer: ShellRenderer, actor: Actor, line: str, channel: str = "shell"
+) -> None:
     """One shell line by ``actor``: an approval command or a request."""
-    words = shlex.split(line) if line.count('"') % 2 == 0 and line.count("'") % 2 == 0 else line.split()
-    if len(words) >= 2 and words[0].lower() in ("approve", "deny") and re.fullmatch(r"#?[a-z0-9]{4,12}", words[1].lower()):
+    words = (
+        shlex.split(line) if line.count('"') % 2 == 0 and line.count("'") % 2 == 0 else line.split()
+    )
+    if (
+        len(words) >= 2
+        and words[0].lower() in ("approve", "deny")
+        and re.fullmatch(r"#?[a-z0-9]{4,12}", words[1].lower())
+    ):
         verdict = words[0].lower()
-        await engine.decide(words[1], actor, verdict, renderer, reason=" ".join(words[2:]), channel=channel)
+        await engine.decide(
+            words[1], actor, verdict, renderer, reason=" ".join(words[2:]), channel=channel
+        )
         return
     await engine.handle(Request(actor=actor, channel=channel, text=line), renderer)
 

@@ -14,10 +14,26 @@ from dataclasses import dataclass, field
 # -- normalisation -------------------------------------------------------------------------
 
 _IRREGULAR = {
-    "ran": "run", "did": "do", "does": "do", "done": "do", "is": "be", "are": "be", "was": "be",
-    "were": "be", "went": "go", "gone": "go", "wrong": "wrong", "its": "it", "whats": "what",
-    "what's": "what", "who's": "who", "how's": "how", "isn't": "be", "aren't": "be",
-    "crashlooping": "crashloop", "crashloopbackoff": "crashloop",
+    "ran": "run",
+    "did": "do",
+    "does": "do",
+    "done": "do",
+    "is": "be",
+    "are": "be",
+    "was": "be",
+    "were": "be",
+    "went": "go",
+    "gone": "go",
+    "wrong": "wrong",
+    "its": "it",
+    "whats": "what",
+    "what's": "what",
+    "who's": "who",
+    "how's": "how",
+    "isn't": "be",
+    "aren't": "be",
+    "crashlooping": "crashloop",
+    "crashloopbackoff": "crashloop",
 }
 
 
@@ -40,12 +56,17 @@ def stem(word: str) -> str:
 
 
 WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*[A-Za-z0-9]|[A-Za-z0-9]")
-_CONTRACTIONS = re.compile(r"\b(what|how|who|where|when|that|there|it|which)'s\b|\b(is|are|was|were|do|does|did|can|could|would|should)n't\b", re.I)
+_CONTRACTIONS = re.compile(
+    r"\b(what|how|who|where|when|that|there|it|which)'s\b|\b(is|are|was|were|do|does|did|can|could|would|should)n't\b",
+    re.I,
+)
 
 
 def expand_contractions(text: str) -> str:
-    """"what's" -> "what is", "isn't" -> "is not" (so the two spellings score alike)."""
-    return _CONTRACTIONS.sub(lambda m: f"{m.group(1)} is" if m.group(1) else f"{m.group(2)} not", text)
+    """ "what's" -> "what is", "isn't" -> "is not" (so the two spellings score alike)."""
+    return _CONTRACTIONS.sub(
+        lambda m: f"{m.group(1)} is" if m.group(1) else f"{m.group(2)} not", text
+    )
 
 
 def words(text: str) -> list[str]:
@@ -54,45 +75,282 @@ def words(text: str) -> list[str]:
 
 STOPWORDS = {
     stem(w)
-    for w in """
-    a an the of for from in on at to into onto by with without about and or but not no is are
-    was were be been being am me my mine our ours us we you your i it its this that these those
-    there here their them they he she his her please pls plz can could would should will shall
-    may might must do does did doing done have has had get got give gives show list tell find
-    what what's whats which who whom whose why how when where any all some every each now right
-    currently current just again up down out over under then than so very really also still
-    ok okay hey hi hello yo bot opsbot let lets let's see look check need want like make sure
-    going gonna last past previous recent recently since ago today yesterday tonight hour hours
-    minute minutes min mins day days week weeks second seconds time times lines line many much
-    more most top first latest one two three progress namespace ns svc service deployment deploy
-    pod pods statefulset daemonset node nodes replica replicas instance instances revision rev
-    everything anything something thing things stuff going on happening
-    """.split()
+    for w in [
+        "a",
+        "an",
+        "the",
+        "of",
+        "for",
+        "from",
+        "in",
+        "on",
+        "at",
+        "to",
+        "into",
+        "onto",
+        "by",
+        "with",
+        "without",
+        "about",
+        "and",
+        "or",
+        "but",
+        "not",
+        "no",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "am",
+        "me",
+        "my",
+        "mine",
+        "our",
+        "ours",
+        "us",
+        "we",
+        "you",
+        "your",
+        "i",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "here",
+        "their",
+        "them",
+        "they",
+        "he",
+        "she",
+        "his",
+        "her",
+        "please",
+        "pls",
+        "plz",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "do",
+        "does",
+        "did",
+        "doing",
+        "done",
+        "have",
+        "has",
+        "had",
+        "get",
+        "got",
+        "give",
+        "gives",
+        "show",
+        "list",
+        "tell",
+        "find",
+        "what",
+        "what's",
+        "whats",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "why",
+        "how",
+        "when",
+        "where",
+        "any",
+        "all",
+        "some",
+        "every",
+        "each",
+        "now",
+        "right",
+        "currently",
+        "current",
+        "just",
+        "again",
+        "up",
+        "down",
+        "out",
+        "over",
+        "under",
+        "then",
+        "than",
+        "so",
+        "very",
+        "really",
+        "also",
+        "still",
+        "ok",
+        "okay",
+        "hey",
+        "hi",
+        "hello",
+        "yo",
+        "bot",
+        "opsbot",
+        "let",
+        "lets",
+        "let's",
+        "see",
+        "look",
+        "check",
+        "need",
+        "want",
+        "like",
+        "make",
+        "sure",
+        "going",
+        "gonna",
+        "last",
+        "past",
+        "previous",
+        "recent",
+        "recently",
+        "since",
+        "ago",
+        "today",
+        "yesterday",
+        "tonight",
+        "hour",
+        "hours",
+        "minute",
+        "minutes",
+        "min",
+        "mins",
+        "day",
+        "days",
+        "week",
+        "weeks",
+        "second",
+        "seconds",
+        "time",
+        "times",
+        "lines",
+        "line",
+        "many",
+        "much",
+        "more",
+        "most",
+        "top",
+        "first",
+        "latest",
+        "one",
+        "two",
+        "three",
+        "progress",
+        "namespace",
+        "ns",
+        "svc",
+        "service",
+        "deployment",
+        "deploy",
+        "pod",
+        "pods",
+        "statefulset",
+        "daemonset",
+        "node",
+        "nodes",
+        "replica",
+        "replicas",
+        "instance",
+        "instances",
+        "revision",
+        "rev",
+        "everything",
+        "anything",
+        "something",
+        "thing",
+        "things",
+        "stuff",
+        "going",
+        "on",
+        "happening",
+    ]
 }
 
 KIND_ALIASES = {
-    "pod": "pod", "pods": "pod", "po": "pod",
-    "deployment": "deployment", "deployments": "deployment", "deploy": "deployment",
-    "statefulset": "statefulset", "statefulsets": "statefulset", "sts": "statefulset",
-    "daemonset": "daemonset", "daemonsets": "daemonset", "ds": "daemonset",
-    "service": "service", "services": "service", "svc": "service",
-    "node": "node", "nodes": "node",
+    "pod": "pod",
+    "pods": "pod",
+    "po": "pod",
+    "deployment": "deployment",
+    "deployments": "deployment",
+    "deploy": "deployment",
+    "statefulset": "statefulset",
+    "statefulsets": "statefulset",
+    "sts": "statefulset",
+    "daemonset": "daemonset",
+    "daemonsets": "daemonset",
+    "ds": "daemonset",
+    "service": "service",
+    "services": "service",
+    "svc": "service",
+    "node": "node",
+    "nodes": "node",
 }
 
 LABEL_WORDS = (
-    "service", "job", "namespace", "instance", "team", "app", "pod", "alertname", "severity",
-    "cluster", "env", "environment", "container",
+    "service",
+    "job",
+    "namespace",
+    "instance",
+    "team",
+    "app",
+    "pod",
+    "alertname",
+    "severity",
+    "cluster",
+    "env",
+    "environment",
+    "container",
 )
-SEVERITIES = {"critical": "critical", "crit": "critical", "warning": "warning",
-              "warn": "warning", "info": "info", "page": "page", "major": "major", "minor": "minor"}
+SEVERITIES = {
+    "critical": "critical",
+    "crit": "critical",
+    "warning": "warning",
+    "warn": "warning",
+    "info": "info",
+    "page": "page",
+    "major": "major",
+    "minor": "minor",
+}
 
 # -- durations -----------------------------------------------------------------------------
 
 _UNIT = {
-    "s": "s", "sec": "s", "secs": "s", "second": "s", "seconds": "s",
-    "m": "m", "min": "m", "mins": "m", "minute": "m", "minutes": "m",
-    "h": "h", "hr": "h", "hrs": "h", "hour": "h", "hours": "h",
-    "d": "d", "day": "d", "days": "d", "w": "w", "wk": "w", "week": "w", "weeks": "w",
+    "s": "s",
+    "sec": "s",
+    "secs": "s",
+    "second": "s",
+    "seconds": "s",
+    "m": "m",
+    "min": "m",
+    "mins": "m",
+    "minute": "m",
+    "minutes": "m",
+    "h": "h",
+    "hr": "h",
+    "hrs": "h",
+    "hour": "h",
+    "hours": "h",
+    "d": "d",
+    "day": "d",
+    "days": "d",
+    "w": "w",
+    "wk": "w",
+    "week": "w",
+    "weeks": "w",
 }
 _UNIT_RE = "|".join(sorted(_UNIT, key=len, reverse=True))
 _COMPACT = re.compile(r"\b(\d+(?:ms|s|m|h|d|w))+\b")
@@ -171,10 +429,34 @@ _COMMAND = re.compile(
     r"(?:search|grep|find)\s+(?:the\s+)?logs?(?:\s+for)?)\s+(.+)$",
     re.I | re.S,
 )
-_LOGQL_PIPE = re.compile(r"\}\s*(?:\|=|\|~|!=|!~|\|\s*(?:json|logfmt|pattern|regexp|line_format|label_format|unwrap|drop|keep|decolorize))")
+_LOGQL_PIPE = re.compile(
+    r"\}\s*(?:\|=|\|~|!=|!~|\|\s*(?:json|logfmt|pattern|regexp|line_format|label_format|unwrap|drop|keep|decolorize))"
+)
 _PROMQL_WORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
-    "offset", "bool", "+", "-", "*", "/", "%", "^", "==", "!=", ">", "<", ">=", "<=", "@",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "^",
+    "==",
+    "!=",
+    ">",
+    "<",
+    ">=",
+    "<=",
+    "@",
 }
 _IDENT = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]*$")
 
@@ -312,7 +594,11 @@ def parse(text: str) -> Parsed:
     parsed = Parsed(text=text)
     expr, hint, rest = None, "", text
     if m := _PREFIX.search(text):
-        expr, hint, rest = m.group(2).strip(), m.group(1).lower(), text[: m.start()] + " " + m.group(1)
+        expr, hint, rest = (
+            m.group(2).strip(),
+            m.group(1).lower(),
+            text[: m.start()] + " " + m.group(1),
+        )
         parsed.explicit = True
     elif m := _BACKTICK.search(text):
         expr, rest = m.group(1).strip(), text[: m.start()] + " " + text[m.end() :]
@@ -432,9 +718,9 @@ def extract_matchers(parsed: Parsed, alertnames: set[str] | None = None) -> dict
         if token.lower() in SEVERITIES and "severity" not in out:
             out["severity"] = SEVERITIES[token.lower()]
     if "alertname" not in out:
-        m = ALERTNAME.search(text)
-        if m:
-            out["alertname"] = m.group(1)
+        camel = ALERTNAME.search(text)
+        if camel:
+            out["alertname"] = camel.group(1)
         elif alertnames:
             lowered = {a.lower(): a for a in alertnames}
             for token in parsed.tokens:

@@ -32,9 +32,13 @@ AMBIGUITY_MARGIN = 0.1
 SIGNALS = ("<promql>", "<logql>", "<selector>", "<expr>", "<alertname>", "<matcher>", "<number>")
 
 _COURTESY = {
-    "thanks": "You're welcome.", "thank": "You're welcome.", "thx": "You're welcome.",
-    "ty": "You're welcome.", "hi": "Hi! Type `help` to see what I can do.",
-    "hello": "Hello! Type `help` to see what I can do.", "hey": "Hey! Type `help` to see what I can do.",
+    "thanks": "You're welcome.",
+    "thank": "You're welcome.",
+    "thx": "You're welcome.",
+    "ty": "You're welcome.",
+    "hi": "Hi! Type `help` to see what I can do.",
+    "hello": "Hello! Type `help` to see what I can do.",
+    "hey": "Hey! Type `help` to see what I can do.",
 }
 NO_SKILL = (
     "I can't map that to any skill you may use here. Type `help` to see what I can do, "
@@ -116,7 +120,9 @@ class OfflineRouter:
                 if best >= 85:
                     total += 0.8 * kw.weight
         if total > 0 and skill.examples:
-            similarity = max(fuzz.token_set_ratio(parsed.lowered, e.lower()) for e in skill.examples)
+            similarity = max(
+                fuzz.token_set_ratio(parsed.lowered, e.lower()) for e in skill.examples
+            )
             total += 0.3 * max(0.0, similarity - 50) / 50
         return total
 
@@ -186,7 +192,9 @@ class OfflineRouter:
                     raw[field_name] = chosen
         if "kind" in fields and "kind" not in raw:
             name = str(raw.get("name", ""))
-            raw["kind"] = "pod" if re.search(r"-[a-z0-9]{5,10}-[a-z0-9]{5}$", name) else "deployment"
+            raw["kind"] = (
+                "pod" if re.search(r"-[a-z0-9]{5,10}-[a-z0-9]{5}$", name) else "deployment"
+            )
         try:
             args = skill.parse_args(raw)
         except ValidationError as exc:
@@ -248,12 +256,21 @@ _EXTRACTORS: dict[str, Callable[[ex.Parsed, dict[str, set[str]]], Any]] = {
     "duration": lambda p, _: ex.extract_for_duration(p),
     "kind": lambda p, _: ex.extract_kind(p),
     "replicas": lambda p, _: ex.extract_number(
-        p, [r"\bto\s+(\d+)\b", r"\b(\d+)\s+replicas?\b", r"\breplicas?\s*(?:=|:)\s*(\d+)\b", r"\bx\s?(\d+)\b"]
+        p,
+        [
+            r"\bto\s+(\d+)\b",
+            r"\b(\d+)\s+replicas?\b",
+            r"\breplicas?\s*(?:=|:)\s*(\d+)\b",
+            r"\bx\s?(\d+)\b",
+        ],
     ),
     "revision": lambda p, _: ex.extract_number(
-        p, [r"\brevision\s*#?(\d+)", r"\brev\s*#?(\d+)", r"\bversion\s*#?(\d+)", r"\bto\s+#?(\d+)\b"]
+        p,
+        [r"\brevision\s*#?(\d+)", r"\brev\s*#?(\d+)", r"\bversion\s*#?(\d+)", r"\bto\s+#?(\d+)\b"],
     ),
-    "tail": lambda p, _: ex.extract_number(p, [r"\b(\d+)\s+(?:log\s+)?lines?\b", r"\btail\s+(\d+)\b"]),
+    "tail": lambda p, _: ex.extract_number(
+        p, [r"\b(\d+)\s+(?:log\s+)?lines?\b", r"\btail\s+(\d+)\b"]
+    ),
     "limit": lambda p, _: ex.extract_number(p, [r"\btop\s+(\d+)\b", r"\blimit\s+(\d+)\b"]),
     "state": _state,
     "matchers": lambda p, inv: ex.extract_matchers(p, inv.get("alertname")),
