@@ -8,6 +8,9 @@ upgrades the database to the newest revision before returning.
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -171,3 +175,20 @@ async def open_store(url: str, *, migrate: bool = True) -> Store:
         async with engine.begin() as conn:
             await conn.run_sync(_upgrade)
     return Store(engine, async_sessionmaker(engine, expire_on_commit=False))
+
+
+@asynccontextmanager
+async def scratch_database(server_url: str, prefix: str = "opsbot_scratch") -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database on the server of ``server_url``, dropped afterwards
+    (for tests and benchmarks). Yields its URL."""
+    base = normalise_url(server_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_async_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield base.rsplit("/", 1)[0] + "/" + name
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()

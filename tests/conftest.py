@@ -6,14 +6,11 @@ server fails the run instead of skipping."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.config import Settings
 from bot.demo import LocalStack, missing_binaries
@@ -21,7 +18,7 @@ from bot.engine import Engine
 from bot.model import Message
 from bot.policy import Policy
 from bot.services import Services, build_services
-from bot.store import normalise_url
+from bot.store import scratch_database
 from skills.base import SkillRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,15 +40,8 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         return
     if not PG_URL:
         unavailable("OPSBOT_TEST_POSTGRES_URL is not set")
-    base = normalise_url(PG_URL)
-    name = f"opsbot_t_{uuid.uuid4().hex[:10]}"
-    admin = create_async_engine(base, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield base.rsplit("/", 1)[0] + "/" + name
-    async with admin.connect() as conn:
-        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    await admin.dispose()
+    async with scratch_database(PG_URL, "opsbot_t") as url:
+        yield url
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from tests.conftest import Thread, make_settings
 ALICE, BOB = Actor(id="shell:alice"), Actor(id="shell:bob")
 
 
-async def silences(stack: LocalStack) -> list[dict[str, Any]]:
+async def list_silences(stack: LocalStack) -> list[dict[str, Any]]:
     async with httpx.AsyncClient() as client:
         return (await client.get(f"{stack.alertmanager_url}/api/v2/silences")).json()  # type: ignore[no-any-return]
 
@@ -87,13 +87,13 @@ async def test_silence_only_after_approval(live: Engine, stack: LocalStack) -> N
     thread = await say(live, "silence HighErrorRate for 1h, deploy in progress")
     [approval_id] = thread.approval_ids
     assert "would mute 1 alert(s) firing now: HighErrorRate" in thread.text
-    silences = await silences(stack)
-    assert not [s for s in silences if s["comment"] == "deploy in progress"]
+    existing = await list_silences(stack)
+    assert not [s for s in existing if s["comment"] == "deploy in progress"]
 
     outcome = await live.decide(approval_id, BOB, "approve", thread)
     assert outcome.status is VoteStatus.APPROVED
-    silences = await silences(stack)
-    [created] = [s for s in silences if s["comment"] == "deploy in progress"]
+    after = await list_silences(stack)
+    [created] = [s for s in after if s["comment"] == "deploy in progress"]
     assert created["status"]["state"] == "active"
     assert created["createdBy"] == "opsbot:shell:alice"
     assert created["matchers"] == [

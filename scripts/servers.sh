@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Makes sure the real servers the tests use are here and running:
-#   prometheus + prometheus-alertmanager (Debian packages) and a PostgreSQL cluster with an
-#   `opsbot` role. Installs the Debian packages when missing and we are root; prints the
-#   PostgreSQL URL for the tests on stdout (empty when PostgreSQL cannot be had).
+# Makes sure the real servers opsbot runs against locally are installed (Debian packages
+# prometheus, prometheus-alertmanager and, with `postgres`, postgresql), installing them when
+# missing and we are root. With `postgres` it also starts the cluster, makes an `opsbot`
+# role and database, and prints their SQLAlchemy URL on stdout.
+#   usage: scripts/servers.sh [postgres]
 set -euo pipefail
 
 need=()
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || need+=(prometheus-alertmanager)
-command -v pg_ctlcluster >/dev/null || need+=(postgresql)
+if [ "${1:-}" = postgres ]; then command -v pg_ctlcluster >/dev/null || need+=(postgresql); fi
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${need[*]} (Debian packages)" >&2
@@ -19,7 +20,7 @@ if ((${#need[@]})); then
   fi
 fi
 
-if command -v pg_lsclusters >/dev/null; then
+if [ "${1:-}" = postgres ] && command -v pg_lsclusters >/dev/null; then
   read -r ver name _ < <(pg_lsclusters --no-header | head -n1) || true
   if [ -n "${ver:-}" ]; then
     if ! pg_lsclusters --no-header | head -n1 | grep -q online; then

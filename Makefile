@@ -1,0 +1,29 @@
+# `make demo`: the bot in a terminal chat against a local, real Prometheus + Alertmanager.
+# `make test`: lint, types and the whole test suite on the real servers.
+VENV ?= .venv
+PYTHON ?= python3
+
+.PHONY: demo test bench eval clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	@scripts/servers.sh || true
+	$(VENV)/bin/opsbot demo
+
+test: $(VENV)/.installed
+	VENV=$(VENV) scripts/test.sh
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python bench/run.py
+
+eval: $(VENV)/.installed
+	$(VENV)/bin/opsbot eval ../shared/eval/routing-dev.yaml
+	$(VENV)/bin/opsbot eval eval/routing-extra.yaml
+
+clean:
+	rm -rf $(VENV) charts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole check: lint, types, the test suite on the real servers, and the routing eval.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+pg_url=$(scripts/servers.sh postgres || true)
+export OPSBOT_TEST_POSTGRES_URL=${OPSBOT_TEST_POSTGRES_URL:-$pg_url}
+[ -n "$OPSBOT_TEST_POSTGRES_URL" ] || echo "note: no PostgreSQL here; the PostgreSQL store tests will skip" >&2
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
+"$VENV/bin/mypy"
+dev_set=../shared/eval/routing-dev.yaml
+if [ -f "$dev_set" ]; then "$VENV/bin/opsbot" eval "$dev_set" | tail -n 2; fi
+"$VENV/bin/opsbot" eval eval/routing-extra.yaml | tail -n 1
+exec "$VENV/bin/pytest" -q -p no:cacheprovider "$@"
