@@ -22,7 +22,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python bench/run.py
 
 eval: $(VENV)/.installed
-	$(VENV)/bin/opsbot eval ../shared/eval/routing-dev.yaml
+	$(VENV)/bin/opsbot eval eval/routing-dev.yaml
 	$(VENV)/bin/opsbot eval eval/routing-extra.yaml
 
 clean:

@@ -32,10 +32,9 @@ Row = tuple[str, str, str]
 
 
 async def bench_router() -> list[Row]:
-    cases = load_cases(ROOT / "eval" / "routing-extra.yaml")
-    dev = ROOT.parent / "shared" / "eval" / "routing-dev.yaml"
-    if dev.exists():
-        cases += load_cases(dev)
+    cases = load_cases(ROOT / "eval" / "routing-dev.yaml") + load_cases(
+        ROOT / "eval" / "routing-extra.yaml"
+    )
     router, catalog = OfflineRouter(), list(load_registry())
     actor = Actor(id="shell:alice")
     timings = []

@@ -9,7 +9,6 @@ export OPSBOT_TEST_POSTGRES_URL=${OPSBOT_TEST_POSTGRES_URL:-$pg_url}
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 "$VENV/bin/mypy"
-dev_set=../shared/eval/routing-dev.yaml
-if [ -f "$dev_set" ]; then "$VENV/bin/opsbot" eval "$dev_set" | tail -n 2; fi
+"$VENV/bin/opsbot" eval eval/routing-dev.yaml | tail -n 2
 "$VENV/bin/opsbot" eval eval/routing-extra.yaml | tail -n 1
 exec "$VENV/bin/pytest" -q -p no:cacheprovider "$@"

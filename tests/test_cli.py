@@ -36,7 +36,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_eval_prints_misses_and_accuracy(env: Path) -> None:
-    result = runner.invoke(app, ["eval", str(ROOT.parent / "shared" / "eval" / "routing-dev.yaml")])
+    result = runner.invoke(app, ["eval", str(ROOT / "eval" / "routing-dev.yaml")])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert re.fullmatch(r"accuracy: 0\.\d{3} \(\d+/48\)", lines[-1])

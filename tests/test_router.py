@@ -15,7 +15,7 @@ from bot.model import Actor, Request
 from skills.base import load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
-DEV = ROOT.parent / "shared" / "eval" / "routing-dev.yaml"
+DEV = ROOT / "eval" / "routing-dev.yaml"
 REGISTRY = load_registry()
 
 
@@ -25,8 +25,6 @@ def request(text: str) -> Request:
 
 @pytest.mark.parametrize("dataset", [DEV, ROOT / "eval" / "routing-extra.yaml"])
 async def test_accuracy_on_installed_skills(dataset: Path) -> None:
-    if not dataset.is_file():  # noqa: ASYNC240 - a stat of a local file
-        pytest.skip(f"{dataset} not present")
     report = await evaluate(load_cases(dataset), OfflineRouter(), REGISTRY)
     misses = [(r.case.text, r.reason) for r in report.installed if not r.ok]
     assert report.installed_accuracy >= 0.95, misses
