@@ -92,6 +92,7 @@ class DemoExporter:
             registry=self.registry,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        self._rng = random.Random(7)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._traffic, daemon=True, name="demo-traffic")
         self._server: object | None = None
@@ -103,7 +104,7 @@ class DemoExporter:
         return self
 
     def _tick(self) -> None:
-        rng = random.Random(7)
+        rng = self._rng
         for service, (count, error_ratio, latency) in SERVICES.items():
             for _ in range(count):
                 code = "500" if rng.random() < error_ratio else "200"

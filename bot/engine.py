@@ -83,6 +83,7 @@ class Engine:
         }
         outcome = "ok"
         try:
+            await self.sweep_expired(reply)
             await audit.append(AuditEvent.REQUEST, **base, detail=request.text[:2000])
             try:
                 plan = await self.planner.plan(
@@ -355,6 +356,37 @@ class Engine:
         if outcome.status is VoteStatus.APPROVED and approval is not None:
             await self._run_approved(approval, reply, base)
         return outcome
+
+    async def sweep_expired(self, reply: Reply | None = None) -> list[Approval]:
+        """Move pending approvals past their ``ttl`` to ``expired``; audit and announce each."""
+        expired = await self.services.approvals.expire_due()
+        for approval in expired:
+            telemetry.APPROVALS.labels("expired").inc()
+            await self.services.audit.append(
+                AuditEvent.APPROVAL_EXPIRED,
+                actor=approval.requester,
+                channel=approval.channel,
+                thread=approval.thread,
+                request_id=approval.request_id,
+                skill=approval.skill,
+                args=approval.args,
+                outcome="expired",
+                detail=f"{approval.id} expired at {approval.expires_at.isoformat()} with "
+                f"{approval.approvals}/{approval.min_approvals} approvals",
+            )
+            if reply is not None:
+                text = (
+                    f"Approval `{approval.id}` expired without enough approvals; nothing was run."
+                )
+                await reply(
+                    Message(
+                        thread=approval.thread,
+                        step=Step.APPROVAL,
+                        blocks=[Text(text=text)],
+                        approval_id=approval.id,
+                    )
+                )
+        return expired
 
     async def _run_approved(self, approval: Approval, reply: Reply, base: dict[str, Any]) -> None:
         skill = self.services.registry.get(approval.skill)

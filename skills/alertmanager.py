@@ -303,11 +303,6 @@ class AlertsSilence(Skill[SilenceArgs]):
         matchers = ", ".join(f'{k}="{v}"' for k, v in args.matchers.items())
         return SkillResult(
             summary=f"silence {silence_id} created for {{{matchers}}} until {end:%H:%M} UTC",
-            blocks=[
-                Text(
-                    text=f"Silence `{silence_id}` created for `{{{matchers}}}` "
-                    f"until {end:%Y-%m-%d %H:%M} UTC ({args.duration})."
-                )
-            ],
+            blocks=[],
             data={"silence_id": silence_id, "ends_at": end.isoformat()},
         )

@@ -80,13 +80,14 @@ class ApprovalsPending(Skill[NoArgs]):
     keywords = {"approval": 2.5, "approve": 1.5, "wait": 1.0, "awaiting": 1.0, "pending": 0.8}
 
     async def run(self, args: NoArgs, ctx: SkillContext) -> SkillResult:
-        await ctx.services.approvals.expire_due()
-        pending = await ctx.services.approvals.find(state=State.PENDING)
+        now = datetime.now(UTC)
+        pending = [
+            a for a in await ctx.services.approvals.find(state=State.PENDING) if a.expires_at > now
+        ]
         if not pending:
             return SkillResult(
                 summary="nothing pending", blocks=[Text(text="Nothing is waiting for approval.")]
             )
-        now = datetime.now(UTC)
         rows = [
             [
                 a.id,

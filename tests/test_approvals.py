@@ -243,3 +243,21 @@ async def test_namespace_scope_and_unknown_skills_are_refused(engine: Engine) ->
     )
     thread, approval_id = await ask(engine, "touch checkout in shop", actor=MALLORY)
     assert not approval_id and Touch.runs == []
+
+
+async def test_expired_requests_are_swept_audited_and_announced(engine: Engine) -> None:
+    _, approval_id = await ask(engine, "touch checkout in shop")
+    async with engine.services.store.sessions() as session:
+        await session.execute(
+            update(ApprovalRow)
+            .where(ApprovalRow.id == approval_id)
+            .values(expires_at=now() - timedelta(seconds=1))
+        )
+        await session.commit()
+    pending, _ = await ask(engine, "what's waiting for approval?", actor=BOB)
+    assert f"Approval `{approval_id}` expired without enough approvals" in pending.text
+    assert "Nothing is waiting for approval." in pending.text
+    [record] = await engine.services.audit.search(event=AuditEvent.APPROVAL_EXPIRED)
+    assert record.outcome == "expired" and approval_id in record.detail
+    assert (await engine.decide(approval_id, BOB, "approve", Thread())).status is VoteStatus.DECIDED
+    assert Touch.runs == []
