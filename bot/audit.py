@@ -41,6 +41,7 @@ class AuditEvent:
     APPROVAL_REFUSED = "approval.refused"
     EXECUTION = "skill.execution"
     RESULT = "skill.result"
+    FOLLOW_UP = "skill.follow_up"
     ERROR = "error"
 
 

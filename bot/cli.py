@@ -207,7 +207,7 @@ def skills() -> None:
     settings = load_settings()
     rows = []
     for skill in load_registry():
-        missing = [r.upper() for r in skill.requires if not getattr(settings, r, None)]
+        missing = skill.missing_config(settings)
         rows.append(
             [
                 skill.name,

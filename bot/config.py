@@ -89,6 +89,26 @@ class Settings(BaseSettings):
     http_host: str = Field("0.0.0.0", validation_alias=_env("OPSBOT_HTTP_HOST", "http_host"))
     http_port: int = Field(8080, validation_alias=_env("OPSBOT_HTTP_PORT", "http_port"))
 
+    kubeconfig: Path | None = Field(
+        None,
+        validation_alias=_env("KUBECONFIG", "kubeconfig"),
+        description="kubeconfig file; unset: ~/.kube/config, else in-cluster config",
+    )
+    k8s_context: str | None = Field(
+        None, validation_alias=_env("OPSBOT_K8S_CONTEXT", "k8s_context")
+    )
+    k8s_max_replicas: int = Field(
+        50,
+        validation_alias=_env("OPSBOT_K8S_MAX_REPLICAS", "k8s_max_replicas"),
+        description="k8s.scale refuses more replicas than this, whatever the policy says",
+    )
+    rollout_timeout: float = Field(
+        300.0,
+        validation_alias=_env("OPSBOT_ROLLOUT_TIMEOUT", "rollout_timeout"),
+        description="seconds the bot follows a rollout after a write before reporting a timeout",
+    )
+    rollout_poll: float = Field(2.0, validation_alias=_env("OPSBOT_ROLLOUT_POLL", "rollout_poll"))
+
     backend_timeout: float = Field(
         10.0,
         validation_alias=_env("OPSBOT_BACKEND_TIMEOUT", "backend_timeout"),

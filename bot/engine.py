@@ -22,6 +22,7 @@ from bot import telemetry
 from bot.approvals import Approval, VoteOutcome, VoteStatus
 from bot.audit import AuditEvent
 from bot.intent.base import Planner
+from bot.intent.extract import parse
 from bot.intent.offline import OfflineRouter
 from bot.model import (
     Actor,
@@ -57,6 +58,7 @@ class Engine:
     def __init__(self, services: Services, planner: Planner | None = None) -> None:
         self.services = services
         self.planner: Planner = planner or OfflineRouter(services.inventory)
+        self._explainer = OfflineRouter()  # scores withheld skills to explain a refusal
 
     # -- catalog -------------------------------------------------------------------------
 
@@ -96,6 +98,13 @@ class Engine:
                     request, reply, base, f"I could not understand that ({type(exc).__name__})."
                 )
                 return
+            if (
+                plan.answer
+                and not plan.invocations
+                and await self._explain_refusal(request, reply, base)
+            ):
+                outcome = "denied"
+                return
             await self._post_plan(request, reply, base, plan)
             for invocation in plan.invocations:
                 outcome = await self._invoke(request, reply, base, invocation)
@@ -113,6 +122,33 @@ class Engine:
         finally:
             telemetry.REQUESTS.labels(request.actor.platform, outcome).inc()
             telemetry.REQUEST_LATENCY.observe(time.monotonic() - started)
+
+    async def _explain_refusal(self, request: Request, reply: Reply, base: dict[str, Any]) -> bool:
+        """When nothing the actor may call fits, but a skill policy withholds does, say so
+        (and audit the denial) instead of "I don't understand". Nothing is planned or run."""
+        permitted = {s.name for s in self.catalog(request.actor, request.channel)}
+        withheld = [s for s in self.services.registry if s.name not in permitted]
+        ranked = self._explainer.rank(parse(request.text[:2000]), withheld)
+        if not ranked or ranked[0].score < self._explainer.threshold:
+            return False
+        skill = ranked[0].skill.name
+        reason = f"no policy rule allows {request.actor.id} to call {skill} here"
+        telemetry.POLICY_DECISIONS.labels("deny").inc()
+        await self.services.audit.append(
+            AuditEvent.POLICY,
+            **base,
+            skill=skill,
+            outcome="deny",
+            detail=f"{reason} (withheld from the planner)",
+        )
+        await reply(
+            Message(
+                thread=request.thread_key,
+                step=Step.POLICY,
+                blocks=[Text(text=f"Denied: {reason}.")],
+            )
+        )
+        return True
 
     async def _post_plan(
         self, request: Request, reply: Reply, base: dict[str, Any], plan: Plan
@@ -204,6 +240,7 @@ class Engine:
             channel=request.channel,
             namespace=invocation.namespace,
             namespaced=skill.namespaced,
+            args=invocation.args,
         )
         if isinstance(decision, Allow):
             effect, text = "allow", f"Allowed by rule *{decision.rule}*."
@@ -228,12 +265,15 @@ class Engine:
         if isinstance(decision, Deny):
             return "denied"
         if isinstance(decision, NeedsApproval):
-            await self._request_approval(request, reply, base, skill, args, invocation, decision)
-            return "approval"
-        result = await self.execute(
-            skill, args, SkillContext(request.actor, request, self.services), base
-        )
+            opened = await self._request_approval(
+                request, reply, base, skill, args, invocation, decision
+            )
+            return "approval" if opened else "error"
+        ctx = SkillContext(request.actor, request, self.services)
+        result = await self.execute(skill, args, ctx, base)
         await reply(result_message(thread, skill, result))
+        if result.ok:
+            await self._follow_up(skill, args, ctx, base, reply, thread)
         return "ok" if result.ok else "failed"
 
     async def _request_approval(
@@ -245,12 +285,23 @@ class Engine:
         args: Any,
         invocation: Invocation,
         decision: NeedsApproval,
-    ) -> None:
+    ) -> bool:
+        """Dry-run the write and open an approval request; a write whose dry run fails (it
+        would not work, or the backend cannot be checked) is refused instead."""
         ctx = SkillContext(request.actor, request, self.services)
         try:
             preview = await asyncio.wait_for(skill.preview(args, ctx), self._skill_timeout())
         except (SkillError, TimeoutError) as exc:
-            preview = f"(preview unavailable: {exc or 'timed out'})"
+            reason = str(exc) or f"the dry run did not finish within {self._skill_timeout():g}s"
+            await self._error(
+                request,
+                reply,
+                base,
+                f"Not submitted for approval: {reason}",
+                skill=skill.name,
+                args=invocation.args,
+            )
+            return False
         approval = await self.services.approvals.open(request, invocation, decision, preview)
         telemetry.APPROVALS.labels("requested").inc()
         await self.services.audit.append(
@@ -263,6 +314,7 @@ class Engine:
             f"min={decision.min_approvals} expires={approval.expires_at.isoformat()}",
         )
         await reply(approval_message(approval))
+        return True
 
     # -- execution -----------------------------------------------------------------------
 
@@ -409,13 +461,39 @@ class Engine:
                 )
             else:
                 exec_base = {**base, "actor": approval.requester}
-                result = await self.execute(
-                    skill, args, SkillContext(requester, request, self.services), exec_base
-                )
+                ctx = SkillContext(requester, request, self.services)
+                result = await self.execute(skill, args, ctx, exec_base)
         await self.services.approvals.finish(approval.id, ok=result.ok, result=result.summary)
-        if not result.blocks:
-            result.blocks = [Text(text=result.summary)]
         await reply(result_message(approval.thread, skill, result, approval_id=approval.id))
+        if result.ok and skill is not None:
+            await self._follow_up(skill, args, ctx, exec_base, reply, approval.thread)
+
+    async def _follow_up(
+        self,
+        skill: Skill[Any],
+        args: Any,
+        ctx: SkillContext,
+        base: dict[str, Any],
+        reply: Reply,
+        thread: str,
+    ) -> None:
+        """Report what happened after a write (e.g. the rollout), bounded by the rollout timeout."""
+        limit = self.services.settings.rollout_timeout + self._skill_timeout()
+        try:
+            result = await asyncio.wait_for(skill.follow_up(args, ctx), limit)
+        except (SkillError, TimeoutError) as exc:
+            result = SkillResult(ok=False, summary=f"could not follow up: {exc or 'timed out'}")
+        if result is None:
+            return
+        await self.services.audit.append(
+            AuditEvent.FOLLOW_UP,
+            **base,
+            skill=skill.name,
+            args=args.model_dump(mode="json", exclude_none=True),
+            outcome="ok" if result.ok else "failed",
+            detail=result.summary,
+        )
+        await reply(result_message(thread, skill, result))
 
     async def _error(
         self,

@@ -45,6 +45,8 @@ class Rule(BaseModel):
     min_approvals: int = Field(1, ge=1, le=10)
     ttl: Duration = "15m"
     reason: str = ""
+    #: numeric ceilings on arguments, e.g. {replicas: 20}; a call above one is denied
+    limits: dict[str, int] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _approvers_for_approve(self) -> Rule:
@@ -64,11 +66,21 @@ class Rule(BaseModel):
         return "*" not in self.namespaces
 
 
+class KubeIdentity(BaseModel):
+    """The Kubernetes user (and groups) a chat identity acts as, via impersonation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: str
+    groups: list[str] = Field(default_factory=list)
+
+
 class PolicyDoc(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     groups: dict[str, list[str]] = Field(default_factory=dict)
-    identities: dict[str, str] = Field(default_factory=dict)
+    #: chat identity -> Kubernetes user ("alice@example.com") or {user, groups}
+    identities: dict[str, str | KubeIdentity] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("groups")
@@ -163,9 +175,12 @@ class Policy:
     def _matches_subject(self, patterns: list[str], subjects: set[str]) -> bool:
         return any(p == "*" or _glob_in(p, subjects) for p in patterns)
 
-    def identity_for(self, actor: Actor) -> str | None:
-        """The Kubernetes user this chat identity is mapped to (``identities:``), if any."""
-        return self.doc.identities.get(actor.id)
+    def identity_for(self, actor: Actor) -> KubeIdentity | None:
+        """The Kubernetes identity this chat identity is mapped to (``identities:``), if any."""
+        mapped = self.doc.identities.get(actor.id)
+        if isinstance(mapped, str):
+            return KubeIdentity(user=mapped)
+        return mapped
 
     # -- decisions -----------------------------------------------------------------------
 
@@ -203,11 +218,20 @@ class Policy:
         channel: str = "",
         namespace: str | None = None,
         namespaced: bool = False,
+        args: dict[str, Any] | None = None,
     ) -> Decision:
+        """Allow, Deny(reason) or NeedsApproval for this call; ``args`` are checked against
+        the matching rule's ``limits``."""
         rule = self.match(actor, skill, channel=channel, namespace=namespace, namespaced=namespaced)
         if rule is None:
             where = f" in namespace {namespace}" if namespace else ""
             return Deny(f"no policy rule allows {actor.id} to call {skill}{where}")
+        for arg, ceiling in rule.limits.items():
+            value = (args or {}).get(arg)
+            if isinstance(value, int | float) and value > ceiling:
+                return Deny(
+                    f"{arg}={value} is above the limit {ceiling} of rule {rule.name!r}", rule.name
+                )
         if rule.effect == "allow":
             return Allow(rule.name)
         if rule.effect == "deny":

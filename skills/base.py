@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 ENTRY_POINT_GROUP = "opsbot.skills"
-BUILTIN_MODULES = ("skills.prometheus", "skills.alertmanager", "skills.meta")
+BUILTIN_MODULES = ("skills.prometheus", "skills.alertmanager", "skills.kubernetes", "skills.meta")
 
 
 class Risk(StrEnum):
@@ -82,6 +82,14 @@ class Skill(Generic[ArgsT]):
     async def preview(self, args: ArgsT, ctx: SkillContext) -> str:
         """A dry run of a write, shown in the approval request. Reads need none."""
         return ""
+
+    async def follow_up(self, args: ArgsT, ctx: SkillContext) -> SkillResult | None:
+        """After a write ran: watch its effect (e.g. a rollout) and report; None = nothing to follow."""
+        return None
+
+    def missing_config(self, settings: Any) -> list[str]:
+        """Names of the settings this skill still needs (empty when it can run)."""
+        return [name.upper() for name in self.requires if not getattr(settings, name, None)]
 
     def route_args(self, parsed: Parsed, found: dict[str, Any]) -> dict[str, Any]:
         """Refine what the offline router extracted for this skill (skill-specific phrasing).

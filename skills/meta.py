@@ -50,11 +50,9 @@ class Help(Skill[HelpArgs]):
                 ctx.actor, skill.name, channel=ctx.request.channel, namespaced=skill.namespaced
             ):
                 continue
-            missing = [r for r in skill.requires if not getattr(ctx.services.settings, r, None)]
+            missing = skill.missing_config(ctx.services.settings)
             example = skill.examples[0] if skill.examples else ""
-            note = (
-                f" (not configured: set {', '.join(m.upper() for m in missing)})" if missing else ""
-            )
+            note = f" (not configured: set {', '.join(missing)})" if missing else ""
             rows.append([skill.name, skill.risk.value, skill.summary + note, example])
         if not rows:
             return SkillResult(

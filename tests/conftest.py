@@ -50,13 +50,12 @@ def policy() -> Policy:
 
 
 def make_settings(db_url: str, tmp_path: Path, **extra: Any) -> Settings:
-    return Settings(
-        database_url=db_url,
-        policy_path=ROOT / "policies",
-        chart_dir=tmp_path / "charts",
-        backend_timeout=3.0,
-        **extra,
-    )
+    defaults: dict[str, Any] = {
+        "policy_path": ROOT / "policies",
+        "chart_dir": tmp_path / "charts",
+        "backend_timeout": 3.0,
+    }
+    return Settings(database_url=db_url, **{**defaults, **extra})
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ def test_eval_prints_misses_and_accuracy(env: Path) -> None:
     assert re.fullmatch(r"accuracy: 0\.\d{3} \(\d+/48\)", lines[-1])
     installed = re.search(r"accuracy over installed skills: (\d\.\d{3})", result.output)
     assert installed and float(installed.group(1)) >= 0.95
-    assert "MISS 'show pods in shop': skill k8s.pods is not installed" in result.output
+    assert "MISS 'triage HighErrorRate': skill incident.triage is not installed" in result.output
     as_json = runner.invoke(app, ["eval", str(ROOT / "eval" / "routing-extra.yaml"), "--json"])
     assert '"installed_accuracy"' in as_json.output
 

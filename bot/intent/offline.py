@@ -64,13 +64,46 @@ def _compile(keywords: dict[str, float]) -> list[_Keyword]:
         if phrase in SIGNALS or phrase.startswith("="):
             out.append(_Keyword((phrase,), weight))
         else:
-            out.append(_Keyword(tuple(ex.stem(w) for w in phrase.split()), weight))
+            out.append(
+                _Keyword(tuple(w if w == "*" else ex.stem(w) for w in phrase.split()), weight)
+            )
     return out
 
 
+MAX_GAP = 3  # "*" in a keyword phrase stands for up to this many words ("roll * back")
+
+
 def _contains(seq: list[str], phrase: tuple[str, ...]) -> bool:
-    n = len(phrase)
-    return any(tuple(seq[i : i + n]) == phrase for i in range(len(seq) - n + 1))
+    """Whether the stems ``phrase`` occur in order in ``seq``: adjacent, except that ``*``
+    allows up to MAX_GAP words in between."""
+    if "*" not in phrase:
+        n = len(phrase)
+        return any(tuple(seq[i : i + n]) == phrase for i in range(len(seq) - n + 1))
+    return _gapped(seq, phrase)
+
+
+def _gapped(seq: list[str], phrase: tuple[str, ...]) -> bool:
+    parts: list[tuple[str, ...]] = []
+    current: list[str] = []
+    for stem_ in phrase:
+        if stem_ == "*":
+            parts.append(tuple(current))
+            current = []
+        else:
+            current.append(stem_)
+    parts.append(tuple(current))
+
+    def match_from(start: int, index: int) -> bool:
+        if index == len(parts):
+            return True
+        part = parts[index]
+        limit = len(seq) if index == 0 else min(len(seq), start + MAX_GAP + 1)
+        for i in range(start, limit):
+            if tuple(seq[i : i + len(part)]) == part and match_from(i + len(part), index + 1):
+                return True
+        return False
+
+    return match_from(0, 0)
 
 
 class OfflineRouter:
@@ -159,7 +192,7 @@ class OfflineRouter:
         vocab: set[str] = set()
         for skill in catalog:
             for kw in self._keywords(skill):
-                vocab.update(s.lstrip("=") for s in kw.stems if s not in SIGNALS)
+                vocab.update(s.lstrip("=") for s in kw.stems if s not in SIGNALS and s != "*")
         return vocab
 
     async def build(self, skill: Skill[Any], parsed: ex.Parsed, vocabulary: set[str]) -> Plan:
@@ -184,12 +217,27 @@ class OfflineRouter:
         for field_name in ("name", "service"):
             if field_name in fields and field_name not in raw:
                 names = ex.candidate_names(parsed, vocabulary, skip)
-                kind = "service" if field_name == "service" else "deployment"
+                kind = "service" if field_name == "service" else raw.get("kind", "deployment")
                 chosen = self._pick_name(names, inventory.get(kind, set()))
                 if isinstance(chosen, Clarify):
                     return Plan(clarify=chosen)
                 if chosen:
                     raw[field_name] = chosen
+        if "namespace" in fields and "namespace" not in raw and "name" in raw:
+            homes = sorted(
+                key.split("/", 1)[1]
+                for key, names in inventory.items()
+                if key.startswith(f"{raw.get('kind', 'deployment')}/") and raw["name"] in names
+            )
+            if len(homes) == 1:
+                raw["namespace"] = homes[0]
+            elif len(homes) > 1:
+                return Plan(
+                    clarify=Clarify(
+                        question=f"{raw['name']} exists in several namespaces: {', '.join(homes)}. Which one?",
+                        skill=skill.name,
+                    )
+                )
         if "kind" in fields and "kind" not in raw:
             name = str(raw.get("name", ""))
             raw["kind"] = (

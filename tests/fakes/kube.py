@@ -1,0 +1,216 @@
+"""A Kubernetes API fake: kmock's emulator plus two behaviours of a real API server the
+skills rely on, and builders of the objects the tests seed.
+
+- ``?dryRun=All`` requests are answered with the would-be object and change nothing;
+- a change to a Deployment's ``spec`` increments ``metadata.generation`` (the controller's
+  ``status.observedGeneration`` then lags until :func:`complete_rollout` plays the controller).
+
+kmock itself ignores label and field selectors, does plain merges and has no PUT; it also
+cannot parse ``/api/v1/namespaces``, which this fake answers from the seeded objects.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import aiohttp.web
+from kmock import KubernetesEmulator, action
+from kmock._internal.rendering import Request
+
+DEPLOYMENTS = ("apps", "v1", "deployments")
+REPLICASETS = ("apps", "v1", "replicasets")
+PODS = ("", "v1", "pods")
+EVENTS = ("", "v1", "events")
+
+
+class ClusterEmulator(KubernetesEmulator):
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # kmock 0.8 cannot parse the cluster-scoped path /api/v1/namespaces: answer it here,
+        # with the namespaces the seeded objects live in (as a NamespaceList).
+        if raw_request.method == "GET" and raw_request.path == "/api/v1/namespaces":
+            names = sorted({ns for (_, ns, _) in self.objects if ns})
+            items = [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in names
+            ]
+            return aiohttp.web.json_response(
+                {"kind": "NamespaceList", "apiVersion": "v1", "items": items}
+            )
+        return await super().__call__(raw_request)
+
+    async def _handle(self, request: Request) -> aiohttp.web.StreamResponse:
+        key = (request.resource, request.namespace, request.name)
+        is_update = (
+            request.action == action.UPDATE and request.name is not None and key in self.objects
+        )
+        before = copy.deepcopy(self.objects[key].raw) if is_update else None
+        response = await super()._handle(request)  # user reactions (e.g. a 403) still apply
+        if before is None:
+            return response
+        if request.params.get("dryRun") == "All":
+            self.objects[key] = before  # a dry run answers the would-be object and keeps nothing
+        elif request.resource == self.resource(*DEPLOYMENTS):
+            obj = self.objects[key]
+            if obj.raw.get("spec") != before.get("spec"):
+                obj.patch(
+                    {"metadata": {"generation": int(before["metadata"].get("generation", 1)) + 1}}
+                )
+        return response
+
+
+def deployment(
+    name: str, namespace: str, *, replicas: int = 2, image: str = "", revision: int = 3
+) -> dict[str, Any]:
+    image = image or f"shop/{name}:1.{revision}"
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": f"uid-{namespace}-{name}",
+            "generation": 4,
+            "creationTimestamp": "2026-11-01T10:00:00Z",
+            "annotations": {"deployment.kubernetes.io/revision": str(revision)},
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "strategy": {"type": "RollingUpdate"},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            },
+        },
+        "status": {
+            "observedGeneration": 4,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+        },
+    }
+
+
+def replicaset(dep: dict[str, Any], revision: int, image: str, pod_hash: str) -> dict[str, Any]:
+    name, namespace = dep["metadata"]["name"], dep["metadata"]["namespace"]
+    labels = {"app": name, "pod-template-hash": pod_hash}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": f"{name}-{pod_hash}",
+            "namespace": namespace,
+            "labels": labels,
+            "creationTimestamp": "2026-11-01T10:00:00Z",
+            "annotations": {
+                "deployment.kubernetes.io/revision": str(revision),
+                "kubernetes.io/change-cause": f"deploy {image}",
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": name,
+                    "uid": dep["metadata"]["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            },
+        },
+    }
+
+
+def pod(
+    name: str,
+    namespace: str,
+    app: str,
+    *,
+    reason: str = "",
+    ready: bool = True,
+    restarts: int = 0,
+    phase: str = "Running",
+) -> dict[str, Any]:
+    state: dict[str, Any] = (
+        {"waiting": {"reason": reason}}
+        if reason
+        else {"running": {"startedAt": "2026-11-21T00:00:00Z"}}
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app": app, "pod-template-hash": "bbb"},
+            "creationTimestamp": "2026-11-20T10:00:00Z",
+        },
+        "spec": {
+            "nodeName": "worker-1",
+            "containers": [{"name": "app", "image": f"shop/{app}:1.3"}],
+        },
+        "status": {
+            "phase": phase,
+            "containerStatuses": [
+                {"name": "app", "ready": ready, "restartCount": restarts, "state": state}
+            ],
+        },
+    }
+
+
+def event(
+    namespace: str,
+    obj: str,
+    reason: str,
+    message: str,
+    *,
+    kind: str = "Pod",
+    type_: str = "Normal",
+    at: str = "",
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{obj}.{reason.lower()}", "namespace": namespace},
+        "involvedObject": {"kind": kind, "name": obj, "namespace": namespace},
+        "reason": reason,
+        "message": message,
+        "type": type_,
+        "lastTimestamp": at,
+    }
+
+
+def complete_rollout(kmock: KubernetesEmulator, namespace: str, name: str) -> None:
+    """Play the deployment controller: status catches up with the spec."""
+    obj = kmock.objects[kmock.resource(*DEPLOYMENTS), namespace, name]
+    replicas = obj.raw["spec"].get("replicas", 1)
+    obj.patch(
+        {
+            "status": {
+                "observedGeneration": obj.raw["metadata"]["generation"],
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+            }
+        }
+    )
+
+
+def write_kubeconfig(path: Path, server: str) -> Path:
+    path.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{name: test, cluster: {{server: '{server}'}}}}]\n"
+        "users: [{name: opsbot, user: {token: test-token}}]\n"
+        "contexts: [{name: test, context: {cluster: test, user: opsbot}}]\n"
+        "current-context: test\n"
+    )
+    return path
