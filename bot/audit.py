@@ -42,6 +42,7 @@ class AuditEvent:
     EXECUTION = "skill.execution"
     RESULT = "skill.result"
     FOLLOW_UP = "skill.follow_up"
+    LLM_USAGE = "llm.usage"
     ERROR = "error"
 
 

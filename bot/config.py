@@ -73,6 +73,41 @@ class Settings(BaseSettings):
         None, validation_alias=_env("OPENAI_BASE_URL", "openai_base_url")
     )
     llm_model: str | None = Field(None, validation_alias=_env("OPSBOT_LLM_MODEL", "llm_model"))
+    llm_provider: str = Field(
+        "openai",
+        validation_alias=_env("OPSBOT_LLM_PROVIDER", "llm_provider"),
+        description="openai (any OpenAI-compatible server), azure_openai, anthropic, ollama, ...",
+    )
+    llm_timeout: float = Field(30.0, validation_alias=_env("OPSBOT_LLM_TIMEOUT", "llm_timeout"))
+    llm_retries: int = Field(2, validation_alias=_env("OPSBOT_LLM_RETRIES", "llm_retries"))
+    llm_max_steps: int = Field(
+        6,
+        validation_alias=_env("OPSBOT_LLM_MAX_STEPS", "llm_max_steps"),
+        description="model calls per request (each may run several read skills)",
+    )
+    llm_request_tokens: int = Field(
+        30_000,
+        validation_alias=_env("OPSBOT_LLM_REQUEST_TOKENS", "llm_request_tokens"),
+        description="prompt+completion tokens one request may spend",
+    )
+    llm_user_daily_tokens: int = Field(
+        300_000, validation_alias=_env("OPSBOT_LLM_USER_DAILY_TOKENS", "llm_user_daily_tokens")
+    )
+    llm_daily_tokens: int = Field(
+        3_000_000, validation_alias=_env("OPSBOT_LLM_DAILY_TOKENS", "llm_daily_tokens")
+    )
+    llm_history_turns: int = Field(
+        8, validation_alias=_env("OPSBOT_LLM_HISTORY_TURNS", "llm_history_turns")
+    )
+    #: USD per 1M tokens, by model name: {model: {input: 0.15, output: 0.6}}
+    llm_prices: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {
+            "gpt-4o-mini": {"input": 0.15, "output": 0.60},
+            "gpt-4o": {"input": 2.50, "output": 10.00},
+            "gpt-4.1-mini": {"input": 0.40, "output": 1.60},
+        },
+        validation_alias=_env("OPSBOT_LLM_PRICES", "llm_prices"),
+    )
     slack_bot_token: str | None = Field(
         None, validation_alias=_env("SLACK_BOT_TOKEN", "slack_bot_token")
     )

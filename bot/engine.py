@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from bot import telemetry
 from bot.approvals import Approval, VoteOutcome, VoteStatus
 from bot.audit import AuditEvent
-from bot.intent.base import Planner
+from bot.intent.base import Planner, ToolRunner
 from bot.intent.extract import parse
 from bot.intent.offline import OfflineRouter
 from bot.model import (
@@ -30,6 +30,7 @@ from bot.model import (
     Buttons,
     ButtonStyle,
     Code,
+    Image,
     Invocation,
     Message,
     Plan,
@@ -41,12 +42,37 @@ from bot.model import (
 from bot.policy import Allow, Deny, NeedsApproval
 from bot.redact import redact_value
 from bot.services import Services
-from skills.base import NotConfigured, Skill, SkillContext, SkillError
+from bot.usage import Usage
+from skills.base import NotConfigured, Risk, Skill, SkillContext, SkillError
 
 log = structlog.get_logger(__name__)
 
 Reply = Callable[[Message], Awaitable[None]]
 SKILL_TIMEOUT_FACTOR = 3  # a skill may take this many backend timeouts before it is abandoned
+
+
+def default_planner(services: Services) -> Planner:
+    """The LLM planner when a model is configured (the offline router is its fallback);
+    else the offline router."""
+    router = OfflineRouter(services.inventory)
+    if not services.settings.llm_configured:
+        return router
+    from bot.intent.llm import LLMPlanner, LLMUnavailable
+
+    try:
+        return LLMPlanner(services, fallback=router)
+    except LLMUnavailable as exc:
+        log.warning("llm.unavailable", error=str(exc))
+        return router
+
+
+def result_text(result: SkillResult, limit: int = 3000) -> str:
+    """A skill result as plain text for a model: summary, tables and code; images left out."""
+    body = Message(
+        thread="", step=Step.RESULT, blocks=[b for b in result.blocks if not isinstance(b, Image)]
+    ).plain
+    text = f"{'ok' if result.ok else 'failed'}: {result.summary}\n{body}".strip()
+    return text if len(text) <= limit else text[:limit] + "\n[truncated]"
 
 
 def describe(invocation: Invocation) -> str:
@@ -57,7 +83,7 @@ def describe(invocation: Invocation) -> str:
 class Engine:
     def __init__(self, services: Services, planner: Planner | None = None) -> None:
         self.services = services
-        self.planner: Planner = planner or OfflineRouter(services.inventory)
+        self.planner: Planner = planner or default_planner(services)
         self._explainer = OfflineRouter()  # scores withheld skills to explain a refusal
 
     # -- catalog -------------------------------------------------------------------------
@@ -89,7 +115,9 @@ class Engine:
             await audit.append(AuditEvent.REQUEST, **base, detail=request.text[:2000])
             try:
                 plan = await self.planner.plan(
-                    request, self.catalog(request.actor, request.channel)
+                    request,
+                    self.catalog(request.actor, request.channel),
+                    tools=self._tool_runner(request, reply, base),
                 )
             except Exception as exc:
                 log.exception("planner.failed", request_id=request.id)
@@ -107,7 +135,8 @@ class Engine:
                 return
             await self._post_plan(request, reply, base, plan)
             for invocation in plan.invocations:
-                outcome = await self._invoke(request, reply, base, invocation)
+                await self._post_invocation(request, reply, base, invocation, plan.planner)
+                outcome, _ = await self._invoke(request, reply, base, invocation)
         except Exception as exc:  # the last line of defence: answer, log, keep serving
             log.exception("engine.failed", request_id=request.id)
             outcome = "error"
@@ -153,8 +182,20 @@ class Engine:
     async def _post_plan(
         self, request: Request, reply: Reply, base: dict[str, Any], plan: Plan
     ) -> None:
+        """Post the plan's notes, its usage (audit only), and its answer or question."""
         audit = self.services.audit
         thread = request.thread_key
+        for note in plan.notes:
+            await audit.append(AuditEvent.PLAN, **base, outcome="note", detail=note)
+            await reply(Message(thread=thread, step=Step.PLAN, blocks=[Text(text=note)]))
+        if plan.usage:
+            await audit.append(
+                AuditEvent.LLM_USAGE,
+                **base,
+                args=plan.usage,
+                outcome=plan.planner,
+                detail=Usage(**plan.usage).describe(),
+            )
         if plan.answer:
             await audit.append(AuditEvent.PLAN, **base, outcome="answer", detail=plan.answer.text)
             await reply(
@@ -171,26 +212,50 @@ class Engine:
             await reply(
                 Message(thread=thread, step=Step.ANSWER, blocks=[Text(text=plan.clarify.question)])
             )
-        for invocation in plan.invocations:
-            await audit.append(
-                AuditEvent.PLAN,
-                **base,
-                skill=invocation.skill,
-                args=invocation.args,
-                outcome="invoke",
-                detail=f"planner={plan.planner} {invocation.rationale}".strip(),
+
+    async def _post_invocation(
+        self,
+        request: Request,
+        reply: Reply,
+        base: dict[str, Any],
+        invocation: Invocation,
+        planner: str,
+    ) -> None:
+        await self.services.audit.append(
+            AuditEvent.PLAN,
+            **base,
+            skill=invocation.skill,
+            args=invocation.args,
+            outcome="invoke",
+            detail=f"planner={planner} {invocation.rationale}".strip(),
+        )
+        why = f" — {invocation.rationale}" if invocation.rationale else ""
+        await reply(
+            Message(
+                thread=request.thread_key,
+                step=Step.PLAN,
+                blocks=[Text(text=f"Plan ({planner}): `{describe(invocation)}`{why}")],
             )
-            await reply(
-                Message(
-                    thread=thread,
-                    step=Step.PLAN,
-                    blocks=[Text(text=f"Plan ({plan.planner}): `{describe(invocation)}`")],
-                )
-            )
+        )
+
+    def _tool_runner(self, request: Request, reply: Reply, base: dict[str, Any]) -> ToolRunner:
+        """Lets a planner look at data: read skills only, each through policy and audit, each
+        posted in the thread like any other step."""
+
+        async def run(invocation: Invocation) -> str:
+            skill = self.services.registry.get(invocation.skill)
+            if skill is None or skill.risk is not Risk.READ:
+                return "refused: only read skills run while planning; writes go to human approval"
+            await self._post_invocation(request, reply, base, invocation, self.planner.name)
+            outcome, result = await self._invoke(request, reply, base, invocation)
+            return result_text(result) if result is not None else f"not run: {outcome}"
+
+        return run
 
     async def _invoke(
         self, request: Request, reply: Reply, base: dict[str, Any], invocation: Invocation
-    ) -> str:
+    ) -> tuple[str, SkillResult | None]:
+        """Policy, then run or request approval. Returns (outcome, result if it ran)."""
         audit = self.services.audit
         thread = request.thread_key
         skill = self.services.registry.get(invocation.skill)
@@ -213,7 +278,7 @@ class Engine:
             await reply(
                 Message(thread=thread, step=Step.POLICY, blocks=[Text(text=f"Refused: {reason}.")])
             )
-            return "denied"
+            return "denied", None
         try:
             args = skill.parse_args(invocation.args)
         except ValidationError as exc:
@@ -228,7 +293,7 @@ class Engine:
                 skill=skill.name,
                 args=invocation.args,
             )
-            return "error"
+            return "error", None
         invocation = Invocation(
             skill=skill.name,
             args=args.model_dump(mode="json", exclude_none=True),
@@ -263,18 +328,18 @@ class Engine:
         )
         await reply(Message(thread=thread, step=Step.POLICY, blocks=[Text(text=text)]))
         if isinstance(decision, Deny):
-            return "denied"
+            return "denied", None
         if isinstance(decision, NeedsApproval):
             opened = await self._request_approval(
                 request, reply, base, skill, args, invocation, decision
             )
-            return "approval" if opened else "error"
+            return ("approval" if opened else "error"), None
         ctx = SkillContext(request.actor, request, self.services)
         result = await self.execute(skill, args, ctx, base)
         await reply(result_message(thread, skill, result))
         if result.ok:
             await self._follow_up(skill, args, ctx, base, reply, thread)
-        return "ok" if result.ok else "failed"
+        return ("ok" if result.ok else "failed"), result
 
     async def _request_approval(
         self,

@@ -90,6 +90,10 @@ class Plan(BaseModel):
     clarify: Clarify | None = None
     answer: Answer | None = None
     planner: str = "offline"
+    #: things the user should know about how this plan was made (e.g. a fallback)
+    notes: list[str] = Field(default_factory=list)
+    #: model usage of this plan: tokens, cost, latency (see bot.usage.Usage)
+    usage: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def skill(self) -> str | None:

@@ -33,6 +33,20 @@ APPROVALS = Counter("opsbot_approvals_total", "Approval events", ["event"], regi
 POLICY_DECISIONS = Counter(
     "opsbot_policy_decisions_total", "Policy decisions", ["effect"], registry=REGISTRY
 )
+LLM_TOKENS = Counter("opsbot_llm_tokens_total", "Model tokens", ["kind"], registry=REGISTRY)
+LLM_COST = Counter("opsbot_llm_cost_usd_total", "Estimated model cost (USD)", registry=REGISTRY)
+LLM_LATENCY = Histogram(
+    "opsbot_llm_call_duration_seconds",
+    "Model call latency",
+    registry=REGISTRY,
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+LLM_RETRIES = Counter("opsbot_llm_retries_total", "Model calls retried", registry=REGISTRY)
+LLM_FALLBACKS = Counter(
+    "opsbot_llm_fallbacks_total",
+    "Requests answered by the offline router because the model failed",
+    registry=REGISTRY,
+)
 ERRORS = Counter("opsbot_errors_total", "Errors answered to users", ["kind"], registry=REGISTRY)
 
 

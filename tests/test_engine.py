@@ -24,7 +24,9 @@ class Scripted:
         self.result = plan
         self.shown: list[str] = []
 
-    async def plan(self, request: Request, catalog: Sequence[Skill[Any]]) -> Plan:
+    async def plan(
+        self, request: Request, catalog: Sequence[Skill[Any]], tools: Any = None
+    ) -> Plan:
         self.shown = [s.name for s in catalog]
         if isinstance(self.result, Exception):
             raise self.result

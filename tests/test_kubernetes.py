@@ -495,7 +495,7 @@ class Scripted:
     def __init__(self, invocation: Invocation) -> None:
         self.invocation = invocation
 
-    async def plan(self, request: Request, catalog: Any) -> Plan:
+    async def plan(self, request: Request, catalog: Any, tools: Any = None) -> Plan:
         return Plan(invocations=[self.invocation], planner="scripted")
 
 

@@ -5,13 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from bot.model import Plan, Request
+from bot.model import Invocation, Plan, Request
 from skills.base import Skill
+
+
+class ToolRunner(Protocol):
+    """Runs a *read* skill for a planner through the engine (policy, audit, a message in the
+    thread) and returns its result as bounded, redacted text. Writes are refused."""
+
+    async def __call__(self, invocation: Invocation) -> str: ...
 
 
 class Planner(Protocol):
     name: str
 
-    async def plan(self, request: Request, catalog: Sequence[Skill[Any]]) -> Plan:
-        """Map ``request`` to invocations of skills in ``catalog`` only (never others)."""
+    async def plan(
+        self, request: Request, catalog: Sequence[Skill[Any]], tools: ToolRunner | None = None
+    ) -> Plan:
+        """Map ``request`` to invocations of skills in ``catalog`` only (never others).
+        With ``tools`` a planner may look at data first; without, it only routes."""
         ...

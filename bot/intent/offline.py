@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from rapidfuzz import fuzz
 
 from bot.intent import extract as ex
+from bot.intent.base import ToolRunner
 from bot.intent.grounding import Inventory, ground
 from bot.model import Answer, Clarify, Invocation, Plan, Request
 from skills.base import Skill
@@ -165,7 +166,9 @@ class OfflineRouter:
 
     # -- planning ------------------------------------------------------------------------
 
-    async def plan(self, request: Request, catalog: Sequence[Skill[Any]]) -> Plan:
+    async def plan(
+        self, request: Request, catalog: Sequence[Skill[Any]], tools: ToolRunner | None = None
+    ) -> Plan:
         text = request.text.strip()[:2000]
         parsed = ex.parse(text)
         if not parsed.tokens and not parsed.expr:

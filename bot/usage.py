@@ -1,0 +1,74 @@
+"""Model usage: tokens and estimated cost per call, and the budgets they count against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from bot.store import Store, UsageRow, now
+
+
+@dataclass
+class Usage:
+    """Accumulated usage of one request: tokens, USD estimate (price table), latency (s)."""
+
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def describe(self) -> str:
+        return (
+            f"{self.calls} model call(s), {self.prompt_tokens} prompt + {self.completion_tokens} "
+            f"completion tokens, ~${self.cost_usd:.4f}, {self.latency_s:.2f}s"
+        )
+
+
+def price(prices: dict[str, dict[str, float]], model: str, prompt: int, completion: int) -> float:
+    """USD for ``prompt``/``completion`` tokens of ``model`` (prices per 1M tokens; 0 if unknown)."""
+    table = prices.get(model) or next((v for k, v in prices.items() if model.startswith(k)), None)
+    if not table:
+        return 0.0
+    return (prompt * table.get("input", 0.0) + completion * table.get("output", 0.0)) / 1_000_000
+
+
+class UsageLedger:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def record(
+        self, actor: str, request_id: str, model: str, prompt: int, completion: int, cost: float
+    ) -> None:
+        async with self.store.sessions() as session:
+            session.add(
+                UsageRow(
+                    at=now(),
+                    actor=actor,
+                    request_id=request_id,
+                    model=model,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    cost_usd=cost,
+                )
+            )
+            await session.commit()
+
+    async def tokens(
+        self, *, actor: str | None = None, window: timedelta = timedelta(days=1)
+    ) -> int:
+        """Tokens spent in the last ``window`` by ``actor`` (everyone when None)."""
+        query = select(
+            func.coalesce(func.sum(UsageRow.prompt_tokens + UsageRow.completion_tokens), 0)
+        ).where(UsageRow.at >= now() - window)
+        if actor:
+            query = query.where(UsageRow.actor == actor)
+        async with self.store.sessions() as session:
+            return int(await session.scalar(query) or 0)
