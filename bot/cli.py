@@ -51,6 +51,27 @@ async def _services(settings: Settings | None = None) -> Services:
         raise typer.Exit(2) from None
 
 
+async def _engine(services: Services) -> Any:
+    """The engine, after saying at start when a configured model cannot be used."""
+    from bot.engine import Engine
+
+    engine = Engine(services)
+    check = getattr(engine.planner, "check", None)
+    if check is not None:
+        problem = await check()
+        if problem:
+            typer.echo(
+                f"warning: {problem}; the offline router answers until it is reachable", err=True
+            )
+    elif services.settings.llm_configured:
+        typer.echo(
+            "warning: a model is configured but the LLM planner could not be built; "
+            "the offline router answers (see the log)",
+            err=True,
+        )
+    return engine
+
+
 def _actor(identity: str) -> Actor:
     if ":" not in identity:
         typer.echo(f"--as takes platform:user (e.g. shell:alice), not {identity!r}", err=True)
@@ -70,14 +91,15 @@ def main() -> None:
 def shell(as_: AsOption = "shell:alice") -> None:
     """Chat with the bot in the terminal (the embedded default)."""
     from bot.adapters.shell import interactive
-    from bot.engine import Engine
 
     actor = _actor(as_)
 
     async def go() -> None:
         services = await _services()
         try:
-            await interactive(Engine(services), Console(), actor, services.settings.chart_dir)
+            await interactive(
+                await _engine(services), Console(), actor, services.settings.chart_dir
+            )
         finally:
             await services.close()
 
@@ -90,7 +112,6 @@ def demo(as_: AsOption = "shell:alice") -> None:
     (started here and stopped on exit), unless PROMETHEUS_URL/ALERTMANAGER_URL are set."""
     from bot.adapters.shell import interactive
     from bot.demo import LocalStack
-    from bot.engine import Engine
 
     actor = _actor(as_)
     settings = load_settings()
@@ -113,7 +134,9 @@ def demo(as_: AsOption = "shell:alice") -> None:
     async def go() -> None:
         services = await _services(settings)
         try:
-            await interactive(Engine(services), Console(), actor, services.settings.chart_dir)
+            await interactive(
+                await _engine(services), Console(), actor, services.settings.chart_dir
+            )
         finally:
             await services.close()
 
@@ -237,31 +260,91 @@ def eval_(
     planner: Annotated[str, typer.Option(help="offline | llm")] = "offline",
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable report")] = False,
 ) -> None:
-    """Measure routing accuracy on a dataset; one line per miss, then the accuracy."""
-    from bot.evaluation import evaluate, load_cases
-    from bot.intent.offline import OfflineRouter
-    from skills.base import load_registry
+    """Measure routing accuracy on a dataset; one line per miss, then the accuracy.
 
-    if planner != "offline":
-        typer.echo(
-            f"planner {planner!r} is not available in this version; use --planner offline", err=True
-        )
+    ``--planner llm`` asks the configured model (OPENAI_BASE_URL, OPSBOT_LLM_MODEL) to route each
+    case (its first tool call is the plan; nothing is executed) and reports tokens and latency.
+    """
+    from bot.evaluation import load_cases
+
+    if planner not in ("offline", "llm"):
+        typer.echo(f"unknown planner {planner!r}: use offline or llm", err=True)
         raise typer.Exit(2)
     cases = load_cases(dataset)
-    report = _run(lambda: evaluate(cases, OfflineRouter(), load_registry()))
+    report, sizes = _run(lambda: _evaluate(cases, planner))
     if as_json:
-        print(json.dumps(report.as_dict(), indent=2))
+        print(
+            json.dumps(
+                {**report.as_dict(), "planner": planner, "catalog_prompt_tokens": sizes}, indent=2
+            )
+        )
         return
     for r in report.results:
         if not r.ok:
             print(f"MISS {r.case.text!r}: {r.reason}")
+    data = report.as_dict()
+    print(
+        f"planner: {planner}; mean latency {data['mean_latency_ms']} ms/request; tokens/request: "
+        f"{data['mean_prompt_tokens']} prompt + {data['mean_completion_tokens']} completion"
+    )
+    print(
+        f"catalog prompt tokens (tiktoken cl100k): full {sizes['full']} ({sizes['full_skills']} skills), "
+        f"read-only actor {sizes['read_only']} ({sizes['read_only_skills']} skills)"
+    )
     installed = report.installed
-    print(f"planner: {planner}; mean latency {report.as_dict()['mean_latency_ms']} ms/request")
     print(
         f"accuracy over installed skills: {report.installed_accuracy:.3f} "
         f"({sum(r.ok for r in installed)}/{len(installed)})"
     )
     print(f"accuracy: {report.accuracy:.3f} ({report.passed}/{len(report.results)})")
+
+
+async def _evaluate(cases: list[Any], planner_name: str) -> tuple[Any, dict[str, int]]:
+    import tempfile
+
+    from bot.evaluation import evaluate
+    from bot.intent import tokens
+    from bot.intent.llm import LLMPlanner, LLMUnavailable, tool_definitions
+    from bot.intent.offline import OfflineRouter
+    from bot.services import build_services
+
+    with tempfile.TemporaryDirectory(prefix="opsbot-eval-") as tmp:
+        settings = load_settings(database_url=f"sqlite+aiosqlite:///{tmp}/eval.db")
+        services = await build_services(settings)
+        try:
+            registry, policy = services.registry, services.policy
+            planner: Any = OfflineRouter()
+            if planner_name == "llm":
+                if not settings.llm_configured:
+                    typer.echo(
+                        "--planner llm needs OPENAI_BASE_URL or OPENAI_API_KEY, and OPSBOT_LLM_MODEL",
+                        err=True,
+                    )
+                    raise typer.Exit(2)
+                try:
+                    planner = LLMPlanner(services, fallback=OfflineRouter())
+                except LLMUnavailable as exc:
+                    typer.echo(f"LLM planner unavailable: {exc}", err=True)
+                    raise typer.Exit(2) from None
+                problem = await planner.check()
+                if problem:
+                    typer.echo(f"LLM planner unavailable: {problem}", err=True)
+                    raise typer.Exit(2)
+            report = await evaluate(cases, planner, registry, policy)
+            full = list(registry)
+            reader = Actor(id="eval:read-only")
+            read_only = [
+                s for s in registry if policy.permitted(reader, s.name, namespaced=s.namespaced)
+            ]
+            sizes = {
+                "full": tokens.count_tools(tool_definitions(full)),
+                "full_skills": len(full),
+                "read_only": tokens.count_tools(tool_definitions(read_only)),
+                "read_only_skills": len(read_only),
+            }
+            return report, sizes
+        finally:
+            await services.close()
 
 
 # -- policy --------------------------------------------------------------------------------

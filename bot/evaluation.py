@@ -44,6 +44,8 @@ class CaseResult:
     installed: bool
     reason: str = ""
     seconds: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @dataclass
@@ -67,6 +69,10 @@ class Report:
         cases = self.installed
         return sum(r.ok for r in cases) / len(cases) if cases else 0.0
 
+    def mean(self, attribute: str) -> float:
+        values = [float(getattr(r, attribute)) for r in self.results]
+        return sum(values) / len(values) if values else 0.0
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "cases": len(self.results),
@@ -74,9 +80,9 @@ class Report:
             "accuracy": round(self.accuracy, 4),
             "installed_cases": len(self.installed),
             "installed_accuracy": round(self.installed_accuracy, 4),
-            "mean_latency_ms": round(
-                1000 * sum(r.seconds for r in self.results) / max(1, len(self.results)), 3
-            ),
+            "mean_latency_ms": round(1000 * self.mean("seconds"), 3),
+            "mean_prompt_tokens": round(self.mean("prompt_tokens"), 1),
+            "mean_completion_tokens": round(self.mean("completion_tokens"), 1),
             "misses": [
                 {
                     "text": r.case.text,
@@ -146,6 +152,8 @@ async def evaluate(
                 installed=installed,
                 reason=reason,
                 seconds=seconds,
+                prompt_tokens=int(plan.usage.get("prompt_tokens", 0)),
+                completion_tokens=int(plan.usage.get("completion_tokens", 0)),
             )
         )
     return report

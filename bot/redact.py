@@ -42,8 +42,10 @@ def redact(text: str) -> str:
 
 
 def redact_value(value: Any, key: str = "") -> Any:
-    """Redact a JSON-like value recursively; a field named like a secret is masked whole."""
-    if key and _SECRET_FIELD.search(key) and isinstance(value, str | int | float) and value != "":
+    """Redact a JSON-like value recursively; a string under a key named like a secret
+    (``password``, ``api_key``, ``token``...) is masked whole. Numbers are never secrets
+    here (``prompt_tokens`` is a count)."""
+    if key and _SECRET_FIELD.search(key) and isinstance(value, str) and value:
         return MASK
     if isinstance(value, str):
         return redact(value)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +47,10 @@ from bot.services import Services, build_services
 from tests.conftest import ROOT, Thread, make_settings
 from tests.fakes.kube import (
     DEPLOYMENTS,
-    EVENTS,
-    PODS,
-    REPLICASETS,
     ClusterEmulator,
     complete_rollout,
     deployment,
-    event,
-    pod,
-    replicaset,
+    seed,
     write_kubeconfig,
 )
 
@@ -64,56 +58,6 @@ pytestmark = pytest.mark.kmock(cls=ClusterEmulator)
 
 ALICE, BOB, CAROL, EVE = (Actor(id=f"shell:{n}") for n in ("alice", "bob", "carol", "eve"))
 DEP_PATH = "/apis/apps/v1/namespaces/shop/deployments/checkout"
-
-
-def seed(kmock: KubernetesEmulator) -> None:
-    checkout = deployment("checkout", "shop", revision=3)
-    kmock.objects[kmock.resource(*DEPLOYMENTS), "shop", "checkout"] = checkout
-    kmock.objects[kmock.resource(*DEPLOYMENTS), "shop", "payments"] = deployment(
-        "payments", "shop", revision=1
-    )
-    kmock.objects[kmock.resource(*DEPLOYMENTS), "staging", "cart"] = deployment("cart", "staging")
-    kmock.objects[kmock.resource(*DEPLOYMENTS), "staging", "checkout"] = deployment(
-        "checkout", "staging"
-    )
-    kmock.objects[kmock.resource(*REPLICASETS), "shop", "checkout-aaa"] = replicaset(
-        checkout, 2, "shop/checkout:1.2", "aaa"
-    )
-    kmock.objects[kmock.resource(*REPLICASETS), "shop", "checkout-bbb"] = replicaset(
-        checkout, 3, "shop/checkout:1.3", "bbb"
-    )
-    kmock.objects[kmock.resource(*PODS), "shop", "checkout-bbb-1"] = pod(
-        "checkout-bbb-1", "shop", "checkout"
-    )
-    kmock.objects[kmock.resource(*PODS), "shop", "checkout-bbb-2"] = pod(
-        "checkout-bbb-2", "shop", "checkout", reason="CrashLoopBackOff", ready=False, restarts=7
-    )
-    kmock.objects[kmock.resource(*PODS), "shop", "payments-ccc-1"] = pod(
-        "payments-ccc-1", "shop", "payments"
-    )
-    now = datetime.now(UTC)
-    recent = (now - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    old = (now - timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    for name, ev in {
-        "a": event(
-            "shop",
-            "checkout-bbb-2",
-            "BackOff",
-            "Back-off restarting failed container",
-            type_="Warning",
-            at=recent,
-        ),
-        "b": event(
-            "shop",
-            "checkout",
-            "ScalingReplicaSet",
-            "Scaled up replica set checkout-bbb to 2",
-            kind="Deployment",
-            at=recent,
-        ),
-        "c": event("shop", "payments-ccc-1", "Pulled", "image pulled", at=old),
-    }.items():
-        kmock.objects[kmock.resource(*EVENTS), "shop", name] = ev
 
 
 def policy_with_identities(tmp_path: Path, identities: str = "{}") -> Policy:

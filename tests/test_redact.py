@@ -26,3 +26,10 @@ def test_keeps_ordinary_text_and_masks_secret_fields() -> None:
         "name": "checkout",
         "nested": [{"password": MASK}],
     }
+
+
+def test_counts_named_like_tokens_stay() -> None:
+    assert redact_value({"prompt_tokens": 120, "token": "s3cr3t"}) == {
+        "prompt_tokens": 120,
+        "token": MASK,
+    }

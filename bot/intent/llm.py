@@ -191,7 +191,7 @@ class LLMPlanner:
         try:
             await self._call([HumanMessage("ping")], tools=[], attempts=1)
         except Exception as exc:
-            return f"the model {self.settings.llm_model} is not usable ({type(exc).__name__}: {str(exc)[:200]})"
+            return f"the model {self.settings.llm_model} at {self.settings.openai_base_url or 'the default endpoint'} is not usable: {why(exc)}"
         return None
 
     async def _call(
@@ -232,7 +232,7 @@ class LLMPlanner:
             plan = await self.fallback.plan(request, catalog)
             plan.notes.insert(
                 0,
-                f"The model is unavailable ({type(exc).__name__}); the offline router answered instead.",
+                f"The model is unavailable ({why(exc)}); the offline router answered instead.",
             )
             return plan
 
@@ -381,6 +381,10 @@ class LLMPlanner:
         if tools is None:
             return "", invocation
         if skill.risk is not Risk.READ:
+            if any(
+                p.skill == invocation.skill and p.args == invocation.args for p in run.proposals
+            ):
+                return "Already submitted for approval; do not call it again.", None
             run.proposals.append(invocation)
             return (
                 "Submitted to humans for approval; it runs only if they approve. Do not call it again; "
@@ -433,6 +437,23 @@ class LLMPlanner:
         await self.conversations.add(request.thread_key, "user", text[:MAX_REQUEST_CHARS])
         proposed = "".join(f"\n[proposed for approval: {_describe(p)}]" for p in proposals)
         await self.conversations.add(request.thread_key, "assistant", redact(answer) + proposed)
+
+
+def why(exc: BaseException) -> str:
+    """A short, human reason for a failed model call."""
+    reasons: list[tuple[type[BaseException], str]] = [
+        (openai.RateLimitError, "rate limited (429)"),
+        (openai.APITimeoutError, "timed out"),
+        (TimeoutError, "timed out"),
+        (openai.APIConnectionError, "unreachable"),
+        (openai.AuthenticationError, "the API key was rejected"),
+        (openai.NotFoundError, "model or endpoint not found"),
+        (openai.InternalServerError, "server error"),
+    ]
+    for kind, reason in reasons:
+        if isinstance(exc, kind):
+            return reason
+    return str(exc)[:200] if isinstance(exc, LLMUnavailable) else type(exc).__name__
 
 
 def _text(ai: AIMessage) -> str:

@@ -12,6 +12,7 @@ cannot parse ``/api/v1/namespaces``, which this fake answers from the seeded obj
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +215,55 @@ def write_kubeconfig(path: Path, server: str) -> Path:
         "current-context: test\n"
     )
     return path
+
+
+def seed(kmock: KubernetesEmulator) -> None:
+    """The shop: checkout (revisions 2 and 3, one crash-looping pod) and payments in shop,
+    cart and another checkout in staging, and a few events."""
+    checkout = deployment("checkout", "shop", revision=3)
+    kmock.objects[kmock.resource(*DEPLOYMENTS), "shop", "checkout"] = checkout
+    kmock.objects[kmock.resource(*DEPLOYMENTS), "shop", "payments"] = deployment(
+        "payments", "shop", revision=1
+    )
+    kmock.objects[kmock.resource(*DEPLOYMENTS), "staging", "cart"] = deployment("cart", "staging")
+    kmock.objects[kmock.resource(*DEPLOYMENTS), "staging", "checkout"] = deployment(
+        "checkout", "staging"
+    )
+    kmock.objects[kmock.resource(*REPLICASETS), "shop", "checkout-aaa"] = replicaset(
+        checkout, 2, "shop/checkout:1.2", "aaa"
+    )
+    kmock.objects[kmock.resource(*REPLICASETS), "shop", "checkout-bbb"] = replicaset(
+        checkout, 3, "shop/checkout:1.3", "bbb"
+    )
+    kmock.objects[kmock.resource(*PODS), "shop", "checkout-bbb-1"] = pod(
+        "checkout-bbb-1", "shop", "checkout"
+    )
+    kmock.objects[kmock.resource(*PODS), "shop", "checkout-bbb-2"] = pod(
+        "checkout-bbb-2", "shop", "checkout", reason="CrashLoopBackOff", ready=False, restarts=7
+    )
+    kmock.objects[kmock.resource(*PODS), "shop", "payments-ccc-1"] = pod(
+        "payments-ccc-1", "shop", "payments"
+    )
+    now = datetime.now(UTC)
+    recent = (now - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    old = (now - timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for name, ev in {
+        "a": event(
+            "shop",
+            "checkout-bbb-2",
+            "BackOff",
+            "Back-off restarting failed container",
+            type_="Warning",
+            at=recent,
+        ),
+        "b": event(
+            "shop",
+            "checkout",
+            "ScalingReplicaSet",
+            "Scaled up replica set checkout-bbb to 2",
+            kind="Deployment",
+            at=recent,
+        ),
+        "c": event("shop", "payments-ccc-1", "Pulled", "image pulled", at=old),
+    }.items():
+        kmock.objects[kmock.resource(*EVENTS), "shop", name] = ev
