@@ -121,6 +121,14 @@ class Settings(BaseSettings):
         "https://slack.com/api/", validation_alias=_env("SLACK_API_URL", "slack_api_url")
     )
     discord_token: str | None = Field(None, validation_alias=_env("DISCORD_TOKEN", "discord_token"))
+    discord_api_url: str | None = Field(
+        None,
+        validation_alias=_env("DISCORD_API_URL", "discord_api_url"),
+        description="Discord REST base (proxies); default https://discord.com/api/v10",
+    )
+    discord_gateway_url: str | None = Field(
+        None, validation_alias=_env("DISCORD_GATEWAY_URL", "discord_gateway_url")
+    )
     http_host: str = Field("0.0.0.0", validation_alias=_env("OPSBOT_HTTP_HOST", "http_host"))
     http_port: int = Field(8080, validation_alias=_env("OPSBOT_HTTP_PORT", "http_port"))
 

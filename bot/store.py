@@ -147,6 +147,28 @@ class TurnRow(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class SeenRow(Base):
+    """Platform event/interaction ids already handled (Slack retries, reconnect replays)."""
+
+    __tablename__ = "seen_events"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+async def first_time(store: Store, key: str) -> bool:
+    """Record ``key``; False when some replica already did (the event is a repeat)."""
+    from sqlalchemy.exc import IntegrityError
+
+    async with store.sessions() as session:
+        session.add(SeenRow(key=key[:200], at=now()))
+        try:
+            await session.commit()
+        except IntegrityError:
+            return False
+    return True
+
+
 def normalise_url(url: str) -> str:
     """Pick the async driver for plain URLs (``postgresql://`` -> ``postgresql+asyncpg://``)."""
     for plain, driver in (

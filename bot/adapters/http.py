@@ -108,9 +108,12 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
     return web.json_response({"received": len(alerts)})
 
 
-def make_app(services: Services) -> web.Application:
+def make_app(services: Services, slack: Any = None) -> web.Application:
+    """The HTTP app; ``slack`` (a SlackAdapter in Events-API mode) mounts ``/slack/events``."""
     app = web.Application(client_max_size=1024 * 1024)
     app[SERVICES] = services
+    if slack is not None:
+        app.router.add_post("/slack/events", slack.http_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -120,13 +123,72 @@ def make_app(services: Services) -> web.Application:
 
 
 async def serve(services: Services) -> None:
-    """Serve until cancelled (Ctrl-C)."""
-    runner = web.AppRunner(make_app(services))
+    """Run the configured chat adapters and the HTTP server until cancelled (Ctrl-C).
+
+    An adapter whose tokens are missing is off, and the log says why. Expired approvals are
+    swept every 30 s and announced in their threads.
+    """
+    from bot.adapters.discord import PREFIX as DISCORD
+    from bot.adapters.discord import DiscordAdapter
+    from bot.adapters.discord import off_reason as discord_off
+    from bot.adapters.slack import PREFIX as SLACK
+    from bot.adapters.slack import SlackAdapter
+    from bot.adapters.slack import off_reason as slack_off
+    from bot.engine import Engine
+
+    settings = services.settings
+    engine = Engine(services)
+    check = getattr(engine.planner, "check", None)
+    if check is not None and (problem := await check()):
+        log.warning(
+            "llm.unavailable_at_start", problem=problem, effect="the offline router answers"
+        )
+    posters: dict[str, Any] = {}
+    tasks: list[asyncio.Task[Any]] = []
+    slack = None
+    if reason := slack_off(settings):
+        log.info("adapter.off", adapter="slack", reason=reason)
+    else:
+        slack = SlackAdapter(engine, settings)
+        await slack.check()
+        posters[SLACK] = slack.post
+        if settings.slack_app_token:
+            tasks.append(asyncio.create_task(slack.run_socket_mode(), name="slack-socket-mode"))
+    if reason := discord_off(settings):
+        log.info("adapter.off", adapter="discord", reason=reason)
+    else:
+        bot = DiscordAdapter(engine, settings)
+        posters[DISCORD] = bot.post
+        tasks.append(asyncio.create_task(bot.run(), name="discord"))
+
+    async def announce(message: Any) -> None:
+        poster = posters.get(message.thread.split(":", 1)[0])
+        if poster is not None:
+            await poster(message)
+
+    async def sweeper() -> None:
+        while True:
+            await asyncio.sleep(30)
+            try:
+                await engine.sweep_expired(announce)
+            except Exception:
+                log.exception("approvals.sweep_failed")
+
+    tasks.append(asyncio.create_task(sweeper(), name="sweeper"))
+    http_slack = slack if slack is not None and not settings.slack_app_token else None
+    runner = web.AppRunner(make_app(services, slack=http_slack))
     await runner.setup()
-    site = web.TCPSite(runner, services.settings.http_host, services.settings.http_port)
+    site = web.TCPSite(runner, settings.http_host, settings.http_port)
     await site.start()
-    log.info("http.listening", host=services.settings.http_host, port=services.settings.http_port)
+    log.info(
+        "http.listening",
+        host=settings.http_host,
+        port=settings.http_port,
+        slack_events="/slack/events" if http_slack else "off",
+    )
     try:
-        await asyncio.Event().wait()
+        await asyncio.gather(*tasks)
     finally:
+        for task in tasks:
+            task.cancel()
         await runner.cleanup()
