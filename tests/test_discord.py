@@ -274,3 +274,23 @@ def test_render_respects_discords_limits() -> None:
 def test_adapter_is_off_without_a_token(tmp_path: Path) -> None:
     settings = make_settings("sqlite+aiosqlite://", tmp_path)
     assert off_reason(settings) == "DISCORD_TOKEN is not set"
+
+
+async def test_an_interaction_seen_by_two_sessions_is_answered_once(rig: DiscordRig) -> None:
+    """Two replicas on one token both receive each interaction; only one answers it."""
+    payload = rig.fake.interaction(
+        2,
+        EVE,
+        [],
+        {
+            "id": "500000000000000001",
+            "name": "ops",
+            "type": 1,
+            "options": [{"name": "request", "type": 3, "value": "help"}],
+        },
+    )
+    await rig.fake.dispatch("INTERACTION_CREATE", payload)
+    await rig.fake.dispatch("INTERACTION_CREATE", payload)
+    await rig.fake.wait_for("POST", "/callback")
+    await until(lambda: "Skills you (discord:444)" in rig.text())
+    assert len(rig.fake.of("POST", "/callback")) == 1

@@ -185,7 +185,13 @@ class DiscordAdapter:
             self.post,
         )
 
+    async def _mine(self, interaction: discord.Interaction[Any]) -> bool:
+        """Every replica's gateway session receives each interaction; one answers it."""
+        return await first_time(self.engine.services.store, f"discord:interaction:{interaction.id}")
+
     async def on_command(self, interaction: discord.Interaction[Any], text: str) -> None:
+        if not await self._mine(interaction):
+            return
         await interaction.response.send_message(f"{interaction.user.mention} asked: {text}"[:2000])
         original = await interaction.original_response()
         try:
@@ -208,9 +214,10 @@ class DiscordAdapter:
     async def on_click(
         self, interaction: discord.Interaction[Any], verdict: str, approval_id: str
     ) -> None:
-        await (
-            interaction.response.defer()
-        )  # within Discord's 3 seconds; the decision may take longer
+        if not await self._mine(interaction):
+            return
+        # answer within Discord's 3 seconds; the decision may take longer
+        await interaction.response.defer()
         refusals: list[str] = []
 
         async def reply(message: Message) -> None:
