@@ -51,6 +51,15 @@ Reply = Callable[[Message], Awaitable[None]]
 SKILL_TIMEOUT_FACTOR = 3  # a skill may take this many backend timeouts before it is abandoned
 
 
+def stamped(reply: Reply, actor: Actor) -> Reply:
+    """``reply`` that marks each message with the person it is for (context lines)."""
+
+    async def post(message: Message) -> None:
+        await reply(message if message.actor else message.model_copy(update={"actor": actor.label}))
+
+    return post
+
+
 def default_planner(services: Services) -> Planner:
     """The LLM planner when a model is configured (the offline router is its fallback);
     else the offline router."""
@@ -101,6 +110,7 @@ class Engine:
 
     async def handle(self, request: Request, reply: Reply) -> None:
         """Run one request to its end; never raises for bad input or a failing backend."""
+        reply = stamped(reply, request.actor)
         started = time.monotonic()
         audit = self.services.audit
         base: dict[str, Any] = {
@@ -440,6 +450,7 @@ class Engine:
         Posts the outcome into the approval's thread; when this call completes the approval,
         runs the action (exactly once across replicas) and posts its result.
         """
+        reply = stamped(reply, approver)
         outcome = await self.services.approvals.vote(
             approval_id, approver, verdict, self.services.policy, reason=reason
         )

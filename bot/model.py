@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -185,6 +186,9 @@ class Message(BaseModel):
     step: Step
     blocks: list[Block]
     approval_id: str | None = None
+    #: who this step is for (the requester, or the approver who clicked), for context lines
+    actor: str = ""
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     @property
     def plain(self) -> str:

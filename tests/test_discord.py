@@ -148,7 +148,7 @@ async def test_mention_opens_a_thread_with_every_step(rig: DiscordRig) -> None:
     assert "Plan (offline): `k8s.pods namespace=shop`" in rig.text()
     assert "checkout-bbb-2" in rig.text() and "CrashLoopBackOff" in rig.text()
     footers = [e["footer"]["text"] for c in posts for e in c.body["embeds"] if "footer" in e]
-    assert footers[:3] == ["plan", "policy", "result"]
+    assert footers[:3] == ["plan · <@444>", "policy · <@444>", "result · <@444>"]
     [record] = [r for r in await rig.services.audit.search() if r.event == "request.received"]
     assert record.actor == "discord:444" and record.thread.startswith("discord:")
 

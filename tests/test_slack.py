@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -186,10 +187,9 @@ async def test_mention_runs_and_posts_each_step_in_the_thread(rig: SlackRig) -> 
     assert texts[1].startswith("Allowed by rule *everyone reads*")
     assert "checkout-bbb-2 | CrashLoopBackOff" in texts[2]
     result_blocks = posts[2]["blocks"]
-    assert result_blocks[-1] == {
-        "type": "context",
-        "elements": [{"type": "mrkdwn", "text": "result"}],
-    }
+    context = result_blocks[-1]
+    assert context["type"] == "context"
+    assert re.fullmatch(r"result · <@UEVE> · \d\d:\d\d:\d\d UTC", context["elements"][0]["text"])
     assert any(
         "```" in b.get("text", {}).get("text", "") for b in result_blocks
     )  # the table, aligned

@@ -96,6 +96,8 @@ def render(message: Message) -> Rendered:
         for name, value in fields[:MAX_FIELDS]:
             embeds[-1].add_field(name=name, value=value, inline=True)
     if embeds:
-        embeds[-1].set_footer(text=message.step.value)
+        who = f" · {message.actor}" if message.actor else ""
+        embeds[-1].set_footer(text=f"{message.step.value}{who}")
+        embeds[-1].timestamp = message.at
     out.embeds = [*embeds, *out.embeds][:MAX_EMBEDS]
     return out

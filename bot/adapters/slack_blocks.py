@@ -108,7 +108,12 @@ def render(message: Message) -> tuple[list[dict[str, Any]], str, list[Image]]:
         elif isinstance(block, Buttons):
             for approval_id in dict.fromkeys(b.value for b in block.buttons):
                 blocks.append(approval_actions(approval_id))
-    blocks.append(context(STEP_LABEL.get(message.step, message.step.value)))
+    who = f" · {message.actor}" if message.actor else ""
+    blocks.append(
+        context(
+            f"{STEP_LABEL.get(message.step, message.step.value)}{who} · {message.at:%H:%M:%S} UTC"
+        )
+    )
     if len(blocks) > MAX_BLOCKS:
         blocks = [
             *blocks[: MAX_BLOCKS - 1],
