@@ -38,6 +38,15 @@ class State(StrEnum):
     FAILED = "failed"
 
 
+OUTCOME_WORDS = {
+    State.EXECUTED: "approved and executed",
+    State.FAILED: "approved; execution failed",
+    State.APPROVED: "approved",
+    State.DENIED: "denied",
+    State.EXPIRED: "expired",
+}
+
+
 class VoteStatus(StrEnum):
     RECORDED = "recorded"  # counted, more approvals needed
     APPROVED = "approved"  # this call won the transition: the caller must execute
@@ -80,6 +89,11 @@ class Approval:
     @property
     def approvals(self) -> int:
         return sum(1 for v in self.votes if v.verdict == "approve")
+
+    @property
+    def outcome(self) -> str:
+        """How a decided approval ended, in words ("approved and executed", "denied"...)."""
+        return OUTCOME_WORDS.get(self.state, self.state.value)
 
     @property
     def invocation(self) -> Invocation:

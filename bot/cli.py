@@ -40,6 +40,25 @@ def _run(fn: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(fn())  # type: ignore[arg-type]
 
 
+def _with_services(fn: Callable[[Services], Awaitable[T]], settings: Settings | None = None) -> T:
+    """Open the services (policy, store, skills), run ``fn`` with them, close them."""
+
+    async def go() -> T:
+        services = await _services(settings)
+        try:
+            return await fn(services)
+        finally:
+            await services.close()
+
+    return _run(go)
+
+
+async def _chat(services: Services, actor: Actor) -> None:
+    from bot.adapters.shell import interactive
+
+    await interactive(await _engine(services), Console(), actor, services.settings.chart_dir)
+
+
 async def _services(settings: Settings | None = None) -> Services:
     from bot.services import build_services
 
@@ -90,27 +109,14 @@ def main() -> None:
 @app.command()
 def shell(as_: AsOption = "shell:alice") -> None:
     """Chat with the bot in the terminal (the embedded default)."""
-    from bot.adapters.shell import interactive
-
     actor = _actor(as_)
-
-    async def go() -> None:
-        services = await _services()
-        try:
-            await interactive(
-                await _engine(services), Console(), actor, services.settings.chart_dir
-            )
-        finally:
-            await services.close()
-
-    _run(go)
+    _with_services(lambda services: _chat(services, actor))
 
 
 @app.command()
 def demo(as_: AsOption = "shell:alice") -> None:
     """The terminal chat against a local real Prometheus + Alertmanager with live data
     (started here and stopped on exit), unless PROMETHEUS_URL/ALERTMANAGER_URL are set."""
-    from bot.adapters.shell import interactive
     from bot.demo import LocalStack
 
     actor = _actor(as_)
@@ -131,17 +137,8 @@ def demo(as_: AsOption = "shell:alice") -> None:
             err=True,
         )
 
-    async def go() -> None:
-        services = await _services(settings)
-        try:
-            await interactive(
-                await _engine(services), Console(), actor, services.settings.chart_dir
-            )
-        finally:
-            await services.close()
-
     try:
-        _run(go)
+        _with_services(lambda services: _chat(services, actor), settings)
     finally:
         if stack:
             stack.stop()
@@ -156,17 +153,11 @@ def ask(text: str, as_: AsOption = "shell:alice", channel: str = "shell") -> Non
 
     actor = _actor(as_)
 
-    async def go() -> None:
-        services = await _services()
-        try:
-            renderer = ShellRenderer(Console(), services.settings.chart_dir)
-            await Engine(services).handle(
-                Request(actor=actor, channel=channel, text=text), renderer
-            )
-        finally:
-            await services.close()
+    async def go(services: Services) -> None:
+        renderer = ShellRenderer(Console(), services.settings.chart_dir)
+        await Engine(services).handle(Request(actor=actor, channel=channel, text=text), renderer)
 
-    _run(go)
+    _with_services(go)
 
 
 def _decide(approval_id: str, identity: str, verdict: str, reason: str) -> None:
@@ -176,18 +167,14 @@ def _decide(approval_id: str, identity: str, verdict: str, reason: str) -> None:
 
     actor = _actor(identity)
 
-    async def go() -> VoteStatus:
-        services = await _services()
-        try:
-            renderer = ShellRenderer(Console(), services.settings.chart_dir)
-            outcome = await Engine(services).decide(
-                approval_id, actor, verdict, renderer, reason=reason, channel="cli"
-            )
-            return outcome.status
-        finally:
-            await services.close()
+    async def go(services: Services) -> VoteStatus:
+        renderer = ShellRenderer(Console(), services.settings.chart_dir)
+        outcome = await Engine(services).decide(
+            approval_id, actor, verdict, renderer, reason=reason, channel="cli"
+        )
+        return outcome.status
 
-    status = _run(go)
+    status = _with_services(go)
     if status not in (VoteStatus.APPROVED, VoteStatus.RECORDED, VoteStatus.DENIED):
         raise typer.Exit(1)
 
@@ -210,15 +197,7 @@ def serve() -> None:
     from bot.adapters.http import serve as serve_http
 
     configure_logging("INFO")
-
-    async def go() -> None:
-        services = await _services()
-        try:
-            await serve_http(services)
-        finally:
-            await services.close()
-
-    _run(go)
+    _with_services(serve_http)
 
 
 @app.command()
@@ -420,16 +399,9 @@ def audit_list(
     """Recent audit records, oldest first."""
     from bot.model import Table
 
-    async def go() -> list[Any]:
-        services = await _services()
-        try:
-            return await services.audit.search(
-                since=_since(since), actor=actor, skill=skill, limit=limit
-            )
-        finally:
-            await services.close()
-
-    records = _run(go)
+    records = _with_services(
+        lambda s: s.audit.search(since=_since(since), actor=actor, skill=skill, limit=limit)
+    )
     if as_json:
         print(json.dumps([r.as_dict() for r in records], indent=2))
         return
@@ -456,14 +428,7 @@ def audit_list(
 def audit_show(seq: int) -> None:
     """One record in full (JSON)."""
 
-    async def go() -> Any:
-        services = await _services()
-        try:
-            return await services.audit.get(seq)
-        finally:
-            await services.close()
-
-    record = _run(go)
+    record = _with_services(lambda s: s.audit.get(seq))
     if record is None:
         typer.echo(f"no audit record {seq}", err=True)
         raise typer.Exit(1)
@@ -474,14 +439,7 @@ def audit_show(seq: int) -> None:
 def audit_verify() -> None:
     """Check the hash chain; exit 1 and name the records if any was edited or deleted."""
 
-    async def go() -> Any:
-        services = await _services()
-        try:
-            return await services.audit.verify()
-        finally:
-            await services.close()
-
-    report = _run(go)
+    report = _with_services(lambda s: s.audit.verify())
     if report.ok:
         print(f"ok: {report.checked} records, chain intact; head {report.head}")
         return
@@ -497,16 +455,10 @@ def audit_export(
 ) -> None:
     """Every matching record as JSON lines on stdout (with hashes, for external anchoring)."""
 
-    async def go() -> list[Any]:
-        services = await _services()
-        try:
-            return await services.audit.search(
-                since=_since(since), actor=actor, skill=skill, limit=10_000_000
-            )
-        finally:
-            await services.close()
-
-    for record in _run(go):
+    records = _with_services(
+        lambda s: s.audit.search(since=_since(since), actor=actor, skill=skill, limit=10_000_000)
+    )
+    for record in records:
         sys.stdout.write(json.dumps(record.as_dict()) + "\n")
 
 

@@ -133,6 +133,18 @@ class Table(BaseModel):
             columns=columns, rows=[[str(c)[:200] for c in r] for r in rows[:limit]], note=note
         )
 
+    def aligned(self, max_width: int = 40) -> str:
+        """The table as monospace text: columns padded to their widest cell (at most
+        ``max_width`` characters), header first. For code blocks in chat."""
+        widths = [
+            min(max_width, max(len(str(c)) for c in col))
+            for col in zip(self.columns, *self.rows, strict=False)
+        ]
+        return "\n".join(
+            "  ".join(str(c)[:w].ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+            for row in [self.columns, *self.rows]
+        )
+
 
 class Image(BaseModel):
     """A rendered chart. ``data`` is PNG bytes; ``path`` is set once an adapter saved it."""

@@ -247,12 +247,5 @@ class DiscordAdapter:
 def decision_line(approval: Approval, by: str) -> str:
     if approval.state is State.PENDING:
         return f"Approval `{approval.id}`: {approval.approvals}/{approval.min_approvals} approvals (latest {by})"
-    verdict = {
-        State.EXECUTED: "approved and executed",
-        State.FAILED: "approved; execution failed",
-        State.APPROVED: "approved",
-        State.DENIED: "denied",
-        State.EXPIRED: "expired",
-    }[approval.state]
     result = f" — {approval.result[:300]}" if approval.result else ""
-    return f"Approval `{approval.id}` {verdict} by {by}{result}"
+    return f"Approval `{approval.id}` {approval.outcome} by {by}{result}"

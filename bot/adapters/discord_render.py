@@ -37,17 +37,10 @@ class Rendered:
 
 
 def _table_text(table: Table) -> str:
-    widths = [
-        min(32, max(len(str(c)) for c in col))
-        for col in zip(table.columns, *table.rows, strict=False)
-    ]
-    lines = [
-        "  ".join(str(c)[:w].ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
-        for row in [table.columns, *table.rows]
-    ]
+    lines = table.aligned(32)
     return (
         "```\n"
-        + "\n".join(lines).replace("```", "'''")
+        + lines.replace("```", "'''")
         + "\n```"
         + (f"\n*{table.note}*" if table.note else "")
     )

@@ -54,15 +54,7 @@ def table_blocks(table: Table) -> list[dict[str, Any]]:
         ]
         blocks: list[dict[str, Any]] = [{"type": "section", "fields": fields}]
     else:
-        widths = [
-            min(40, max(len(str(c)) for c in col))
-            for col in zip(table.columns, *table.rows, strict=False)
-        ]
-        lines = [
-            "  ".join(str(c)[:w].ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
-            for row in [table.columns, *table.rows]
-        ]
-        blocks = [section(_code("\n".join(lines)))]
+        blocks = [section(_code(table.aligned(40)))]
     if table.note:
         blocks.append(context(table.note))
     return blocks
@@ -139,14 +131,7 @@ def decided_blocks(
     when = (approval.votes[-1].at if approval.votes else approval.expires_at).strftime(
         "%H:%M:%S UTC"
     )
-    verdict = {
-        State.EXECUTED: "approved and executed",
-        State.FAILED: "approved; execution failed",
-        State.APPROVED: "approved",
-        State.DENIED: "denied",
-        State.EXPIRED: "expired",
-    }[approval.state]
-    line = f"*{verdict}* by {decided_by} at {when}"
+    line = f"*{approval.outcome}* by {decided_by} at {when}"
     if approval.result:
         line += f"\n{_clip(approval.result, 1000)}"
     return [*kept, section(line)]
