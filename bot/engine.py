@@ -137,7 +137,8 @@ class Engine:
                 )
                 return
             if (
-                plan.answer
+                plan.planner == "offline"  # a model's own answer is posted as it is
+                and plan.answer
                 and not plan.invocations
                 and await self._explain_refusal(request, reply, base)
             ):
