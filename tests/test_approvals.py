@@ -95,6 +95,17 @@ ALICE, BOB, CAROL, DAVE, MALLORY = (
 )
 
 
+async def expire_now(engine: Engine, approval_id: str) -> None:
+    """Move the approval's expiry into the past, as if its ttl had run out."""
+    async with engine.services.store.sessions() as session:
+        await session.execute(
+            update(ApprovalRow)
+            .where(ApprovalRow.id == approval_id)
+            .values(expires_at=now() - timedelta(seconds=1))
+        )
+        await session.commit()
+
+
 async def ask(engine: Engine, text: str, actor: Actor = ALICE) -> tuple[Thread, str]:
     thread = Thread()
     await engine.handle(Request(actor=actor, channel="ops", text=text), thread)
@@ -178,13 +189,7 @@ async def test_deny_stops_it(engine: Engine) -> None:
 
 async def test_expired_request_cannot_be_approved(engine: Engine) -> None:
     _, approval_id = await ask(engine, "touch checkout in shop")
-    async with engine.services.store.sessions() as session:
-        await session.execute(
-            update(ApprovalRow)
-            .where(ApprovalRow.id == approval_id)
-            .values(expires_at=now() - timedelta(seconds=1))
-        )
-        await session.commit()
+    await expire_now(engine, approval_id)
     thread = Thread()
     assert (await engine.decide(approval_id, BOB, "approve", thread)).status is VoteStatus.EXPIRED
     assert Touch.runs == [] and "expired" in thread.text
@@ -247,13 +252,7 @@ async def test_namespace_scope_and_unknown_skills_are_refused(engine: Engine) ->
 
 async def test_expired_requests_are_swept_audited_and_announced(engine: Engine) -> None:
     _, approval_id = await ask(engine, "touch checkout in shop")
-    async with engine.services.store.sessions() as session:
-        await session.execute(
-            update(ApprovalRow)
-            .where(ApprovalRow.id == approval_id)
-            .values(expires_at=now() - timedelta(seconds=1))
-        )
-        await session.commit()
+    await expire_now(engine, approval_id)
     pending, _ = await ask(engine, "what's waiting for approval?", actor=BOB)
     assert f"Approval `{approval_id}` expired without enough approvals" in pending.text
     assert "Nothing is waiting for approval." in pending.text

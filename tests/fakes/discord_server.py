@@ -53,6 +53,20 @@ def role(role_id: str, name: str) -> dict[str, Any]:
     }
 
 
+def text_channel(channel_id: str) -> dict[str, Any]:
+    return {
+        "id": channel_id,
+        "type": 0,
+        "guild_id": GUILD_ID,
+        "name": "ops",
+        "position": 0,
+        "permission_overwrites": [],
+        "nsfw": False,
+        "parent_id": None,
+        "rate_limit_per_user": 0,
+    }
+
+
 @dataclass
 class Call:
     method: str
@@ -175,19 +189,7 @@ class FakeDiscord:
             "presences": [],
             "stage_instances": [],
             "guild_scheduled_events": [],
-            "channels": [
-                {
-                    "id": CHANNEL_ID,
-                    "type": 0,
-                    "guild_id": GUILD_ID,
-                    "name": "ops",
-                    "position": 0,
-                    "permission_overwrites": [],
-                    "nsfw": False,
-                    "parent_id": None,
-                    "rate_limit_per_user": 0,
-                }
-            ],
+            "channels": [text_channel(CHANNEL_ID)],
         }
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
@@ -275,16 +277,7 @@ class FakeDiscord:
             "attachment_size_limit": 10_485_760,
             "authorizing_integration_owners": {"0": GUILD_ID},
             "context": 0,
-            "channel": {
-                "id": channel_id,
-                "type": 0,
-                "guild_id": GUILD_ID,
-                "name": "ops",
-                "position": 0,
-                "permission_overwrites": [],
-                "nsfw": False,
-                "parent_id": None,
-            },
+            "channel": text_channel(channel_id),
         }
         if message is not None:
             payload["message"] = message
