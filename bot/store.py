@@ -27,6 +27,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -158,8 +159,6 @@ class SeenRow(Base):
 
 async def first_time(store: Store, key: str) -> bool:
     """Record ``key``; False when some replica already did (the event is a repeat)."""
-    from sqlalchemy.exc import IntegrityError
-
     async with store.sessions() as session:
         session.add(SeenRow(key=key[:200], at=now()))
         try:

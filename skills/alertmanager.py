@@ -9,6 +9,7 @@ Alertmanager; they are read from Prometheus' ``ALERTS{alertstate="pending"}`` se
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -58,8 +59,6 @@ async def request(services: Any, method: str, path: str, **kwargs: Any) -> Any:
 
 
 def _validate_matchers(value: dict[str, str]) -> dict[str, str]:
-    import re
-
     for name in value:
         if not re.match(LABEL_NAME, name):
             raise ValueError(f"not a label name: {name!r}")

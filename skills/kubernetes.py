@@ -61,14 +61,19 @@ Namespace = Field(pattern=DNS_LABEL, max_length=63, description="Kubernetes name
 
 def kube(ctx: SkillContext) -> Kube:
     """The API for this actor: impersonating their mapped Kubernetes user, if any."""
-    services = ctx.services
+    mapped = ctx.services.policy.identity_for(ctx.actor)
+    return kube_as(
+        ctx.services, Identity(mapped.user, tuple(mapped.groups)) if mapped else Identity()
+    )
+
+
+def kube_as(services: Any, identity: Identity) -> Kube:
+    """The API as ``identity`` (``Identity()``: opsbot's own credentials); clients are cached."""
     settings = services.settings
     if "kubernetes.config" not in services.clients:
         services.clients["kubernetes.config"] = load_configuration(
             settings.kubeconfig, settings.k8s_context
         )
-    mapped = services.policy.identity_for(ctx.actor)
-    identity = Identity(mapped.user, tuple(mapped.groups)) if mapped else Identity()
     key = f"kubernetes:{identity.user}:{','.join(identity.groups)}"
     if key not in services.clients:
         services.clients[key] = ImpersonatingApiClient(
@@ -394,14 +399,7 @@ class K8sPods(_Kube, Skill[PodsArgs]):
 
     async def inventory(self, services: Any) -> dict[str, set[str]]:
         """Namespaces and deployments, for grounding (``deployment/<ns>`` lists per namespace)."""
-        from bot.model import Actor, Request
-
-        ctx = SkillContext(
-            Actor(id="opsbot:inventory"),
-            Request(actor=Actor(id="opsbot:inventory"), channel="", text=""),
-            services,
-        )
-        api = kube(ctx)
+        api = kube_as(services, Identity())
         found: dict[str, set[str]] = {"namespace": set(await api.namespaces()), "deployment": set()}
         for dep in await api.deployments():
             ns, name = dep["metadata"].get("namespace", ""), dep["metadata"]["name"]
