@@ -19,14 +19,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.approvals import Approvals  # noqa: E402
-from bot.audit import AuditEvent, AuditLog  # noqa: E402
-from bot.evaluation import load_cases  # noqa: E402
-from bot.intent.offline import OfflineRouter  # noqa: E402
-from bot.model import Actor, Invocation, Request  # noqa: E402
-from bot.policy import NeedsApproval, Policy  # noqa: E402
-from bot.store import open_store, scratch_database  # noqa: E402
-from skills.base import load_registry  # noqa: E402
+from opsbot.approvals import Approvals  # noqa: E402
+from opsbot.audit import AuditEvent, AuditLog  # noqa: E402
+from opsbot.evaluation import load_cases  # noqa: E402
+from opsbot.intent.offline import OfflineRouter  # noqa: E402
+from opsbot.model import Actor, Invocation, Request  # noqa: E402
+from opsbot.policy import NeedsApproval, Policy  # noqa: E402
+from opsbot.skills.base import load_registry  # noqa: E402
+from opsbot.store import open_store, scratch_database  # noqa: E402
 
 Row = tuple[str, str, str]
 

@@ -18,12 +18,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from opsbot.model import Actor, Invocation, Request
+from opsbot.policy import NeedsApproval, Policy
+from opsbot.store import ApprovalRow, Store, VoteRow, now
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-
-from bot.model import Actor, Invocation, Request
-from bot.policy import NeedsApproval, Policy
-from bot.store import ApprovalRow, Store, VoteRow, now
 
 ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"  # no 0/o, 1/l/i: typable from a screen
 ID_LENGTH = 6

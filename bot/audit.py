@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from opsbot.redact import redact, redact_value
+from opsbot.store import AuditRow, Store, now
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-
-from bot.redact import redact, redact_value
-from bot.store import AuditRow, Store, now
 
 GENESIS = "0" * 64
 
@@ -127,7 +126,7 @@ class VerifyReport:
 
 
 class AuditLog:
-    """The audit log on a :class:`~bot.store.Store`. Args and details are redacted on write."""
+    """The audit log on a :class:`~opsbot.store.Store`. Args and details are redacted on write."""
 
     def __init__(self, store: Store) -> None:
         self.store = store

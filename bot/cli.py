@@ -11,16 +11,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from opsbot.config import Settings, load_settings
+from opsbot.durations import parse_duration
+from opsbot.model import Actor
+from opsbot.policy import Allow, Deny, Policy, PolicyError
+from opsbot.telemetry import configure_logging
 from rich.console import Console
 
-from bot.config import Settings, load_settings
-from bot.durations import parse_duration
-from bot.model import Actor
-from bot.policy import Allow, Deny, Policy, PolicyError
-from bot.telemetry import configure_logging
-
 if TYPE_CHECKING:
-    from bot.services import Services
+    from opsbot.services import Services
 
 T = TypeVar("T")
 app = typer.Typer(
@@ -54,13 +53,13 @@ def _with_services(fn: Callable[[Services], Awaitable[T]], settings: Settings | 
 
 
 async def _chat(services: Services, actor: Actor) -> None:
-    from bot.adapters.shell import interactive
+    from opsbot.adapters.shell import interactive
 
     await interactive(await _engine(services), Console(), actor, services.settings.chart_dir)
 
 
 async def _services(settings: Settings | None = None) -> Services:
-    from bot.services import build_services
+    from opsbot.services import build_services
 
     settings = settings or load_settings()
     try:
@@ -72,7 +71,7 @@ async def _services(settings: Settings | None = None) -> Services:
 
 async def _engine(services: Services) -> Any:
     """The engine, after saying at start when a configured model cannot be used."""
-    from bot.engine import Engine
+    from opsbot.engine import Engine
 
     engine = Engine(services)
     check = getattr(engine.planner, "check", None)
@@ -117,7 +116,7 @@ def shell(as_: AsOption = "shell:alice") -> None:
 def demo(as_: AsOption = "shell:alice") -> None:
     """The terminal chat against a local real Prometheus + Alertmanager with live data
     (started here and stopped on exit), unless PROMETHEUS_URL/ALERTMANAGER_URL are set."""
-    from bot.demo import LocalStack
+    from opsbot.demo import LocalStack
 
     actor = _actor(as_)
     settings = load_settings()
@@ -147,9 +146,9 @@ def demo(as_: AsOption = "shell:alice") -> None:
 @app.command()
 def ask(text: str, as_: AsOption = "shell:alice", channel: str = "shell") -> None:
     """Send one request; print the bot's messages (and any approval id)."""
-    from bot.adapters.shell import ShellRenderer
-    from bot.engine import Engine
-    from bot.model import Request
+    from opsbot.adapters.shell import ShellRenderer
+    from opsbot.engine import Engine
+    from opsbot.model import Request
 
     actor = _actor(as_)
 
@@ -161,9 +160,9 @@ def ask(text: str, as_: AsOption = "shell:alice", channel: str = "shell") -> Non
 
 
 def _decide(approval_id: str, identity: str, verdict: str, reason: str) -> None:
-    from bot.adapters.shell import ShellRenderer
-    from bot.approvals import VoteStatus
-    from bot.engine import Engine
+    from opsbot.adapters.shell import ShellRenderer
+    from opsbot.approvals import VoteStatus
+    from opsbot.engine import Engine
 
     actor = _actor(identity)
 
@@ -194,7 +193,7 @@ def deny(approval_id: str, as_: AsOption, reason: str = "") -> None:
 @app.command()
 def serve() -> None:
     """Run the configured adapters and the HTTP server (health, metrics, audit, webhooks)."""
-    from bot.adapters.http import serve as serve_http
+    from opsbot.adapters.http import serve as serve_http
 
     configure_logging("INFO")
     _with_services(serve_http)
@@ -203,8 +202,8 @@ def serve() -> None:
 @app.command()
 def skills() -> None:
     """List installed skills with their risk and whether their backend is configured."""
-    from bot.model import Table
-    from skills.base import load_registry
+    from opsbot.model import Table
+    from opsbot.skills.base import load_registry
 
     settings = load_settings()
     rows = []
@@ -222,8 +221,8 @@ def skills() -> None:
 
 
 def _print_table(table: Any) -> None:
-    from bot.adapters.shell import ShellRenderer
-    from bot.model import Message, Step
+    from opsbot.adapters.shell import ShellRenderer
+    from opsbot.model import Message, Step
 
     ShellRenderer(Console(), Path(".")).render(
         Message(thread="-", step=Step.RESULT, blocks=[table])
@@ -244,7 +243,7 @@ def eval_(
     ``--planner llm`` asks the configured model (OPENAI_BASE_URL, OPSBOT_LLM_MODEL) to route each
     case (its first tool call is the plan; nothing is executed) and reports tokens and latency.
     """
-    from bot.evaluation import load_cases
+    from opsbot.evaluation import load_cases
 
     if planner not in ("offline", "llm"):
         typer.echo(f"unknown planner {planner!r}: use offline or llm", err=True)
@@ -281,11 +280,11 @@ def eval_(
 async def _evaluate(cases: list[Any], planner_name: str) -> tuple[Any, dict[str, int]]:
     import tempfile
 
-    from bot.evaluation import evaluate
-    from bot.intent import tokens
-    from bot.intent.llm import LLMPlanner, LLMUnavailable, tool_definitions
-    from bot.intent.offline import OfflineRouter
-    from bot.services import build_services
+    from opsbot.evaluation import evaluate
+    from opsbot.intent import tokens
+    from opsbot.intent.llm import LLMPlanner, LLMUnavailable, tool_definitions
+    from opsbot.intent.offline import OfflineRouter
+    from opsbot.services import build_services
 
     with tempfile.TemporaryDirectory(prefix="opsbot-eval-") as tmp:
         settings = load_settings(database_url=f"sqlite+aiosqlite:///{tmp}/eval.db")
@@ -330,7 +329,7 @@ async def _evaluate(cases: list[Any], planner_name: str) -> tuple[Any, dict[str,
 
 
 def _load_policy(path: Path | None) -> Policy:
-    from bot.services import policy_path
+    from opsbot.services import policy_path
 
     target = path or policy_path(load_settings())
     try:
@@ -360,7 +359,7 @@ def policy_explain(
     path: Annotated[Path | None, typer.Option(help="policy file or folder")] = None,
 ) -> None:
     """Show which rule decides a call and what it says."""
-    from skills.base import load_registry
+    from opsbot.skills.base import load_registry
 
     policy = _load_policy(path)
     actor = _actor(as_)
@@ -397,7 +396,7 @@ def audit_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Recent audit records, oldest first."""
-    from bot.model import Table
+    from opsbot.model import Table
 
     records = _with_services(
         lambda s: s.audit.search(since=_since(since), actor=actor, skill=skill, limit=limit)

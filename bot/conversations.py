@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from opsbot.store import Store, TurnRow, now
 from sqlalchemy import select
-
-from bot.store import Store, TurnRow, now
 
 MAX_TURN_CHARS = 4000
 

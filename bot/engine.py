@@ -16,15 +16,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from pydantic import ValidationError
-
-from bot import telemetry
-from bot.approvals import Approval, VoteOutcome, VoteStatus
-from bot.audit import AuditEvent
-from bot.intent.base import Planner, ToolRunner
-from bot.intent.extract import parse
-from bot.intent.offline import OfflineRouter
-from bot.model import (
+from opsbot import telemetry
+from opsbot.approvals import Approval, VoteOutcome, VoteStatus
+from opsbot.audit import AuditEvent
+from opsbot.intent.base import Planner, ToolRunner
+from opsbot.intent.extract import parse
+from opsbot.intent.offline import OfflineRouter
+from opsbot.model import (
     Actor,
     Button,
     Buttons,
@@ -39,11 +37,12 @@ from bot.model import (
     Step,
     Text,
 )
-from bot.policy import Allow, Deny, NeedsApproval
-from bot.redact import redact_value
-from bot.services import Services
-from bot.usage import Usage
-from skills.base import NotConfigured, Risk, Skill, SkillContext, SkillError
+from opsbot.policy import Allow, Deny, NeedsApproval
+from opsbot.redact import redact_value
+from opsbot.services import Services
+from opsbot.skills.base import NotConfigured, Risk, Skill, SkillContext, SkillError
+from opsbot.usage import Usage
+from pydantic import ValidationError
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +65,7 @@ def default_planner(services: Services) -> Planner:
     router = OfflineRouter(services.inventory)
     if not services.settings.llm_configured:
         return router
-    from bot.intent.llm import LLMPlanner, LLMUnavailable
+    from opsbot.intent.llm import LLMPlanner, LLMUnavailable
 
     try:
         return LLMPlanner(services, fallback=router)

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from opsbot.intent.base import Planner
+from opsbot.model import Actor, Request
+from opsbot.policy import Policy
+from opsbot.skills.base import Skill, SkillRegistry
 from pydantic import BaseModel, Field
-
-from bot.intent.base import Planner
-from bot.model import Actor, Request
-from bot.policy import Policy
-from skills.base import Skill, SkillRegistry
 
 
 class Expect(BaseModel):

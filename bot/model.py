@@ -93,7 +93,7 @@ class Plan(BaseModel):
     planner: str = "offline"
     #: things the user should know about how this plan was made (e.g. a fallback)
     notes: list[str] = Field(default_factory=list)
-    #: model usage of this plan: tokens, cost, latency (see bot.usage.Usage)
+    #: model usage of this plan: tokens, cost, latency (see opsbot.usage.Usage)
     usage: dict[str, Any] = Field(default_factory=dict)
 
     @property

@@ -14,18 +14,19 @@ Malformed files raise :class:`PolicyError` naming the file, line and reason.
 from __future__ import annotations
 
 import fnmatch
+import importlib.resources
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from opsbot.durations import Duration, parse_duration
+from opsbot.model import Actor
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bot.durations import Duration, parse_duration
-from bot.model import Actor
-
-BUNDLED_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+#: the policy a new install runs with: ``policies/`` in the repository, ``opsbot/policies`` installed
+BUNDLED_POLICIES = Path(str(importlib.resources.files("opsbot.policies")))
 
 
 class PolicyError(ValueError):

@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.approvals import Approvals
-from bot.audit import AuditLog
-from bot.config import Settings
-from bot.intent.grounding import Inventory
-from bot.policy import BUNDLED_POLICIES, Policy
-from bot.store import Store, open_store
-from skills.base import SkillRegistry, load_registry
+from opsbot.approvals import Approvals
+from opsbot.audit import AuditLog
+from opsbot.config import Settings
+from opsbot.intent.grounding import Inventory
+from opsbot.policy import BUNDLED_POLICIES, Policy
+from opsbot.skills.base import SkillRegistry, load_registry
+from opsbot.store import Store, open_store
 
 
 @dataclass

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from opsbot.store import Store, UsageRow, now
 from sqlalchemy import func, select
-
-from bot.store import Store, UsageRow, now
 
 
 @dataclass

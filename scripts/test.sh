@@ -8,6 +8,7 @@ export OPSBOT_TEST_POSTGRES_URL=${OPSBOT_TEST_POSTGRES_URL:-$pg_url}
 [ -n "$OPSBOT_TEST_POSTGRES_URL" ] || echo "note: no PostgreSQL here; the PostgreSQL store tests will skip" >&2
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
+"$VENV/bin/python" scripts/import_tree.py >/dev/null
 "$VENV/bin/mypy"
 "$VENV/bin/opsbot" eval eval/routing-dev.yaml | tail -n 2
 "$VENV/bin/opsbot" eval eval/routing-extra.yaml | tail -n 1

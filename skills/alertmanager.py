@@ -14,12 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import httpx
+from opsbot.durations import Duration, format_duration, parse_duration
+from opsbot.model import Code, SkillResult, Table, Text
+from opsbot.skills import prometheus
+from opsbot.skills.base import NotConfigured, Risk, Skill, SkillContext, SkillError
 from pydantic import BaseModel, Field, field_validator
-
-from bot.durations import Duration, format_duration, parse_duration
-from bot.model import Code, SkillResult, Table, Text
-from skills import prometheus
-from skills.base import NotConfigured, Risk, Skill, SkillContext, SkillError
 
 LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 SEVERITY_ORDER = {"critical": 0, "page": 0, "error": 1, "warning": 2, "info": 3}

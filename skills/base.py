@@ -20,18 +20,22 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import structlog
+from opsbot.model import Actor, Request, SkillResult
 from pydantic import BaseModel
 
-from bot.model import Actor, Request, SkillResult
-
 if TYPE_CHECKING:
-    from bot.intent.extract import Parsed
-    from bot.services import Services
+    from opsbot.intent.extract import Parsed
+    from opsbot.services import Services
 
 log = structlog.get_logger(__name__)
 
 ENTRY_POINT_GROUP = "opsbot.skills"
-BUILTIN_MODULES = ("skills.prometheus", "skills.alertmanager", "skills.kubernetes", "skills.meta")
+BUILTIN_MODULES = (
+    "opsbot.skills.prometheus",
+    "opsbot.skills.alertmanager",
+    "opsbot.skills.kubernetes",
+    "opsbot.skills.meta",
+)
 
 
 class Risk(StrEnum):
@@ -93,7 +97,7 @@ class Skill(Generic[ArgsT]):
 
     def route_args(self, parsed: Parsed, found: dict[str, Any]) -> dict[str, Any]:
         """Refine what the offline router extracted for this skill (skill-specific phrasing).
-        ``parsed`` is :class:`bot.intent.extract.Parsed`; return the args to validate."""
+        ``parsed`` is :class:`opsbot.intent.extract.Parsed`; return the args to validate."""
         return found
 
     @property

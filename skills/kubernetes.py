@@ -20,14 +20,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field
-
-from bot.durations import Duration, format_duration, parse_duration
-from bot.intent.grounding import ground
-from bot.model import Code, SkillResult, Table, Text
-from bot.redact import redact
-from skills.base import NotConfigured, Risk, Skill, SkillContext, SkillError
-from skills.kubeapi import (
+from opsbot.durations import Duration, format_duration, parse_duration
+from opsbot.intent.grounding import ground
+from opsbot.model import Code, SkillResult, Table, Text
+from opsbot.redact import redact
+from opsbot.skills.base import NotConfigured, Risk, Skill, SkillContext, SkillError
+from opsbot.skills.kubeapi import (
     JSON_PATCH,
     STRATEGIC_MERGE,
     Identity,
@@ -36,6 +34,7 @@ from skills.kubeapi import (
     KubeNotFound,
     load_configuration,
 )
+from pydantic import BaseModel, Field
 
 DNS_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"

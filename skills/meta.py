@@ -6,12 +6,11 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from opsbot.approvals import State
+from opsbot.durations import Duration, format_duration, parse_duration
+from opsbot.model import SkillResult, Table, Text
+from opsbot.skills.base import NoArgs, Risk, Skill, SkillContext
 from pydantic import BaseModel, Field
-
-from bot.approvals import State
-from bot.durations import Duration, format_duration, parse_duration
-from bot.model import SkillResult, Table, Text
-from skills.base import NoArgs, Risk, Skill, SkillContext
 
 
 class HelpArgs(BaseModel):

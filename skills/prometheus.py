@@ -19,15 +19,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import requests
+from opsbot.durations import Duration, format_duration, parse_duration
+from opsbot.model import Block, Code, Image, SkillResult, Table, Text
+from opsbot.skills.base import NotConfigured, Risk, Skill, SkillContext, SkillError
+from opsbot.skills.charts import line_chart
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect
 from pydantic import BaseModel, Field
 from urllib3.util.retry import Retry
-
-from bot.durations import Duration, format_duration, parse_duration
-from bot.model import Block, Code, Image, SkillResult, Table, Text
-from skills.base import NotConfigured, Risk, Skill, SkillContext, SkillError
-from skills.charts import line_chart
 
 T = TypeVar("T")
 LABEL_VALUE = r"^[A-Za-z0-9_.:-]+$"

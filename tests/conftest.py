@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from bot.config import Settings
-from bot.demo import LocalStack, missing_binaries
-from bot.engine import Engine
-from bot.model import Message
-from bot.policy import Policy
-from bot.services import Services, build_services
-from bot.store import scratch_database
-from skills.base import SkillRegistry
+from opsbot.config import Settings
+from opsbot.demo import LocalStack, missing_binaries
+from opsbot.engine import Engine
+from opsbot.model import Message
+from opsbot.policy import Policy
+from opsbot.services import Services, build_services
+from opsbot.skills.base import SkillRegistry
+from opsbot.store import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE = os.environ.get("OPSBOT_REQUIRE_REAL_SERVERS") == "1"
@@ -124,7 +123,7 @@ async def live(stack: LocalStack, tmp_path: Path, policy: Policy) -> AsyncIterat
 
 
 def registry_with(*skills: Any) -> SkillRegistry:
-    from skills.base import load_registry
+    from opsbot.skills.base import load_registry
 
     registry = load_registry()
     for skill in skills:

@@ -8,17 +8,17 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from opsbot.approvals import State, VoteStatus
+from opsbot.audit import AuditEvent
+from opsbot.engine import Engine
+from opsbot.model import Actor, Request, SkillResult, Text
+from opsbot.policy import Policy
+from opsbot.services import Services, build_services
+from opsbot.skills.base import Risk, Skill, SkillContext
+from opsbot.store import ApprovalRow, now
 from pydantic import BaseModel
 from sqlalchemy import update
 
-from bot.approvals import State, VoteStatus
-from bot.audit import AuditEvent
-from bot.engine import Engine
-from bot.model import Actor, Request, SkillResult, Text
-from bot.policy import Policy
-from bot.services import Services, build_services
-from bot.store import ApprovalRow, now
-from skills.base import Risk, Skill, SkillContext
 from tests.conftest import Thread, make_settings, registry_with
 
 POLICY = """

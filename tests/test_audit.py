@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from opsbot.audit import GENESIS, AuditEvent
+from opsbot.services import Services
+from opsbot.store import AuditRow
 from sqlalchemy import delete, update
-
-from bot.audit import GENESIS, AuditEvent
-from bot.services import Services
-from bot.store import AuditRow
 
 
 async def test_chain_links_and_redacts(services: Services) -> None:

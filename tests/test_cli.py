@@ -9,15 +9,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from opsbot.adapters.shell import interactive
+from opsbot.cli import app
+from opsbot.demo import LocalStack
+from opsbot.engine import Engine
+from opsbot.model import Actor
+from opsbot.services import Services
 from rich.console import Console
 from typer.testing import CliRunner
-
-from bot.adapters.shell import interactive
-from bot.cli import app
-from bot.demo import LocalStack
-from bot.engine import Engine
-from bot.model import Actor
-from bot.services import Services
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()

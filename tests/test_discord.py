@@ -13,14 +13,14 @@ import discord
 import pytest
 import yarl
 from kmock import KubernetesEmulator
+from opsbot.adapters.discord import DiscordAdapter, off_reason
+from opsbot.adapters.discord_render import render
+from opsbot.approvals import State
+from opsbot.engine import Engine
+from opsbot.model import Code, Message, Step, Table, Text
+from opsbot.policy import Policy
+from opsbot.services import Services, build_services
 
-from bot.adapters.discord import DiscordAdapter, off_reason
-from bot.adapters.discord_render import render
-from bot.approvals import State
-from bot.engine import Engine
-from bot.model import Code, Message, Step, Table, Text
-from bot.policy import Policy
-from bot.services import Services, build_services
 from tests.conftest import ROOT, make_settings
 from tests.fakes.discord_server import BOT_ID, CHANNEL_ID, FakeDiscord, user
 from tests.fakes.kube import ClusterEmulator, complete_rollout, seed, write_kubeconfig

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bot.audit import AuditEvent
-from bot.engine import Engine
-from bot.model import Actor, Invocation, Plan, Request, Step
-from bot.services import Services
-from skills.base import Skill
+from opsbot.audit import AuditEvent
+from opsbot.engine import Engine
+from opsbot.model import Actor, Invocation, Plan, Request, Step
+from opsbot.services import Services
+from opsbot.skills.base import Skill
+
 from tests.conftest import Thread
 
 EVE = Actor(id="shell:eve")

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from bot.policy import Policy
+from opsbot.policy import Policy
 
 CHART = Path(__file__).resolve().parent.parent / "helm" / "opsbot"
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from aiohttp.test_utils import TestClient, TestServer
-
-from bot.adapters.http import make_app
-from bot.audit import AuditEvent
-from bot.services import Services
+from opsbot.adapters.http import make_app
+from opsbot.audit import AuditEvent
+from opsbot.services import Services
 
 
 async def client_for(services: Services) -> TestClient:  # type: ignore[type-arg]

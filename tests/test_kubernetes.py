@@ -37,13 +37,13 @@ from typing import Any
 
 import pytest
 from kmock import KubernetesEmulator
+from opsbot.approvals import State, VoteStatus
+from opsbot.audit import AuditEvent
+from opsbot.engine import Engine
+from opsbot.model import Actor, Invocation, Plan, Request
+from opsbot.policy import Policy
+from opsbot.services import Services, build_services
 
-from bot.approvals import State, VoteStatus
-from bot.audit import AuditEvent
-from bot.engine import Engine
-from bot.model import Actor, Invocation, Plan, Request
-from bot.policy import Policy
-from bot.services import Services, build_services
 from tests.conftest import ROOT, Thread, make_settings
 from tests.fakes.kube import (
     DEPLOYMENTS,

@@ -12,14 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+from opsbot.approvals import State, VoteStatus
+from opsbot.audit import AuditEvent
+from opsbot.demo import LocalStack
+from opsbot.engine import Engine
+from opsbot.model import Actor, Image, Request
+from opsbot.policy import Policy
+from opsbot.services import build_services
 
-from bot.approvals import State, VoteStatus
-from bot.audit import AuditEvent
-from bot.demo import LocalStack
-from bot.engine import Engine
-from bot.model import Actor, Image, Request
-from bot.policy import Policy
-from bot.services import build_services
 from tests.conftest import Thread, make_settings
 
 ALICE, BOB = Actor(id="shell:alice"), Actor(id="shell:bob")

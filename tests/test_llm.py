@@ -15,17 +15,17 @@ from typing import Any
 
 import pytest
 from kmock import KubernetesEmulator
+from opsbot.approvals import State
+from opsbot.audit import AuditEvent
+from opsbot.cli import app
+from opsbot.engine import Engine
+from opsbot.intent.llm import LLMPlanner, tool_name
+from opsbot.intent.offline import OfflineRouter
+from opsbot.model import Actor, Request
+from opsbot.services import Services, build_services
+from opsbot.telemetry import REGISTRY
 from typer.testing import CliRunner
 
-from bot.approvals import State
-from bot.audit import AuditEvent
-from bot.cli import app
-from bot.engine import Engine
-from bot.intent.llm import LLMPlanner, tool_name
-from bot.intent.offline import OfflineRouter
-from bot.model import Actor, Request
-from bot.services import Services, build_services
-from bot.telemetry import REGISTRY
 from tests.conftest import ROOT, Thread, make_settings
 from tests.fakes.kube import DEPLOYMENTS, ClusterEmulator, deployment, seed, write_kubeconfig
 from tests.fakes.openai_server import FakeOpenAI, call, reply, stall, status
@@ -431,7 +431,7 @@ async def test_check_reports_a_misconfigured_endpoint(services: Services) -> Non
 
 
 def test_tool_names_map_one_to_one() -> None:
-    from skills.base import load_registry
+    from opsbot.skills.base import load_registry
 
     names = [s.name for s in load_registry()]
     mapped = [tool_name(n) for n in names]

@@ -6,9 +6,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-
-from bot.model import Actor
-from bot.policy import Allow, Deny, NeedsApproval, Policy, PolicyError
+from opsbot.model import Actor
+from opsbot.policy import Allow, Deny, NeedsApproval, Policy, PolicyError
 
 ALICE, BOB, EVE = Actor(id="shell:alice"), Actor(id="shell:bob"), Actor(id="shell:eve")
 

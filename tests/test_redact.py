@@ -1,4 +1,4 @@
-from bot.redact import MASK, redact, redact_value
+from opsbot.redact import MASK, redact, redact_value
 
 
 def test_redacts_common_secret_shapes() -> None:

@@ -6,13 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from bot.evaluation import evaluate, load_cases
-from bot.intent import extract as ex
-from bot.intent.grounding import Inventory, ground
-from bot.intent.offline import OfflineRouter
-from bot.model import Actor, Request
-from skills.base import load_registry
+from opsbot.evaluation import evaluate, load_cases
+from opsbot.intent import extract as ex
+from opsbot.intent.grounding import Inventory, ground
+from opsbot.intent.offline import OfflineRouter
+from opsbot.model import Actor, Request
+from opsbot.skills.base import load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV = ROOT / "eval" / "routing-dev.yaml"

@@ -19,14 +19,14 @@ from urllib.parse import urlencode
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from kmock import KubernetesEmulator
+from opsbot.adapters.http import make_app
+from opsbot.adapters.slack import SlackAdapter
+from opsbot.approvals import State
+from opsbot.audit import AuditEvent
+from opsbot.engine import Engine
+from opsbot.policy import Policy
+from opsbot.services import Services, build_services
 
-from bot.adapters.http import make_app
-from bot.adapters.slack import SlackAdapter
-from bot.approvals import State
-from bot.audit import AuditEvent
-from bot.engine import Engine
-from bot.policy import Policy
-from bot.services import Services, build_services
 from tests.conftest import ROOT, make_settings
 from tests.fakes.kube import ClusterEmulator, complete_rollout, seed, write_kubeconfig
 from tests.fakes.slack_api import FakeSlack
@@ -391,7 +391,7 @@ async def test_double_click_executes_once(rig: SlackRig) -> None:
 
 
 async def test_charts_are_uploaded_into_the_thread(rig: SlackRig) -> None:
-    from bot.model import Image, Message, Step
+    from opsbot.model import Image, Message, Step
 
     png = b"\x89PNG\r\n\x1a\nfake"
     adapter_post = rig.client.server.app.router  # the adapter is reachable through the route

@@ -2,7 +2,7 @@
 
 A mention of the bot, or the ``/ops`` application command, starts a request; its steps go
 into a thread created from the message (embeds, chart attachments, via
-:mod:`bot.adapters.discord_render`). Approval requests carry Approve / Deny buttons whose
+:mod:`opsbot.adapters.discord_render`). Approval requests carry Approve / Deny buttons whose
 ``custom_id`` is ``opsbot:<approve|deny>:<approval id>``, registered as a dynamic item, so
 they keep working after a restart or a reconnect. The approver is the user of the
 interaction Discord sends (``discord:<user id>``, roles as ``discord-role:<role id>``); a
@@ -22,13 +22,12 @@ import discord
 import structlog
 import yarl
 from discord import app_commands
-
-from bot.adapters.discord_render import render
-from bot.approvals import Approval, State, VoteStatus
-from bot.config import Settings
-from bot.engine import Engine
-from bot.model import Actor, Message, Request, Step
-from bot.store import first_time
+from opsbot.adapters.discord_render import render
+from opsbot.approvals import Approval, State, VoteStatus
+from opsbot.config import Settings
+from opsbot.engine import Engine
+from opsbot.model import Actor, Message, Request, Step
+from opsbot.store import first_time
 
 log = structlog.get_logger(__name__)
 

@@ -11,8 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 import discord
-
-from bot.model import Buttons, Code, Image, Message, Step, Table, Text
+from opsbot.model import Buttons, Code, Image, Message, Step, Table, Text
 
 MAX_EMBEDS = 10
 MAX_DESCRIPTION = 4096

@@ -13,12 +13,11 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from opsbot.audit import AuditEvent
+from opsbot.services import Services
+from opsbot.telemetry import REGISTRY
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
-
-from bot.audit import AuditEvent
-from bot.services import Services
-from bot.telemetry import REGISTRY
 
 log = structlog.get_logger(__name__)
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
@@ -128,13 +127,13 @@ async def serve(services: Services) -> None:
     An adapter whose tokens are missing is off, and the log says why. Expired approvals are
     swept every 30 s and announced in their threads.
     """
-    from bot.adapters.discord import PREFIX as DISCORD
-    from bot.adapters.discord import DiscordAdapter
-    from bot.adapters.discord import off_reason as discord_off
-    from bot.adapters.slack import PREFIX as SLACK
-    from bot.adapters.slack import SlackAdapter
-    from bot.adapters.slack import off_reason as slack_off
-    from bot.engine import Engine
+    from opsbot.adapters.discord import PREFIX as DISCORD
+    from opsbot.adapters.discord import DiscordAdapter
+    from opsbot.adapters.discord import off_reason as discord_off
+    from opsbot.adapters.slack import PREFIX as SLACK
+    from opsbot.adapters.slack import SlackAdapter
+    from opsbot.adapters.slack import off_reason as slack_off
+    from opsbot.engine import Engine
 
     settings = services.settings
     engine = Engine(services)

@@ -14,13 +14,12 @@ import re
 import shlex
 from pathlib import Path
 
+from opsbot.engine import Engine
+from opsbot.model import Actor, Buttons, Code, Image, Message, Request, Step, Table, Text
 from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table as RichTable
-
-from bot.engine import Engine
-from bot.model import Actor, Buttons, Code, Image, Message, Request, Step, Table, Text
 
 STEP_STYLE = {
     Step.PLAN: "dim cyan",

@@ -1,7 +1,7 @@
 """Slack adapter on slack-bolt's ``AsyncApp``.
 
 Requests start from an ``app_mention``, a direct message or the ``/ops`` slash command; every
-step is posted into the request's thread (Block Kit from :mod:`bot.adapters.slack_blocks`,
+step is posted into the request's thread (Block Kit from :mod:`opsbot.adapters.slack_blocks`,
 charts uploaded with ``files_upload_v2``). Approval requests carry Approve / Deny buttons;
 Deny asks for a reason in a modal. The approver is the user of Slack's *signed* interaction
 payload, never a name in text; refusals are shown only to the clicker (ephemeral), and the
@@ -24,19 +24,18 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from opsbot.adapters.slack_blocks import APPROVE, DENY, DENY_MODAL, decided_blocks, render
+from opsbot.approvals import VoteStatus
+from opsbot.config import Settings
+from opsbot.engine import Engine, approval_message
+from opsbot.model import Actor, Message, Request, Step
+from opsbot.store import first_time
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
-
-from bot.adapters.slack_blocks import APPROVE, DENY, DENY_MODAL, decided_blocks, render
-from bot.approvals import VoteStatus
-from bot.config import Settings
-from bot.engine import Engine, approval_message
-from bot.model import Actor, Message, Request, Step
-from bot.store import first_time
 
 log = structlog.get_logger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.approvals import Approval, State
-from bot.model import Buttons, Code, Image, Message, Step, Table, Text
+from opsbot.approvals import Approval, State
+from opsbot.model import Buttons, Code, Image, Message, Step, Table, Text
 
 MAX_BLOCKS = 50
 MAX_TEXT = 3000

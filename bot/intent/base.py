@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from bot.model import Invocation, Plan, Request
-from skills.base import Skill
+from opsbot.model import Invocation, Plan, Request
+from opsbot.skills.base import Skill
 
 
 class ToolRunner(Protocol):

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from opsbot.skills.base import NotConfigured
 from rapidfuzz import fuzz, process
 
-from skills.base import NotConfigured
-
 if TYPE_CHECKING:
-    from bot.services import Services
+    from opsbot.services import Services
 
 log = structlog.get_logger(__name__)
 

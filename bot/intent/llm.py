@@ -28,20 +28,19 @@ import openai
 import structlog
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from opsbot import telemetry
+from opsbot.audit import AuditEvent
+from opsbot.config import Settings
+from opsbot.conversations import Conversations
+from opsbot.intent.base import Planner, ToolRunner
+from opsbot.intent.grounding import ground
+from opsbot.model import Answer, Invocation, Plan, Request
+from opsbot.redact import redact
+from opsbot.skills.base import Risk, Skill
+from opsbot.usage import Usage, UsageLedger, price
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base
-
-from bot import telemetry
-from bot.audit import AuditEvent
-from bot.config import Settings
-from bot.conversations import Conversations
-from bot.intent.base import Planner, ToolRunner
-from bot.intent.grounding import ground
-from bot.model import Answer, Invocation, Plan, Request
-from bot.redact import redact
-from bot.usage import Usage, UsageLedger, price
-from skills.base import Risk, Skill
 
 log = structlog.get_logger(__name__)
 

@@ -19,14 +19,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from opsbot.intent import extract as ex
+from opsbot.intent.base import ToolRunner
+from opsbot.intent.grounding import Inventory, ground
+from opsbot.model import Answer, Clarify, Invocation, Plan, Request
+from opsbot.skills.base import Skill
 from pydantic import ValidationError
 from rapidfuzz import fuzz
-
-from bot.intent import extract as ex
-from bot.intent.base import ToolRunner
-from bot.intent.grounding import Inventory, ground
-from bot.model import Answer, Clarify, Invocation, Plan, Request
-from skills.base import Skill
 
 THRESHOLD = 1.0
 AMBIGUITY_MARGIN = 0.1

@@ -6,8 +6,7 @@ Revises:
 
 import sqlalchemy as sa
 from alembic import op
-
-from bot.store import UTCDateTime
+from opsbot.store import UTCDateTime
 
 revision = "0001"
 down_revision = None

@@ -6,8 +6,7 @@ Revises: 0002
 
 import sqlalchemy as sa
 from alembic import op
-
-from bot.store import UTCDateTime
+from opsbot.store import UTCDateTime
 
 revision = "0003"
 down_revision = "0002"

@@ -1,0 +1,1 @@
+"""Bundled policies: ``default.yaml`` is what a new install runs with (``OPSBOT_POLICY_PATH`` unset)."""
