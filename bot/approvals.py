@@ -18,11 +18,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from opsbot.model import Actor, Invocation, Request
-from opsbot.policy import NeedsApproval, Policy
-from opsbot.store import ApprovalRow, Store, VoteRow, now
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+
+from opsbot.model import Actor, ApprovalCard, Invocation, Request
+from opsbot.model import Vote as CardVote
+from opsbot.policy import NeedsApproval, Policy
+from opsbot.store import ApprovalRow, Store, VoteRow, now
+from opsbot.wording import describe
 
 ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"  # no 0/o, 1/l/i: typable from a screen
 ID_LENGTH = 6
@@ -97,6 +100,25 @@ class Approval:
     @property
     def invocation(self) -> Invocation:
         return Invocation(skill=self.skill, args=self.args)
+
+    def card(self, status: str = "") -> ApprovalCard:
+        """The approval as the one card block every adapter renders (and edits in place as
+        the state changes); ``status`` is a line on the latest change."""
+        return ApprovalCard(
+            approval_id=self.id,
+            summary=describe(self.invocation),
+            requester=self.requester,
+            approvers=list(self.approvers),
+            min_approvals=self.min_approvals,
+            expires_at=self.expires_at,
+            state=self.state.value,
+            status=status or (f"{self.outcome}: {self.result}" if self.result else ""),
+            preview=self.preview,
+            votes=[
+                CardVote(actor=v.approver, verdict=v.verdict, at=v.at, reason=v.reason)  # type: ignore[arg-type]
+                for v in self.votes
+            ],
+        )
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -11,12 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from rich.console import Console
+
 from opsbot.config import Settings, load_settings
 from opsbot.durations import parse_duration
 from opsbot.model import Actor
 from opsbot.policy import Allow, Deny, Policy, PolicyError
 from opsbot.telemetry import configure_logging
-from rich.console import Console
 
 if TYPE_CHECKING:
     from opsbot.services import Services
@@ -39,11 +41,16 @@ def _run(fn: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(fn())  # type: ignore[arg-type]
 
 
-def _with_services(fn: Callable[[Services], Awaitable[T]], settings: Settings | None = None) -> T:
-    """Open the services (policy, store, skills), run ``fn`` with them, close them."""
+def _with_services(
+    fn: Callable[[Services], Awaitable[T]],
+    settings: Settings | None = None,
+    backends: dict[str, dict[str, Any]] | None = None,
+) -> T:
+    """Open the services (policy, store, backends), run ``fn`` with them, close them.
+    ``backends[name]`` are settings of that backend that win over the environment."""
 
     async def go() -> T:
-        services = await _services(settings)
+        services = await _services(settings, backends)
         try:
             return await fn(services)
         finally:
@@ -58,12 +65,14 @@ async def _chat(services: Services, actor: Actor) -> None:
     await interactive(await _engine(services), Console(), actor, services.settings.chart_dir)
 
 
-async def _services(settings: Settings | None = None) -> Services:
+async def _services(
+    settings: Settings | None = None, backends: dict[str, dict[str, Any]] | None = None
+) -> Services:
     from opsbot.services import build_services
 
     settings = settings or load_settings()
     try:
-        return await build_services(settings)
+        return await build_services(settings, backends=backends)
     except PolicyError as exc:
         typer.echo(f"policy error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -119,17 +128,18 @@ def demo(as_: AsOption = "shell:alice") -> None:
     from opsbot.demo import LocalStack
 
     actor = _actor(as_)
-    settings = load_settings()
     stack = None
-    if not (settings.prometheus_url or settings.alertmanager_url):
+    backends: dict[str, dict[str, Any]] = {}
+    if not (os.environ.get("PROMETHEUS_URL") or os.environ.get("ALERTMANAGER_URL")):
         try:
             stack = LocalStack().start()
         except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
             typer.echo(f"cannot start the local stack: {exc}", err=True)
             raise typer.Exit(1) from None
-        settings = load_settings(
-            prometheus_url=stack.prometheus_url, alertmanager_url=stack.alertmanager_url
-        )
+        backends = {
+            "prometheus": {"url": stack.prometheus_url},
+            "alertmanager": {"url": stack.alertmanager_url},
+        }
         typer.echo(
             f"local Prometheus {stack.prometheus_url}, Alertmanager {stack.alertmanager_url} "
             "(HighErrorRate fires within seconds)",
@@ -137,7 +147,7 @@ def demo(as_: AsOption = "shell:alice") -> None:
         )
 
     try:
-        _with_services(lambda services: _chat(services, actor), settings)
+        _with_services(lambda services: _chat(services, actor), backends=backends)
     finally:
         if stack:
             stack.stop()
@@ -205,10 +215,10 @@ def skills() -> None:
     from opsbot.model import Table
     from opsbot.skills.base import load_registry
 
-    settings = load_settings()
+    registry = load_registry(load_settings())
     rows = []
-    for skill in load_registry():
-        missing = skill.missing_config(settings)
+    for skill in registry:
+        missing = registry.backend_of(skill.name).missing()
         rows.append(
             [
                 skill.name,

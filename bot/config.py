@@ -1,6 +1,7 @@
 """Settings (pydantic-settings): environment first, then ``opsbot.yaml``, then defaults.
 
-Variable names follow DESIGN.md ("Configuration"): the ecosystem's usual names where one
+These are opsbot's own settings; each backend (``opsbot.skills.base.Backend``) reads its own
+(``PROMETHEUS_URL``, ``KUBECONFIG``, ...) with its ``Config``. Variable names follow DESIGN.md ("Configuration"): the ecosystem's usual names where one
 exists (``PROMETHEUS_URL``, ``OPENAI_API_KEY``, ``SLACK_BOT_TOKEN``), ``OPSBOT_*`` otherwise.
 ``opsbot.yaml`` (or the file named by ``OPSBOT_CONFIG``) may hold the same keys in lower case.
 """
@@ -11,38 +12,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
-
-
-class HealthTemplates(BaseModel):
-    """PromQL templates of ``service.health`` (RED: rate, errors, duration).
-
-    ``{selector}`` is replaced by the label matchers of the service (and namespace), e.g.
-    ``service="checkout",namespace="shop"``; ``{window}`` by the rate window.
-    """
-
-    service_label: str = "service"
-    namespace_label: str = "namespace"
-    window: str = "5m"
-    rate: str = "sum(rate(http_requests_total{{{selector}}}[{window}]))"
-    errors: str = (
-        'sum(rate(http_requests_total{{{selector},code=~"5.."}}[{window}]))'
-        " / sum(rate(http_requests_total{{{selector}}}[{window}]))"
-    )
-    p95: str = (
-        "histogram_quantile(0.95, sum by (le) "
-        "(rate(http_request_duration_seconds_bucket{{{selector}}}[{window}])))"
-    )
-    p99: str = (
-        "histogram_quantile(0.99, sum by (le) "
-        "(rate(http_request_duration_seconds_bucket{{{selector}}}[{window}])))"
-    )
 
 
 def _env(*names: str) -> AliasChoices:
@@ -59,13 +35,6 @@ class Settings(BaseSettings):
     policy_path: Path = Field(
         Path("policies"), validation_alias=_env("OPSBOT_POLICY_PATH", "policy_path")
     )
-    prometheus_url: str | None = Field(
-        None, validation_alias=_env("PROMETHEUS_URL", "prometheus_url")
-    )
-    alertmanager_url: str | None = Field(
-        None, validation_alias=_env("ALERTMANAGER_URL", "alertmanager_url")
-    )
-    loki_url: str | None = Field(None, validation_alias=_env("LOKI_URL", "loki_url"))
     openai_api_key: str | None = Field(
         None, validation_alias=_env("OPENAI_API_KEY", "openai_api_key")
     )
@@ -132,19 +101,6 @@ class Settings(BaseSettings):
     http_host: str = Field("0.0.0.0", validation_alias=_env("OPSBOT_HTTP_HOST", "http_host"))
     http_port: int = Field(8080, validation_alias=_env("OPSBOT_HTTP_PORT", "http_port"))
 
-    kubeconfig: Path | None = Field(
-        None,
-        validation_alias=_env("KUBECONFIG", "kubeconfig"),
-        description="kubeconfig file; unset: ~/.kube/config, else in-cluster config",
-    )
-    k8s_context: str | None = Field(
-        None, validation_alias=_env("OPSBOT_K8S_CONTEXT", "k8s_context")
-    )
-    k8s_max_replicas: int = Field(
-        50,
-        validation_alias=_env("OPSBOT_K8S_MAX_REPLICAS", "k8s_max_replicas"),
-        description="k8s.scale refuses more replicas than this, whatever the policy says",
-    )
     rollout_timeout: float = Field(
         300.0,
         validation_alias=_env("OPSBOT_ROLLOUT_TIMEOUT", "rollout_timeout"),
@@ -160,7 +116,9 @@ class Settings(BaseSettings):
     chart_dir: Path = Field(Path("charts"), validation_alias=_env("OPSBOT_CHART_DIR", "chart_dir"))
     max_rows: int = Field(15, validation_alias=_env("OPSBOT_MAX_ROWS", "max_rows"))
     max_series: int = Field(8, validation_alias=_env("OPSBOT_MAX_SERIES", "max_series"))
-    health: HealthTemplates = Field(default_factory=HealthTemplates)
+    #: settings of each backend by its name, winning over its environment variables
+    #: (``backends: {loki: {url: ..., tenant: ...}}`` in opsbot.yaml; tests; the demo)
+    backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(

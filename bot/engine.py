@@ -1,11 +1,13 @@
 """The request flow of DESIGN.md: request -> plan -> policy -> (approval) -> skill -> messages.
 
-The engine is the only caller of skills. Every step writes one audit event and posts one
-message into the request's thread through the adapter's ``reply`` callback. Planners only
-see the skills the actor may call in this channel; whatever they return is re-validated and
-re-decided here, so a planner (or a model behind it) can never widen what runs. Approvals
-are decided only through :meth:`Engine.decide`, which adapters call for button clicks and
-CLI commands by an authenticated identity.
+The engine is the only caller of skills. Each step is one call on the request's
+:class:`~opsbot.trail.Trail`, which writes the audit record and posts the message in the
+thread; the sentences come from :mod:`opsbot.wording`. Planners only see the skills the actor
+may call in this channel; whatever they return is re-validated and re-decided here, so a
+planner (or a model behind it) can never widen what runs. Approvals are decided only through
+:meth:`Engine.decide`, which adapters call for button clicks and CLI commands by an
+authenticated identity; a suggested-action button runs through :meth:`Engine.click` as the
+clicker's own request.
 """
 
 from __future__ import annotations
@@ -16,47 +18,40 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from opsbot import telemetry
+from pydantic import BaseModel, ValidationError
+
+from opsbot import telemetry, wording
+from opsbot.actions import Actions
 from opsbot.approvals import Approval, VoteOutcome, VoteStatus
 from opsbot.audit import AuditEvent
 from opsbot.intent.base import Planner, ToolRunner
-from opsbot.intent.extract import parse
 from opsbot.intent.offline import OfflineRouter
 from opsbot.model import (
+    ActionButton,
     Actor,
-    Button,
-    Buttons,
-    ButtonStyle,
-    Code,
+    Answer,
+    Audience,
+    Clarify,
     Image,
     Invocation,
     Message,
     Plan,
     Request,
+    Run,
     SkillResult,
     Step,
-    Text,
 )
 from opsbot.policy import Allow, Deny, NeedsApproval
-from opsbot.redact import redact_value
 from opsbot.services import Services
 from opsbot.skills.base import NotConfigured, Risk, Skill, SkillContext, SkillError
+from opsbot.trail import Reply, Trail
 from opsbot.usage import Usage
-from pydantic import ValidationError
 
 log = structlog.get_logger(__name__)
 
-Reply = Callable[[Message], Awaitable[None]]
 SKILL_TIMEOUT_FACTOR = 3  # a skill may take this many backend timeouts before it is abandoned
 
-
-def stamped(reply: Reply, actor: Actor) -> Reply:
-    """``reply`` that marks each message with the person it is for (context lines)."""
-
-    async def post(message: Message) -> None:
-        await reply(message if message.actor else message.model_copy(update={"actor": actor.label}))
-
-    return post
+__all__ = ["Engine", "Reply", "default_planner", "result_text"]
 
 
 def default_planner(services: Services) -> Planner:
@@ -83,20 +78,19 @@ def result_text(result: SkillResult, limit: int = 3000) -> str:
     return text if len(text) <= limit else text[:limit] + "\n[truncated]"
 
 
-def describe(invocation: Invocation) -> str:
-    args = " ".join(f"{k}={v}" for k, v in redact_value(invocation.args).items())
-    return f"{invocation.skill} {args}".strip()
+def _dump(args: BaseModel) -> dict[str, Any]:
+    return args.model_dump(mode="json", exclude_none=True)
 
 
 class Engine:
     def __init__(self, services: Services, planner: Planner | None = None) -> None:
         self.services = services
         self.planner: Planner = planner or default_planner(services)
-        self._explainer = OfflineRouter()  # scores withheld skills to explain a refusal
+        self.actions = Actions(services.store)
 
     # -- catalog -------------------------------------------------------------------------
 
-    def catalog(self, actor: Actor, channel: str) -> list[Skill[Any]]:
+    def catalog(self, actor: Actor, channel: str) -> list[Skill[Any, Any]]:
         """The skills ``actor`` may call (allowed or with approval) in ``channel``."""
         policy = self.services.policy
         return [
@@ -105,150 +99,157 @@ class Engine:
             if policy.permitted(actor, s.name, channel=channel, namespaced=s.namespaced)
         ]
 
+    def trail(self, request: Request, post: Reply) -> Trail:
+        return Trail(
+            audit=self.services.audit,
+            post=post,
+            actor=request.actor.id,
+            channel=request.channel,
+            thread=request.thread_key,
+            request_id=request.id,
+            label=request.actor.label,
+        )
+
     # -- one request ---------------------------------------------------------------------
 
     async def handle(self, request: Request, reply: Reply) -> None:
         """Run one request to its end; never raises for bad input or a failing backend."""
-        reply = stamped(reply, request.actor)
+        trail = self.trail(request, reply)
+
+        async def plan() -> Plan:
+            return await self.planner.plan(
+                request,
+                self.catalog(request.actor, request.channel),
+                tools=self._tool_runner(request, trail),
+            )
+
+        await self._run_request(request, trail, plan)
+
+    async def click(self, action_id: str, clicker: Actor, reply: Reply, *, channel: str) -> None:
+        """A suggested-action button was clicked: run its invocation as ``clicker``'s own
+        request in the thread it was offered in (policy, approval, audit as if typed)."""
+        offered = await self.actions.get(action_id)
+        if offered is None:
+            request = Request(actor=clicker, channel=channel, text=f"(clicked {action_id})")
+            trail = self.trail(request, reply)
+            await trail.step(
+                Step.ERROR,
+                AuditEvent.ERROR,
+                wording.unknown_action(action_id),
+                outcome="error",
+                detail=f"unknown suggested action {action_id}",
+                audience=Audience.CLICKER,
+            )
+            return
+        request = Request(
+            actor=clicker,
+            channel=offered.channel or channel,
+            text=f"(clicked) {offered.label}",
+            thread=offered.thread,
+        )
+        trail = self.trail(request, reply)
+
+        async def planned() -> Plan:
+            return Run(
+                invocations=[offered.invocation.model_copy(update={"rationale": "suggested"})],
+                planner="button",
+            )
+
+        await self._run_request(request, trail, planned)
+
+    async def _run_request(
+        self, request: Request, trail: Trail, plan: Callable[[], Awaitable[Plan]]
+    ) -> None:
         started = time.monotonic()
-        audit = self.services.audit
-        base: dict[str, Any] = {
-            "actor": request.actor.id,
-            "channel": request.channel,
-            "thread": request.thread_key,
-            "request_id": request.id,
-        }
         outcome = "ok"
         try:
-            await self.sweep_expired(reply)
-            await audit.append(AuditEvent.REQUEST, **base, detail=request.text[:2000])
+            await trail.record(AuditEvent.REQUEST, detail=request.text[:2000])
             try:
-                plan = await self.planner.plan(
-                    request,
-                    self.catalog(request.actor, request.channel),
-                    tools=self._tool_runner(request, reply, base),
-                )
+                planned = await plan()
             except Exception as exc:
                 log.exception("planner.failed", request_id=request.id)
+                await self._error(trail, wording.planner_failed(exc))
                 outcome = "error"
-                await self._error(
-                    request, reply, base, f"I could not understand that ({type(exc).__name__})."
-                )
                 return
-            if (
-                plan.planner == "offline"  # a model's own answer is posted as it is
-                and plan.answer
-                and not plan.invocations
-                and await self._explain_refusal(request, reply, base)
-            ):
-                outcome = "denied"
-                return
-            await self._post_plan(request, reply, base, plan)
-            for invocation in plan.invocations:
-                await self._post_invocation(request, reply, base, invocation, plan.planner)
-                outcome, _ = await self._invoke(request, reply, base, invocation)
+            outcome = await self._follow_plan(request, trail, planned)
         except Exception as exc:  # the last line of defence: answer, log, keep serving
             log.exception("engine.failed", request_id=request.id)
             outcome = "error"
             telemetry.ERRORS.labels("internal").inc()
-            await reply(
-                Message(
-                    thread=request.thread_key,
-                    step=Step.ERROR,
-                    blocks=[Text(text=f"Internal error ({type(exc).__name__}); it is logged.")],
-                )
-            )
+            await trail.say(Step.ERROR, wording.internal_error(exc))
         finally:
             telemetry.REQUESTS.labels(request.actor.platform, outcome).inc()
             telemetry.REQUEST_LATENCY.observe(time.monotonic() - started)
 
-    async def _explain_refusal(self, request: Request, reply: Reply, base: dict[str, Any]) -> bool:
-        """When nothing the actor may call fits, but a skill policy withholds does, say so
-        (and audit the denial) instead of "I don't understand". Nothing is planned or run."""
-        permitted = {s.name for s in self.catalog(request.actor, request.channel)}
-        withheld = [s for s in self.services.registry if s.name not in permitted]
-        ranked = self._explainer.rank(parse(request.text[:2000]), withheld)
-        if not ranked or ranked[0].score < self._explainer.threshold:
-            return False
-        skill = ranked[0].skill.name
-        reason = f"no policy rule allows {request.actor.id} to call {skill} here"
-        telemetry.POLICY_DECISIONS.labels("deny").inc()
-        await self.services.audit.append(
-            AuditEvent.POLICY,
-            **base,
-            skill=skill,
-            outcome="deny",
-            detail=f"{reason} (withheld from the planner)",
-        )
-        await reply(
-            Message(
-                thread=request.thread_key,
-                step=Step.POLICY,
-                blocks=[Text(text=f"Denied: {reason}.")],
-            )
-        )
-        return True
-
-    async def _post_plan(
-        self, request: Request, reply: Reply, base: dict[str, Any], plan: Plan
-    ) -> None:
-        """Post the plan's notes, its usage (audit only), and its answer or question."""
-        audit = self.services.audit
-        thread = request.thread_key
+    async def _follow_plan(self, request: Request, trail: Trail, plan: Plan) -> str:
         for note in plan.notes:
-            await audit.append(AuditEvent.PLAN, **base, outcome="note", detail=note)
-            await reply(Message(thread=thread, step=Step.PLAN, blocks=[Text(text=note)]))
+            await trail.step(Step.PLAN, AuditEvent.PLAN, note, outcome="note", detail=note)
         if plan.usage:
-            await audit.append(
+            await trail.record(
                 AuditEvent.LLM_USAGE,
-                **base,
                 args=plan.usage,
                 outcome=plan.planner,
                 detail=Usage(**plan.usage).describe(),
             )
-        if plan.answer:
-            await audit.append(AuditEvent.PLAN, **base, outcome="answer", detail=plan.answer.text)
-            await reply(
-                Message(thread=thread, step=Step.ANSWER, blocks=[Text(text=plan.answer.text)])
+        if isinstance(plan, Answer):
+            if plan.unmatched and await self._explain_refusal(request, trail):
+                return "denied"
+            await trail.step(
+                Step.ANSWER, AuditEvent.PLAN, plan.text, outcome="answer", detail=plan.text
             )
-        elif plan.clarify:
-            await audit.append(
+            return "ok"
+        if isinstance(plan, Clarify):
+            await trail.step(
+                Step.ANSWER,
                 AuditEvent.PLAN,
-                **base,
-                skill=plan.clarify.skill or "",
+                plan.question,
+                skill=plan.skill or "",
                 outcome="clarify",
-                detail=plan.clarify.question,
+                detail=plan.question,
             )
-            await reply(
-                Message(thread=thread, step=Step.ANSWER, blocks=[Text(text=plan.clarify.question)])
+            return "ok"
+        if plan.text:
+            await trail.step(
+                Step.ANSWER, AuditEvent.PLAN, plan.text, outcome="answer", detail=plan.text
             )
+        outcome = "ok"
+        for invocation in plan.invocations:
+            await self._announce(trail, invocation, plan.planner)
+            outcome, _ = await self._invoke(request, trail, invocation)
+        return outcome
 
-    async def _post_invocation(
-        self,
-        request: Request,
-        reply: Reply,
-        base: dict[str, Any],
-        invocation: Invocation,
-        planner: str,
-    ) -> None:
-        await self.services.audit.append(
+    async def _explain_refusal(self, request: Request, trail: Trail) -> bool:
+        """When nothing the actor may call fits, but a skill policy withholds does, say so
+        (and audit the denial) instead of "I don't understand". Nothing is planned or run."""
+        permitted = {s.name for s in self.catalog(request.actor, request.channel)}
+        withheld = [s for s in self.services.registry if s.name not in permitted]
+        skill = await self.planner.explain(request, withheld)
+        if skill is None:
+            return False
+        reason = wording.withheld(skill, request.actor)
+        telemetry.POLICY_DECISIONS.labels("deny").inc()
+        await trail.step(
+            Step.POLICY,
+            AuditEvent.POLICY,
+            wording.denied(reason),
+            skill=skill,
+            outcome="deny",
+            detail=f"{reason} (withheld from the planner)",
+        )
+        return True
+
+    async def _announce(self, trail: Trail, invocation: Invocation, planner: str) -> None:
+        await trail.step(
+            Step.PLAN,
             AuditEvent.PLAN,
-            **base,
+            wording.plan(invocation, planner),
             skill=invocation.skill,
             args=invocation.args,
             outcome="invoke",
             detail=f"planner={planner} {invocation.rationale}".strip(),
         )
-        why = f" — {invocation.rationale}" if invocation.rationale else ""
-        await reply(
-            Message(
-                thread=request.thread_key,
-                step=Step.PLAN,
-                blocks=[Text(text=f"Plan ({planner}): `{describe(invocation)}`{why}")],
-            )
-        )
 
-    def _tool_runner(self, request: Request, reply: Reply, base: dict[str, Any]) -> ToolRunner:
+    def _tool_runner(self, request: Request, trail: Trail) -> ToolRunner:
         """Lets a planner look at data: read skills only, each through policy and audit, each
         posted in the thread like any other step."""
 
@@ -256,59 +257,46 @@ class Engine:
             skill = self.services.registry.get(invocation.skill)
             if skill is None or skill.risk is not Risk.READ:
                 return "refused: only read skills run while planning; writes go to human approval"
-            await self._post_invocation(request, reply, base, invocation, self.planner.name)
-            outcome, result = await self._invoke(request, reply, base, invocation)
+            await self._announce(trail, invocation, self.planner.name)
+            outcome, result = await self._invoke(request, trail, invocation)
             return result_text(result) if result is not None else f"not run: {outcome}"
 
         return run
 
     async def _invoke(
-        self, request: Request, reply: Reply, base: dict[str, Any], invocation: Invocation
+        self, request: Request, trail: Trail, invocation: Invocation
     ) -> tuple[str, SkillResult | None]:
         """Policy, then run or request approval. Returns (outcome, result if it ran)."""
-        audit = self.services.audit
-        thread = request.thread_key
         skill = self.services.registry.get(invocation.skill)
         permitted = {s.name for s in self.catalog(request.actor, request.channel)}
         if skill is None or skill.name not in permitted:
-            reason = (
-                f"unknown skill {invocation.skill!r}"
+            text = (
+                wording.unknown_skill(invocation.skill)
                 if skill is None
-                else f"{invocation.skill} is not available to {request.actor.id} here"
+                else wording.not_available(invocation.skill, request.actor)
             )
-            await audit.append(
+            telemetry.POLICY_DECISIONS.labels("deny").inc()
+            await trail.step(
+                Step.POLICY,
                 AuditEvent.POLICY,
-                **base,
+                text,
                 skill=invocation.skill,
                 args=invocation.args,
                 outcome="deny",
-                detail=reason,
-            )
-            telemetry.POLICY_DECISIONS.labels("deny").inc()
-            await reply(
-                Message(thread=thread, step=Step.POLICY, blocks=[Text(text=f"Refused: {reason}.")])
+                detail=text.removeprefix("Refused: ").rstrip("."),
             )
             return "denied", None
         try:
             args = skill.parse_args(invocation.args)
         except ValidationError as exc:
-            detail = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
             await self._error(
-                request,
-                reply,
-                base,
-                f"Invalid arguments for {skill.name}: {detail}",
+                trail,
+                wording.invalid_args(skill.name, exc),
                 skill=skill.name,
                 args=invocation.args,
             )
             return "error", None
-        invocation = Invocation(
-            skill=skill.name,
-            args=args.model_dump(mode="json", exclude_none=True),
-            rationale=invocation.rationale,
-        )
+        invocation = Invocation(skill=skill.name, args=_dump(args), rationale=invocation.rationale)
         decision = self.services.policy.decide(
             request.actor,
             skill.name,
@@ -318,77 +306,81 @@ class Engine:
             args=invocation.args,
         )
         if isinstance(decision, Allow):
-            effect, text = "allow", f"Allowed by rule *{decision.rule}*."
+            effect, text, detail = "allow", wording.allowed(decision.rule), decision.rule
         elif isinstance(decision, Deny):
-            effect, text = "deny", f"Denied: {decision.reason}."
+            effect, text, detail = "deny", wording.denied(decision.reason), decision.reason
         else:
-            effect = "approve"
-            text = (
-                f"Needs approval by {decision.min_approvals} of {', '.join(decision.approvers)} "
-                f"(rule *{decision.rule}*)."
-            )
+            effect, detail = "approve", decision.rule
+            text = wording.needs_approval(decision.min_approvals, decision.approvers, decision.rule)
         telemetry.POLICY_DECISIONS.labels(effect).inc()
-        await audit.append(
+        await trail.step(
+            Step.POLICY,
             AuditEvent.POLICY,
-            **base,
+            text,
             skill=skill.name,
             args=invocation.args,
             outcome=effect,
-            detail=decision.reason if isinstance(decision, Deny) else decision.rule,
+            detail=detail,
         )
-        await reply(Message(thread=thread, step=Step.POLICY, blocks=[Text(text=text)]))
         if isinstance(decision, Deny):
             return "denied", None
         if isinstance(decision, NeedsApproval):
-            opened = await self._request_approval(
-                request, reply, base, skill, args, invocation, decision
-            )
+            opened = await self._request_approval(request, trail, skill, args, invocation, decision)
             return ("approval" if opened else "error"), None
-        ctx = SkillContext(request.actor, request, self.services)
-        result = await self.execute(skill, args, ctx, base)
-        await reply(result_message(thread, skill, result))
+        ctx = self.context(skill, request)
+        result = await self.execute(skill, args, ctx, trail)
+        await self._post_result(trail, skill.name, result)
         if result.ok:
-            await self._follow_up(skill, args, ctx, base, reply, thread)
+            await self._follow_up(skill, args, ctx, trail)
         return ("ok" if result.ok else "failed"), result
+
+    def context(self, skill: Skill[Any, Any], request: Request) -> SkillContext[Any]:
+        """What ``skill`` runs with for ``request``: its own backend, the shared settings, and
+        the backend identity the policy maps the actor to."""
+        registry = self.services.registry
+        return SkillContext(
+            actor=request.actor,
+            request=request,
+            backend=registry.backend_of(skill.name),
+            settings=self.services.settings,
+            impersonate=self.services.impersonation(request.actor),
+            backends=registry.backends,
+        )
 
     async def _request_approval(
         self,
         request: Request,
-        reply: Reply,
-        base: dict[str, Any],
-        skill: Skill[Any],
+        trail: Trail,
+        skill: Skill[Any, Any],
         args: Any,
         invocation: Invocation,
         decision: NeedsApproval,
     ) -> bool:
         """Dry-run the write and open an approval request; a write whose dry run fails (it
         would not work, or the backend cannot be checked) is refused instead."""
-        ctx = SkillContext(request.actor, request, self.services)
         try:
-            preview = await asyncio.wait_for(skill.preview(args, ctx), self._skill_timeout())
+            preview = await asyncio.wait_for(
+                skill.preview(args, self.context(skill, request)), self._skill_timeout()
+            )
         except (SkillError, TimeoutError) as exc:
             reason = str(exc) or f"the dry run did not finish within {self._skill_timeout():g}s"
             await self._error(
-                request,
-                reply,
-                base,
-                f"Not submitted for approval: {reason}",
-                skill=skill.name,
-                args=invocation.args,
+                trail, wording.not_submitted(reason), skill=skill.name, args=invocation.args
             )
             return False
         approval = await self.services.approvals.open(request, invocation, decision, preview)
         telemetry.APPROVALS.labels("requested").inc()
-        await self.services.audit.append(
+        await trail.step(
+            Step.APPROVAL,
             AuditEvent.APPROVAL_REQUESTED,
-            **base,
+            [approval.card()],
             skill=skill.name,
             args=invocation.args,
             outcome=approval.id,
             detail=f"rule={decision.rule} approvers={','.join(decision.approvers)} "
             f"min={decision.min_approvals} expires={approval.expires_at.isoformat()}",
+            approval_id=approval.id,
         )
-        await reply(approval_message(approval))
         return True
 
     # -- execution -----------------------------------------------------------------------
@@ -397,41 +389,50 @@ class Engine:
         return self.services.settings.backend_timeout * SKILL_TIMEOUT_FACTOR
 
     async def execute(
-        self, skill: Skill[Any], args: Any, ctx: SkillContext, base: dict[str, Any]
+        self, skill: Skill[Any, Any], args: Any, ctx: SkillContext[Any], trail: Trail
     ) -> SkillResult:
         """Run a skill with a time limit; failures become a ``SkillResult(ok=False)``."""
-        audit = self.services.audit
-        dumped = args.model_dump(mode="json", exclude_none=True)
-        await audit.append(
-            AuditEvent.EXECUTION, **base, skill=skill.name, args=dumped, outcome="started"
-        )
+        dumped = _dump(args)
+        await trail.record(AuditEvent.EXECUTION, skill=skill.name, args=dumped, outcome="started")
         started = time.monotonic()
         try:
             result = await asyncio.wait_for(skill.run(args, ctx), self._skill_timeout())
-        except NotConfigured as exc:
-            result = SkillResult(ok=False, summary=str(exc), blocks=[Text(text=str(exc))])
-        except SkillError as exc:
-            result = SkillResult(ok=False, summary=str(exc), blocks=[Text(text=str(exc))])
+        except (NotConfigured, SkillError) as exc:
+            result = SkillResult(ok=False, summary=str(exc))
         except TimeoutError:
-            msg = f"{skill.name} did not finish within {self._skill_timeout():g}s; abandoned."
-            result = SkillResult(ok=False, summary=msg, blocks=[Text(text=msg)])
+            result = SkillResult(
+                ok=False, summary=wording.timed_out(skill.name, self._skill_timeout())
+            )
         except Exception as exc:
             log.exception("skill.crashed", skill=skill.name)
-            msg = f"{skill.name} failed unexpectedly ({type(exc).__name__}: {exc})"
-            result = SkillResult(ok=False, summary=msg, blocks=[Text(text=msg)])
+            result = SkillResult(ok=False, summary=wording.crashed(skill.name, exc))
         elapsed = time.monotonic() - started
         outcome = "ok" if result.ok else "failed"
         telemetry.SKILL_RUNS.labels(skill.name, outcome).inc()
         telemetry.SKILL_LATENCY.labels(skill.name).observe(elapsed)
-        await audit.append(
+        await trail.record(
             AuditEvent.RESULT,
-            **base,
             skill=skill.name,
             args=dumped,
             outcome=outcome,
             detail=f"{result.summary} ({elapsed * 1000:.0f} ms)",
         )
         return result
+
+    async def _post_result(
+        self, trail: Trail, skill: str, result: SkillResult, approval_id: str | None = None
+    ) -> None:
+        """Post a result in the thread (its audit record is ``execute``'s); suggested-action
+        buttons in it are kept so a click on any replica can run them."""
+        details = [b for b in result.blocks if not (getattr(b, "text", None) == result.summary)]
+        for block in details:
+            if isinstance(block, ActionButton):
+                await self.actions.offer(block, thread=trail.thread, channel=trail.channel)
+        await trail.say(
+            Step.RESULT if result.ok else Step.ERROR,
+            [wording.result_head(skill, result), *details],
+            approval_id=approval_id,
+        )
 
     # -- approvals -----------------------------------------------------------------------
 
@@ -447,76 +448,91 @@ class Engine:
     ) -> VoteOutcome:
         """An authenticated ``approver`` clicked Approve/Deny (or used the CLI).
 
-        Posts the outcome into the approval's thread; when this call completes the approval,
-        runs the action (exactly once across replicas) and posts its result.
+        Posts the outcome into the approval's thread and the updated approval card; when this
+        call completes the approval, runs the action (exactly once across replicas) and posts
+        its result. A vote that changes nothing is answered to the clicker only.
         """
-        reply = stamped(reply, approver)
         outcome = await self.services.approvals.vote(
             approval_id, approver, verdict, self.services.policy, reason=reason
         )
         approval = outcome.approval
-        thread = approval.thread if approval else ""
-        base: dict[str, Any] = {
-            "actor": approver.id,
-            "channel": channel or (approval.channel if approval else ""),
-            "thread": thread,
-            "request_id": approval.request_id if approval else "",
-        }
-        skill_name = approval.skill if approval else ""
+        trail = Trail(
+            audit=self.services.audit,
+            post=reply,
+            actor=approver.id,
+            channel=channel or (approval.channel if approval else ""),
+            thread=approval.thread if approval else approval_id,
+            request_id=approval.request_id if approval else "",
+            label=approver.label,
+        )
+        status = outcome.status
         event = {
             VoteStatus.RECORDED: AuditEvent.APPROVAL_VOTE,
             VoteStatus.APPROVED: AuditEvent.APPROVAL_APPROVED,
             VoteStatus.DENIED: AuditEvent.APPROVAL_DENIED,
             VoteStatus.EXPIRED: AuditEvent.APPROVAL_EXPIRED,
-        }.get(outcome.status, AuditEvent.APPROVAL_REFUSED)
-        telemetry.APPROVALS.labels(outcome.status.value).inc()
-        await self.services.audit.append(
+        }.get(status, AuditEvent.APPROVAL_REFUSED)
+        telemetry.APPROVALS.labels(status.value).inc()
+        if status is VoteStatus.APPROVED:
+            text = wording.approved_running(approval_id, approver)
+        elif status is VoteStatus.RECORDED:
+            text = wording.vote_recorded(approval_id, approver, outcome.message)
+        elif status is VoteStatus.DENIED:
+            text = wording.denied_by(approval_id, approver, reason)
+        else:
+            text = wording.vote_refused(verdict, outcome.message)
+        counted = status in (VoteStatus.APPROVED, VoteStatus.RECORDED, VoteStatus.DENIED)
+        await trail.step(
+            Step.APPROVAL if counted else Step.ERROR,
             event,
-            **base,
-            skill=skill_name,
+            text,
+            skill=approval.skill if approval else "",
             args=approval.args if approval else {},
-            outcome=outcome.status.value,
+            outcome=status.value,
             detail=f"{approval_id} {verdict} {reason}".strip() + f": {outcome.message}",
+            audience=Audience.THREAD if counted else Audience.CLICKER,
+            approval_id=approval_id,
         )
-        await reply(
-            decision_message(approval_id, approver, verdict, outcome, thread or approval_id, reason)
-        )
-        if outcome.status is VoteStatus.APPROVED and approval is not None:
-            await self._run_approved(approval, reply, base)
+        if counted and approval is not None:
+            await trail.say(Step.APPROVAL, [approval.card(text)], approval_id=approval_id)
+        if status is VoteStatus.APPROVED and approval is not None:
+            await self._run_approved(approval, trail)
         return outcome
 
-    async def sweep_expired(self, reply: Reply | None = None) -> list[Approval]:
-        """Move pending approvals past their ``ttl`` to ``expired``; audit and announce each."""
+    async def sweep_expired(self, post: Reply) -> list[Approval]:
+        """Move pending approvals past their ``ttl`` to ``expired``; audit each and post the
+        expiry (and the card, now without buttons) into its own thread through ``post``.
+
+        ``post`` must reach every thread's platform: call this from the one place that routes
+        messages by platform (``opsbot serve``; the shell, whose threads are all its own).
+        """
         expired = await self.services.approvals.expire_due()
         for approval in expired:
             telemetry.APPROVALS.labels("expired").inc()
-            await self.services.audit.append(
-                AuditEvent.APPROVAL_EXPIRED,
+            trail = Trail(
+                audit=self.services.audit,
+                post=post,
                 actor=approval.requester,
                 channel=approval.channel,
                 thread=approval.thread,
                 request_id=approval.request_id,
+            )
+            text = wording.expired(approval.id)
+            await trail.step(
+                Step.APPROVAL,
+                AuditEvent.APPROVAL_EXPIRED,
+                text,
                 skill=approval.skill,
                 args=approval.args,
                 outcome="expired",
                 detail=f"{approval.id} expired at {approval.expires_at.isoformat()} with "
                 f"{approval.approvals}/{approval.min_approvals} approvals",
+                approval_id=approval.id,
             )
-            if reply is not None:
-                text = (
-                    f"Approval `{approval.id}` expired without enough approvals; nothing was run."
-                )
-                await reply(
-                    Message(
-                        thread=approval.thread,
-                        step=Step.APPROVAL,
-                        blocks=[Text(text=text)],
-                        approval_id=approval.id,
-                    )
-                )
+            await trail.say(Step.APPROVAL, [approval.card(text)], approval_id=approval.id)
         return expired
 
-    async def _run_approved(self, approval: Approval, reply: Reply, base: dict[str, Any]) -> None:
+    async def _run_approved(self, approval: Approval, trail: Trail) -> None:
         skill = self.services.registry.get(approval.skill)
         requester = Actor(id=approval.requester)
         request = Request(
@@ -526,6 +542,8 @@ class Engine:
             thread=approval.thread,
             id=approval.request_id,
         )
+        runner = trail.by(approval.requester)
+        args: Any = None
         if skill is None:
             result = SkillResult(ok=False, summary=f"skill {approval.skill} is no longer installed")
         else:
@@ -533,25 +551,21 @@ class Engine:
                 args = skill.parse_args(approval.args)
             except ValidationError as exc:
                 result = SkillResult(
-                    ok=False, summary=f"stored arguments no longer valid: {exc.errors()[0]['msg']}"
+                    ok=False,
+                    summary=f"stored arguments no longer valid: {wording.validation_problems(exc)}",
                 )
             else:
-                exec_base = {**base, "actor": approval.requester}
-                ctx = SkillContext(requester, request, self.services)
-                result = await self.execute(skill, args, ctx, exec_base)
+                result = await self.execute(skill, args, self.context(skill, request), runner)
         await self.services.approvals.finish(approval.id, ok=result.ok, result=result.summary)
-        await reply(result_message(approval.thread, skill, result, approval_id=approval.id))
-        if result.ok and skill is not None:
-            await self._follow_up(skill, args, ctx, exec_base, reply, approval.thread)
+        await self._post_result(trail, approval.skill, result, approval_id=approval.id)
+        done = await self.services.approvals.get(approval.id)
+        if done is not None:
+            await trail.say(Step.APPROVAL, [done.card()], approval_id=approval.id)
+        if result.ok and skill is not None and args is not None:
+            await self._follow_up(skill, args, self.context(skill, request), runner)
 
     async def _follow_up(
-        self,
-        skill: Skill[Any],
-        args: Any,
-        ctx: SkillContext,
-        base: dict[str, Any],
-        reply: Reply,
-        thread: str,
+        self, skill: Skill[Any, Any], args: Any, ctx: SkillContext[Any], trail: Trail
     ) -> None:
         """Report what happened after a write (e.g. the rollout), bounded by the rollout timeout."""
         limit = self.services.settings.rollout_timeout + self._skill_timeout()
@@ -561,96 +575,24 @@ class Engine:
             result = SkillResult(ok=False, summary=f"could not follow up: {exc or 'timed out'}")
         if result is None:
             return
-        await self.services.audit.append(
+        await trail.record(
             AuditEvent.FOLLOW_UP,
-            **base,
             skill=skill.name,
-            args=args.model_dump(mode="json", exclude_none=True),
+            args=_dump(args),
             outcome="ok" if result.ok else "failed",
             detail=result.summary,
         )
-        await reply(result_message(thread, skill, result))
+        await self._post_result(trail, skill.name, result)
 
     async def _error(
         self,
-        request: Request,
-        reply: Reply,
-        base: dict[str, Any],
+        trail: Trail,
         text: str,
         *,
         skill: str = "",
         args: dict[str, Any] | None = None,
     ) -> None:
         telemetry.ERRORS.labels("request").inc()
-        await self.services.audit.append(
-            AuditEvent.ERROR, **base, skill=skill, args=args or {}, outcome="error", detail=text
+        await trail.step(
+            Step.ERROR, AuditEvent.ERROR, text, skill=skill, args=args, outcome="error", detail=text
         )
-        await reply(Message(thread=request.thread_key, step=Step.ERROR, blocks=[Text(text=text)]))
-
-
-# -- messages ------------------------------------------------------------------------------
-
-
-def result_message(
-    thread: str, skill: Skill[Any] | None, result: SkillResult, approval_id: str | None = None
-) -> Message:
-    name = skill.name if skill else "?"
-    head = Text(
-        text=f"`{name}`: {result.summary}" if result.ok else f"`{name}` failed: {result.summary}"
-    )
-    details = [b for b in result.blocks if not (isinstance(b, Text) and b.text == result.summary)]
-    return Message(
-        thread=thread,
-        step=Step.RESULT if result.ok else Step.ERROR,
-        blocks=[head, *details],
-        approval_id=approval_id,
-    )
-
-
-def approval_message(approval: Approval) -> Message:
-    blocks: list[Any] = [
-        Text(
-            text=(
-                f"Approval `{approval.id}` needed: `{describe(approval.invocation)}` requested by "
-                f"{approval.requester}. Needs {approval.min_approvals} of {', '.join(approval.approvers)} "
-                f"(not the requester); expires {approval.expires_at:%H:%M:%S} UTC."
-            )
-        ),
-    ]
-    if approval.preview:
-        blocks.append(Code(code=approval.preview, language="text"))
-    blocks.append(
-        Buttons(
-            buttons=[
-                Button(
-                    label="Approve", action="approve", value=approval.id, style=ButtonStyle.PRIMARY
-                ),
-                Button(label="Deny", action="deny", value=approval.id, style=ButtonStyle.DANGER),
-            ]
-        )
-    )
-    return Message(
-        thread=approval.thread, step=Step.APPROVAL, blocks=blocks, approval_id=approval.id
-    )
-
-
-def decision_message(
-    approval_id: str, approver: Actor, verdict: str, outcome: VoteOutcome, thread: str, reason: str
-) -> Message:
-    status = outcome.status
-    if status is VoteStatus.APPROVED:
-        text = f"Approval `{approval_id}` approved by {approver.label}; running it now."
-    elif status is VoteStatus.RECORDED:
-        text = f"{approver.label} approved `{approval_id}`: {outcome.message}."
-    elif status is VoteStatus.DENIED:
-        text = f"Approval `{approval_id}` denied by {approver.label}" + (
-            f": {reason}" if reason else "."
-        )
-    else:
-        text = f"Not {verdict}d: {outcome.message}."
-    step = (
-        Step.APPROVAL
-        if status in (VoteStatus.APPROVED, VoteStatus.RECORDED, VoteStatus.DENIED)
-        else Step.ERROR
-    )
-    return Message(thread=thread, step=step, blocks=[Text(text=text)], approval_id=approval_id)

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, Field
+
 from opsbot.intent.base import Planner
-from opsbot.model import Actor, Request
+from opsbot.model import Actor, Clarify, Request, first_invocation
 from opsbot.policy import Policy
 from opsbot.skills.base import Skill, SkillRegistry
-from pydantic import BaseModel, Field
 
 
 class Expect(BaseModel):
@@ -116,7 +117,7 @@ async def evaluate(
     report = Report()
     for case in cases:
         actor = Actor(id=case.actor)
-        catalog: list[Skill[Any]] = [
+        catalog: list[Skill[Any, Any]] = [
             s
             for s in registry
             if policy is None
@@ -125,8 +126,9 @@ async def evaluate(
         started = time.perf_counter()
         plan = await planner.plan(Request(actor=actor, channel="eval", text=case.text), catalog)
         seconds = time.perf_counter() - started
-        got_skill = plan.skill
-        got_args = plan.invocations[0].args if plan.invocations else {}
+        first = first_invocation(plan)
+        got_skill = first.skill if first else None
+        got_args = first.args if first else {}
         expected = case.expect
         installed = expected.skill is None or expected.skill in registry
         reason = ""
@@ -134,7 +136,7 @@ async def evaluate(
             reason = f"skill {expected.skill} is not installed"
         elif got_skill != expected.skill:
             reason = f"routed to {got_skill or 'no skill'}" + (
-                f" ({plan.clarify.question})" if plan.clarify else ""
+                f" ({plan.question})" if isinstance(plan, Clarify) else ""
             )
         else:
             wrong = [k for k, v in expected.args.items() if not _same(v, got_args.get(k))]

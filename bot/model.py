@@ -71,40 +71,60 @@ class Invocation(BaseModel):
         return str(value) if value else None
 
 
-class Clarify(BaseModel):
-    """The planner needs the human to say more before anything runs."""
+class _Planned(BaseModel):
+    """What every plan carries besides its outcome."""
 
-    question: str
-    skill: str | None = None
-
-
-class Answer(BaseModel):
-    """The planner answers in text without calling a skill (chit-chat, refusals)."""
-
-    text: str
-
-
-class Plan(BaseModel):
-    """What the intent layer proposes: invocations to run, a question, or a plain answer."""
-
-    invocations: list[Invocation] = Field(default_factory=list)
-    clarify: Clarify | None = None
-    answer: Answer | None = None
     planner: str = "offline"
     #: things the user should know about how this plan was made (e.g. a fallback)
     notes: list[str] = Field(default_factory=list)
     #: model usage of this plan: tokens, cost, latency (see opsbot.usage.Usage)
     usage: dict[str, Any] = Field(default_factory=dict)
 
-    @property
-    def skill(self) -> str | None:
-        return self.invocations[0].skill if self.invocations else None
+
+class Run(_Planned):
+    """Invoke these skills, in order (each still goes through policy)."""
+
+    kind: Literal["run"] = "run"
+    invocations: list[Invocation] = Field(min_length=1)
+    #: what the planner says before they run (a model's own answer), if anything
+    text: str = ""
+
+
+class Clarify(_Planned):
+    """The planner needs the human to say more before anything runs."""
+
+    kind: Literal["clarify"] = "clarify"
+    question: str
+    skill: str | None = None
+
+
+class Answer(_Planned):
+    """The planner answers in text without calling a skill (chit-chat, refusals).
+
+    ``unmatched``: nothing the actor may call fits the request (the engine then asks the
+    planner whether a skill the policy withholds would have, to explain the refusal)."""
+
+    kind: Literal["answer"] = "answer"
+    text: str
+    unmatched: bool = False
+
+
+#: what the intent layer proposes (DESIGN.md): invocations to run, a question, or an answer
+Plan = Run | Clarify | Answer
+
+
+def first_invocation(plan: Plan) -> Invocation | None:
+    """The first skill call a plan makes (None for a question or an answer)."""
+    return plan.invocations[0] if isinstance(plan, Run) else None
 
 
 # --- message blocks -------------------------------------------------------------------------
 
 
 class Text(BaseModel):
+    """Text in one neutral markup that every renderer converts: ``**bold**``, ``_italic_``,
+    `` `code` `` and ``[label](https://url)``; nothing else is special."""
+
     kind: Literal["text"] = "text"
     text: str
 
@@ -162,21 +182,57 @@ class ButtonStyle(StrEnum):
     DEFAULT = "default"
 
 
-class Button(BaseModel):
-    """An action button. ``action`` is ``approve``/``deny``/``run``; ``value`` its target."""
+class ActionButton(BaseModel):
+    """A suggested action (e.g. from a triage): clicking runs ``invocation`` as the clicker's
+    own request, through policy and approval, exactly as if they had typed it. ``id`` is what
+    the platform carries back on a click (the engine keeps the invocation under it)."""
 
+    kind: Literal["action"] = "action"
+    id: str
     label: str
-    action: str
-    value: str
+    invocation: Invocation
     style: ButtonStyle = ButtonStyle.DEFAULT
 
 
-class Buttons(BaseModel):
-    kind: Literal["buttons"] = "buttons"
-    buttons: list[Button]
+class Vote(BaseModel):
+    actor: str
+    verdict: Literal["approve", "deny"]
+    at: datetime | None = None
+    reason: str = ""
 
 
-Block = Text | Code | Table | Image | Buttons
+class ApprovalCard(BaseModel):
+    """An approval request as people see it: what, who asked, the votes, and its state.
+
+    Built once from the approval (``opsbot.wording.approval_card``); renderers show Approve /
+    Deny buttons only while ``open``, and state the outcome otherwise."""
+
+    kind: Literal["approval"] = "approval"
+    approval_id: str
+    summary: str  # the invocation, described and redacted
+    requester: str
+    approvers: list[str]
+    min_approvals: int
+    expires_at: datetime
+    state: str  # pending | approved | denied | expired | executing | done | failed
+    #: one line on the state, in the neutral markup ("approved by shell:bob; running it now")
+    status: str = ""
+    preview: str = ""
+    votes: list[Vote] = Field(default_factory=list)
+
+    @property
+    def open(self) -> bool:
+        return self.state == "pending"
+
+
+Block = Text | Code | Table | Image | ApprovalCard | ActionButton
+
+
+class Audience(StrEnum):
+    """Who sees a message: everyone in the thread, or only the person who clicked."""
+
+    THREAD = "thread"
+    CLICKER = "clicker"
 
 
 class Step(StrEnum):
@@ -198,6 +254,7 @@ class Message(BaseModel):
     step: Step
     blocks: list[Block]
     approval_id: str | None = None
+    audience: Audience = Audience.THREAD
     #: who this step is for (the requester, or the approver who clicked), for context lines
     actor: str = ""
     at: datetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -218,9 +275,27 @@ class Message(BaseModel):
                     parts.append(block.note)
             elif isinstance(block, Image):
                 parts.append(f"[chart: {block.title}{' -> ' + block.path if block.path else ''}]")
-            elif isinstance(block, Buttons):
-                parts.append(" ".join(f"[{b.label}]" for b in block.buttons))
+            elif isinstance(block, ApprovalCard):
+                parts.append(card_text(block))
+            elif isinstance(block, ActionButton):
+                parts.append(f"[{block.label}]")
         return "\n".join(parts)
+
+
+def card_text(card: ApprovalCard) -> str:
+    """An approval card as plain lines (logs, tests, the terminal)."""
+    lines = [
+        f"Approval `{card.approval_id}` ({card.state}): `{card.summary}` requested by "
+        f"{card.requester}; needs {card.min_approvals} of {', '.join(card.approvers)} "
+        f"(not the requester); expires {card.expires_at:%H:%M:%S} UTC."
+    ]
+    if card.preview:
+        lines.append(card.preview)
+    if card.status:
+        lines.append(card.status)
+    if card.open:
+        lines.append("[Approve] [Deny]")
+    return "\n".join(lines)
 
 
 class SkillResult(BaseModel):

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 from opsbot.durations import Duration, parse_duration
 from opsbot.model import Actor
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 #: the policy a new install runs with: ``policies/`` in the repository, ``opsbot/policies`` installed
 BUNDLED_POLICIES = Path(str(importlib.resources.files("opsbot.policies")))

@@ -1,22 +1,32 @@
-"""The shared, long-lived parts of a running bot, built once and handed to the engine and skills."""
+"""The shared, long-lived parts of a running bot, built once and handed to the engine."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opsbot.approvals import Approvals
-from opsbot.audit import AuditLog
+from opsbot.approvals import Approvals, State
+from opsbot.audit import AuditLog, AuditRecord
 from opsbot.config import Settings
-from opsbot.intent.grounding import Inventory
+from opsbot.inventory import Inventory
+from opsbot.model import Actor
 from opsbot.policy import BUNDLED_POLICIES, Policy
-from opsbot.skills.base import SkillRegistry, load_registry
+from opsbot.skills.base import Impersonation, SkillRegistry, load_registry
+from opsbot.skills.meta import Meta, PendingApproval
 from opsbot.store import Store, open_store
 
 
 @dataclass
 class Services:
+    """Settings, store, audit log, approvals, policy and the backends with their skills.
+
+    Also the :class:`opsbot.skills.meta.BotState` the meta skills (``help``,
+    ``approvals.pending``, ``audit.search``) read the bot through.
+    """
+
     settings: Settings
     store: Store
     audit: AuditLog
@@ -24,14 +34,26 @@ class Services:
     policy: Policy
     registry: SkillRegistry
     inventory: Inventory
-    #: backend clients built on first use by the skill modules, keyed by backend name
-    clients: dict[str, Any] = field(default_factory=dict)
+
+    def permitted(self, actor: Actor, skill: str, *, channel: str, namespaced: bool) -> bool:
+        return self.policy.permitted(actor, skill, channel=channel, namespaced=namespaced)
+
+    async def pending_approvals(self) -> Sequence[PendingApproval]:
+        pending: list[PendingApproval] = list(await self.approvals.find(state=State.PENDING))
+        return pending
+
+    async def search_audit(
+        self, *, since: datetime, actor: str | None, skill: str | None, limit: int
+    ) -> list[AuditRecord]:
+        return await self.audit.search(since=since, actor=actor, skill=skill, limit=limit)
+
+    def impersonation(self, actor: Actor) -> Impersonation:
+        """The backend identity the policy maps ``actor`` to (empty: opsbot's own)."""
+        mapped = self.policy.identity_for(actor)
+        return Impersonation(mapped.user, tuple(mapped.groups)) if mapped else Impersonation()
 
     async def close(self) -> None:
-        for client in self.clients.values():
-            closer = getattr(client, "aclose", None)
-            if closer is not None:
-                await closer()
+        await self.registry.aclose()
         await self.store.close()
 
 
@@ -44,21 +66,30 @@ def policy_path(settings: Settings) -> Path:
 
 
 async def build_services(
-    settings: Settings, *, registry: SkillRegistry | None = None, policy: Policy | None = None
+    settings: Settings,
+    *,
+    registry: SkillRegistry | None = None,
+    policy: Policy | None = None,
+    backends: dict[str, dict[str, Any]] | None = None,
 ) -> Services:
-    """Load the policy (raises ``PolicyError``), open and migrate the store, load skills."""
+    """Load the policy (raises ``PolicyError``), open and migrate the store, load backends.
+
+    ``backends[name]`` are settings of that backend that win over the environment and
+    ``opsbot.yaml`` (e.g. ``prometheus={"url": ...}``), used when ``registry`` is not given.
+    """
     policy = policy or Policy.load(policy_path(settings))
     store = await open_store(settings.database_url)
-    audit = AuditLog(store)
-    registry = registry or load_registry()
+    registry = registry or load_registry(settings, backends)
     services = Services(
         settings=settings,
         store=store,
-        audit=audit,
+        audit=AuditLog(store),
         approvals=Approvals(store),
         policy=policy,
         registry=registry,
-        inventory=Inventory(),
+        inventory=Inventory(registry, timeout=settings.backend_timeout),
     )
-    services.inventory.bind(services)
+    for backend in registry.backends:
+        if isinstance(backend, Meta):
+            backend.state = services
     return services

@@ -157,6 +157,21 @@ class SeenRow(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
+class ActionRow(Base):
+    """A suggested action offered as a button (``opsbot.model.ActionButton``): the click
+    carries only ``id``; the invocation is kept here so any replica can run it."""
+
+    __tablename__ = "suggested_actions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    label: Mapped[str] = mapped_column(String(200))
+    skill: Mapped[str] = mapped_column(String(100))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    thread: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 async def first_time(store: Store, key: str) -> bool:
     """Record ``key``; False when some replica already did (the event is a repeat)."""
     async with store.sessions() as session:

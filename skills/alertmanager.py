@@ -14,47 +14,71 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import httpx
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
 from opsbot.durations import Duration, format_duration, parse_duration
 from opsbot.model import Code, SkillResult, Table, Text
-from opsbot.skills import prometheus
-from opsbot.skills.base import NotConfigured, Risk, Skill, SkillContext, SkillError
-from pydantic import BaseModel, Field, field_validator
+from opsbot.skills.base import Backend, BackendSettings, Risk, Skill, SkillContext, SkillError
+from opsbot.skills.prometheus import Prometheus
 
 LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 SEVERITY_ORDER = {"critical": 0, "page": 0, "error": 1, "warning": 2, "info": 3}
 MAX_SILENCE = timedelta(days=7)
 
 
-def client(services: Any) -> httpx.AsyncClient:
-    """The shared client for ``ALERTMANAGER_URL``; raises :class:`NotConfigured` when unset."""
-    url = services.settings.alertmanager_url
-    if not url:
-        raise NotConfigured("Alertmanager is not configured: set ALERTMANAGER_URL.")
-    if "alertmanager" not in services.clients:
-        services.clients["alertmanager"] = httpx.AsyncClient(
-            base_url=url.rstrip("/"), timeout=services.settings.backend_timeout
-        )
-    return services.clients["alertmanager"]  # type: ignore[no-any-return]
+class AlertmanagerConfig(BackendSettings):
+    """``ALERTMANAGER_URL``."""
+
+    model_config = SettingsConfigDict(env_prefix="ALERTMANAGER_")
+    url: str | None = None
 
 
-async def request(services: Any, method: str, path: str, **kwargs: Any) -> Any:
-    """One API call; transport and HTTP errors become :class:`SkillError` with the reason."""
-    am = client(services)
-    try:
-        response = await am.request(method, path, **kwargs)
-    except httpx.TimeoutException as exc:
-        raise SkillError(
-            f"Alertmanager at {am.base_url} did not answer within {services.settings.backend_timeout:g}s."
-        ) from exc
-    except httpx.TransportError as exc:
-        raise SkillError(
-            f"Alertmanager at {am.base_url} is unreachable ({type(exc).__name__})."
-        ) from exc
-    if response.status_code >= 400:
-        raise SkillError(
-            f"Alertmanager answered {response.status_code}: {response.text.strip()[:300]}"
+class Alertmanager(Backend[AlertmanagerConfig]):
+    """Alertmanager's API v2 over httpx."""
+
+    name = "alertmanager"
+    Config = AlertmanagerConfig
+
+    def missing(self) -> list[str]:
+        return [] if self.config.url else ["ALERTMANAGER_URL"]
+
+    async def connect(self) -> httpx.AsyncClient:
+        assert self.config.url
+        return httpx.AsyncClient(
+            base_url=self.config.url.rstrip("/"), timeout=self.settings.backend_timeout
         )
-    return response.json()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One API call; transport and HTTP errors become :class:`SkillError` with the reason."""
+        am: httpx.AsyncClient = await self.client()
+        try:
+            response = await am.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise SkillError(
+                f"Alertmanager at {am.base_url} did not answer within "
+                f"{self.settings.backend_timeout:g}s."
+            ) from exc
+        except httpx.TransportError as exc:
+            raise SkillError(
+                f"Alertmanager at {am.base_url} is unreachable ({type(exc).__name__})."
+            ) from exc
+        if response.status_code >= 400:
+            raise SkillError(
+                f"Alertmanager answered {response.status_code}: {response.text.strip()[:300]}"
+            )
+        return response.json()
+
+    async def probe(self) -> str:
+        """``GET /api/v2/status``: the server's version."""
+        status = await self.request("GET", "/api/v2/status")
+        return str(status.get("versionInfo", {}).get("version", ""))
+
+    async def inventory(self) -> dict[str, set[str]]:
+        alerts = await self.request("GET", "/api/v2/alerts")
+        return {
+            "alertname": {a["labels"]["alertname"] for a in alerts if "alertname" in a["labels"]}
+        }
 
 
 def _validate_matchers(value: dict[str, str]) -> dict[str, str]:
@@ -93,12 +117,11 @@ class ListArgs(BaseModel):
     _check = field_validator("matchers")(_validate_matchers)
 
 
-class AlertsList(Skill[ListArgs]):
+class AlertsList(Skill[ListArgs, Alertmanager]):
     name = "alerts.list"
     summary = "List alerts (firing, pending or silenced), optionally filtered by labels"
     Args = ListArgs
     risk = Risk.READ
-    requires = ("alertmanager_url",)
     examples = [
         "what's firing?",
         "show firing alerts",
@@ -123,7 +146,7 @@ class AlertsList(Skill[ListArgs]):
         "who": -1.5,
     }
 
-    async def run(self, args: ListArgs, ctx: SkillContext) -> SkillResult:
+    async def run(self, args: ListArgs, ctx: SkillContext[Alertmanager]) -> SkillResult:
         if args.state == "pending":
             return await self._pending(args, ctx)
         silenced = args.state == "silenced"
@@ -133,8 +156,8 @@ class AlertsList(Skill[ListArgs]):
             ("inhibited", "false"),
             *filters(args.matchers),
         ]
-        alerts: list[dict[str, Any]] = await request(
-            ctx.services, "GET", "/api/v2/alerts", params=params
+        alerts: list[dict[str, Any]] = await ctx.backend.request(
+            "GET", "/api/v2/alerts", params=params
         )
         if silenced:
             alerts = [a for a in alerts if a.get("status", {}).get("silencedBy")]
@@ -172,7 +195,7 @@ class AlertsList(Skill[ListArgs]):
         table = Table.bounded(
             ["alert", "severity", "labels", "for", "summary"],
             rows,
-            ctx.services.settings.max_rows,
+            ctx.settings.max_rows,
             "alerts",
         )
         return SkillResult(
@@ -181,13 +204,13 @@ class AlertsList(Skill[ListArgs]):
             data={"count": len(alerts), "alertnames": sorted({r[0] for r in rows})},
         )
 
-    async def _pending(self, args: ListArgs, ctx: SkillContext) -> SkillResult:
+    async def _pending(self, args: ListArgs, ctx: SkillContext[Alertmanager]) -> SkillResult:
         selector = ",".join(
             ['alertstate="pending"', *(f'{k}="{_escape(v)}"' for k, v in args.matchers.items())]
         )
         query = f"ALERTS{{{selector}}}"
-        result: list[dict[str, Any]] = await prometheus.call(
-            ctx.services, lambda p: p.custom_query(query)
+        result: list[dict[str, Any]] = await ctx.peer(Prometheus).call(
+            lambda p: p.custom_query(query)
         )
         rows = [
             [
@@ -202,19 +225,13 @@ class AlertsList(Skill[ListArgs]):
             for s in result
         ]
         table = Table.bounded(
-            ["alert", "severity", "labels"], rows, ctx.services.settings.max_rows, "alerts"
+            ["alert", "severity", "labels"], rows, ctx.settings.max_rows, "alerts"
         )
         return SkillResult(
             summary=f"{len(rows)} pending alert(s)",
             blocks=[Code(code=query, language="promql"), table],
             data={"count": len(rows)},
         )
-
-    async def inventory(self, services: Any) -> dict[str, set[str]]:
-        alerts = await request(services, "GET", "/api/v2/alerts")
-        return {
-            "alertname": {a["labels"]["alertname"] for a in alerts if "alertname" in a["labels"]}
-        }
 
 
 class SilenceArgs(BaseModel):
@@ -237,12 +254,11 @@ class SilenceArgs(BaseModel):
         return value
 
 
-class AlertsSilence(Skill[SilenceArgs]):
+class AlertsSilence(Skill[SilenceArgs, Alertmanager]):
     name = "alerts.silence"
     summary = "Create an Alertmanager silence for alerts matching the given labels"
     Args = SilenceArgs
     risk = Risk.WRITE
-    requires = ("alertmanager_url",)
     examples = [
         "silence HighErrorRate for 2h, deploy in progress",
         "mute alerts for service checkout for 30m",
@@ -266,9 +282,8 @@ class AlertsSilence(Skill[SilenceArgs]):
             found["comment"] = ""
         return found
 
-    async def preview(self, args: SilenceArgs, ctx: SkillContext) -> str:
-        alerts: list[dict[str, Any]] = await request(
-            ctx.services,
+    async def preview(self, args: SilenceArgs, ctx: SkillContext[Alertmanager]) -> str:
+        alerts: list[dict[str, Any]] = await ctx.backend.request(
             "GET",
             "/api/v2/alerts",
             params=[("active", "true"), *filters(args.matchers)],
@@ -283,7 +298,7 @@ class AlertsSilence(Skill[SilenceArgs]):
         )
         return "\n".join(lines)
 
-    async def run(self, args: SilenceArgs, ctx: SkillContext) -> SkillResult:
+    async def run(self, args: SilenceArgs, ctx: SkillContext[Alertmanager]) -> SkillResult:
         start = datetime.now(UTC)
         end = start + parse_duration(args.duration)
         body = {
@@ -296,7 +311,7 @@ class AlertsSilence(Skill[SilenceArgs]):
             "createdBy": f"opsbot:{ctx.actor.id}",
             "comment": args.comment or f"silenced via opsbot by {ctx.actor.id}",
         }
-        answer = await request(ctx.services, "POST", "/api/v2/silences", json=body)
+        answer = await ctx.backend.request("POST", "/api/v2/silences", json=body)
         silence_id = answer.get("silenceID", "")
         matchers = ", ".join(f'{k}="{v}"' for k, v in args.matchers.items())
         return SkillResult(
@@ -304,3 +319,6 @@ class AlertsSilence(Skill[SilenceArgs]):
             blocks=[],
             data={"silence_id": silence_id, "ends_at": end.isoformat()},
         )
+
+
+Alertmanager.skills = (AlertsList, AlertsSilence)

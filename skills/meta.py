@@ -3,21 +3,73 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from opsbot.approvals import State
-from opsbot.durations import Duration, format_duration, parse_duration
-from opsbot.model import SkillResult, Table, Text
-from opsbot.skills.base import NoArgs, Risk, Skill, SkillContext
 from pydantic import BaseModel, Field
+
+from opsbot.audit import AuditRecord
+from opsbot.durations import Duration, format_duration, parse_duration
+from opsbot.model import Actor, SkillResult, Table, Text
+from opsbot.skills.base import Backend, NoArgs, NoSettings, Risk, Skill, SkillContext, SkillRegistry
+
+
+class PendingApproval(Protocol):
+    """What ``approvals.pending`` shows of an approval request (read-only)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def skill(self) -> str: ...
+    @property
+    def args(self) -> dict[str, Any]: ...
+    @property
+    def requester(self) -> str: ...
+    @property
+    def approvals(self) -> int: ...
+    @property
+    def min_approvals(self) -> int: ...
+    @property
+    def expires_at(self) -> datetime: ...
+
+
+class BotState(Protocol):
+    """The running bot as the meta skills read it (``opsbot.services.Services`` provides it:
+    skills sit below policy and approvals, so they see them through this protocol)."""
+
+    registry: SkillRegistry
+
+    def permitted(self, actor: Actor, skill: str, *, channel: str, namespaced: bool) -> bool: ...
+
+    async def pending_approvals(self) -> Sequence[PendingApproval]: ...
+
+    async def search_audit(
+        self, *, since: datetime, actor: str | None, skill: str | None, limit: int
+    ) -> list[AuditRecord]: ...
+
+
+class Meta(Backend[NoSettings]):
+    """opsbot itself: its skills, policy, approvals and audit log."""
+
+    name = "meta"
+
+    def __init__(self, config: NoSettings, settings: Any) -> None:
+        super().__init__(config, settings)
+        self.state: BotState | None = None
+
+    @property
+    def bot(self) -> BotState:
+        if self.state is None:
+            raise RuntimeError("the meta backend is used before the bot bound it")
+        return self.state
 
 
 class HelpArgs(BaseModel):
     topic: str | None = Field(None, description="a skill name or backend to explain, e.g. alerts")
 
 
-class Help(Skill[HelpArgs]):
+class Help(Skill[HelpArgs, Meta]):
     name = "help"
     summary = "What I can do for you here, with examples"
     Args = HelpArgs
@@ -39,17 +91,17 @@ class Help(Skill[HelpArgs]):
             found["topic"] = m.group(1).lower()
         return found
 
-    async def run(self, args: HelpArgs, ctx: SkillContext) -> SkillResult:
-        policy = ctx.services.policy
+    async def run(self, args: HelpArgs, ctx: SkillContext[Meta]) -> SkillResult:
+        bot = ctx.backend.bot
         rows = []
-        for skill in ctx.services.registry:
+        for skill in bot.registry:
             if args.topic and args.topic not in skill.name:
                 continue
-            if not policy.permitted(
+            if not bot.permitted(
                 ctx.actor, skill.name, channel=ctx.request.channel, namespaced=skill.namespaced
             ):
                 continue
-            missing = skill.missing_config(ctx.services.settings)
+            missing = bot.registry.backend_of(skill.name).missing()
             example = skill.examples[0] if skill.examples else ""
             note = f" (not configured: set {', '.join(missing)})" if missing else ""
             rows.append([skill.name, skill.risk.value, skill.summary + note, example])
@@ -68,7 +120,7 @@ class Help(Skill[HelpArgs]):
         )
 
 
-class ApprovalsPending(Skill[NoArgs]):
+class ApprovalsPending(Skill[NoArgs, Meta]):
     name = "approvals.pending"
     summary = "Approval requests waiting for a decision"
     Args = NoArgs
@@ -76,11 +128,9 @@ class ApprovalsPending(Skill[NoArgs]):
     examples = ["what's waiting for approval?", "pending approvals", "anything to approve?"]
     keywords = {"approval": 2.5, "approve": 1.5, "wait": 1.0, "awaiting": 1.0, "pending": 0.8}
 
-    async def run(self, args: NoArgs, ctx: SkillContext) -> SkillResult:
+    async def run(self, args: NoArgs, ctx: SkillContext[Meta]) -> SkillResult:
         now = datetime.now(UTC)
-        pending = [
-            a for a in await ctx.services.approvals.find(state=State.PENDING) if a.expires_at > now
-        ]
+        pending = [a for a in await ctx.backend.bot.pending_approvals() if a.expires_at > now]
         if not pending:
             return SkillResult(
                 summary="nothing pending", blocks=[Text(text="Nothing is waiting for approval.")]
@@ -99,7 +149,7 @@ class ApprovalsPending(Skill[NoArgs]):
         table = Table.bounded(
             ["id", "skill", "args", "requested by", "approvals", "expires in"],
             rows,
-            ctx.services.settings.max_rows,
+            ctx.settings.max_rows,
             "approvals",
         )
         return SkillResult(
@@ -122,7 +172,7 @@ class AuditArgs(BaseModel):
     since: Duration = Field("24h", description="how far back, e.g. 2h, 7d")
 
 
-class AuditSearch(Skill[AuditArgs]):
+class AuditSearch(Skill[AuditArgs, Meta]):
     name = "audit.search"
     summary = "Search the audit log: who did what, when"
     Args = AuditArgs
@@ -168,9 +218,9 @@ class AuditSearch(Skill[AuditArgs]):
             found.setdefault("since", "7d")
         return found
 
-    async def run(self, args: AuditArgs, ctx: SkillContext) -> SkillResult:
+    async def run(self, args: AuditArgs, ctx: SkillContext[Meta]) -> SkillResult:
         since = datetime.now(UTC) - parse_duration(args.since)
-        records = await ctx.services.audit.search(
+        records = await ctx.backend.bot.search_audit(
             since=since, actor=args.actor, skill=args.skill, limit=500
         )
         if args.skill:  # the interesting records of a skill are its executions and decisions
@@ -195,9 +245,12 @@ class AuditSearch(Skill[AuditArgs]):
         table = Table.bounded(
             ["seq", "at (UTC)", "event", "actor", "skill", "outcome", "detail"],
             rows,
-            ctx.services.settings.max_rows,
+            ctx.settings.max_rows,
             "records",
         )
         return SkillResult(
             summary=f"{len(rows)} records", blocks=[Text(text=f"Audit, {what}:"), table]
         )
+
+
+Meta.skills = (Help, ApprovalsPending, AuditSearch)

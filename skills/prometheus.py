@@ -16,41 +16,123 @@ import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import requests
 from opsbot.durations import Duration, format_duration, parse_duration
 from opsbot.model import Block, Code, Image, SkillResult, Table, Text
-from opsbot.skills.base import NotConfigured, Risk, Skill, SkillContext, SkillError
-from opsbot.skills.charts import line_chart
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from prometheus_api_client.prometheus_connect import PrometheusConnect
-from pydantic import BaseModel, Field
-from urllib3.util.retry import Retry
+from opsbot.skills.base import Backend, BackendSettings, Risk, Skill, SkillContext, SkillError
+
+if TYPE_CHECKING:
+    from prometheus_api_client.prometheus_connect import PrometheusConnect
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import SettingsConfigDict
 
 T = TypeVar("T")
 LABEL_VALUE = r"^[A-Za-z0-9_.:-]+$"
 MAX_POINTS = 240
 
 
-def client(ctx_services: Any) -> PrometheusConnect:
-    """The shared client for ``PROMETHEUS_URL``; raises :class:`NotConfigured` when unset."""
-    settings = ctx_services.settings
-    if not settings.prometheus_url:
-        raise NotConfigured("Prometheus is not configured: set PROMETHEUS_URL.")
-    key = "prometheus"
-    if key not in ctx_services.clients:
-        ctx_services.clients[key] = PrometheusConnect(
-            url=settings.prometheus_url.rstrip("/"),
+class HealthTemplates(BaseModel):
+    """PromQL templates of ``service.health`` (RED: rate, errors, duration).
+
+    ``{selector}`` is replaced by the label matchers of the service (and namespace), e.g.
+    ``service="checkout",namespace="shop"``; ``{window}`` by the rate window.
+    """
+
+    service_label: str = "service"
+    namespace_label: str = "namespace"
+    window: str = "5m"
+    rate: str = "sum(rate(http_requests_total{{{selector}}}[{window}]))"
+    errors: str = (
+        'sum(rate(http_requests_total{{{selector},code=~"5.."}}[{window}]))'
+        " / sum(rate(http_requests_total{{{selector}}}[{window}]))"
+    )
+    p95: str = (
+        "histogram_quantile(0.95, sum by (le) "
+        "(rate(http_request_duration_seconds_bucket{{{selector}}}[{window}])))"
+    )
+    p99: str = (
+        "histogram_quantile(0.99, sum by (le) "
+        "(rate(http_request_duration_seconds_bucket{{{selector}}}[{window}])))"
+    )
+
+
+class PrometheusConfig(BackendSettings):
+    """``PROMETHEUS_URL``; ``health`` (``opsbot.yaml``) holds the ``service.health`` templates."""
+
+    model_config = SettingsConfigDict(env_prefix="PROMETHEUS_")
+    url: str | None = None
+    health: HealthTemplates = Field(
+        default_factory=HealthTemplates,
+        validation_alias=AliasChoices("health", "prometheus_health"),
+    )
+
+
+class Prometheus(Backend[PrometheusConfig]):
+    """The Prometheus HTTP API v1 through prometheus-api-client (run in a worker thread)."""
+
+    name = "prometheus"
+    Config = PrometheusConfig
+
+    def missing(self) -> list[str]:
+        return [] if self.config.url else ["PROMETHEUS_URL"]
+
+    async def connect(self) -> PrometheusConnect:
+        from prometheus_api_client.prometheus_connect import PrometheusConnect
+        from urllib3.util.retry import Retry
+
+        assert self.config.url
+        return PrometheusConnect(
+            url=self.config.url.rstrip("/"),
             disable_ssl=False,
             retry=Retry(total=1, backoff_factor=0.2, status_forcelist=[502, 503, 504]),
-            timeout=settings.backend_timeout,
+            timeout=self.settings.backend_timeout,  # type: ignore[arg-type]
         )
-    prom: PrometheusConnect = ctx_services.clients[key]
-    return prom
+
+    async def call(self, fn: Callable[[PrometheusConnect], T]) -> T:
+        """Run ``fn(client)`` in a thread, translating transport and API errors to SkillError."""
+        import requests
+        from prometheus_api_client.exceptions import PrometheusApiClientException
+
+        prom: PrometheusConnect = await self.client()
+        timeout = self.settings.backend_timeout
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(fn, prom), timeout + 2)
+        except PrometheusApiClientException as exc:
+            raise SkillError(prometheus_error(exc)) from exc
+        except (requests.Timeout, TimeoutError) as exc:
+            raise SkillError(
+                f"Prometheus at {prom.url} did not answer within {timeout:g}s."
+            ) from exc
+        except requests.RequestException as exc:
+            raise SkillError(
+                f"Prometheus at {prom.url} is unreachable ({type(exc).__name__})."
+            ) from exc
+
+    async def instant(self, query: str) -> list[dict[str, Any]]:
+        """``GET /api/v1/query``: the instant vector of ``query`` (``[]`` when empty)."""
+        result: list[dict[str, Any]] = await self.call(lambda p: p.custom_query(query))
+        return result
+
+    async def probe(self) -> str:
+        """``GET /api/v1/status/buildinfo``: the server's version."""
+        info: Any = await self.call(
+            lambda p: p._session.get(
+                f"{p.url}/api/v1/status/buildinfo", timeout=self.settings.backend_timeout
+            ).json()
+        )
+        return str(info.get("data", {}).get("version", "")) if isinstance(info, dict) else ""
+
+    async def inventory(self) -> dict[str, set[str]]:
+        """Names to ground on: values of the service, job and namespace labels."""
+        health = self.config.health
+        service: list[str] = await self.call(lambda p: p.get_label_values(health.service_label))
+        namespace: list[str] = await self.call(lambda p: p.get_label_values(health.namespace_label))
+        job: list[str] = await self.call(lambda p: p.get_label_values("job"))
+        return {"service": set(service) | set(job), "namespace": set(namespace)}
 
 
-def prometheus_error(exc: PrometheusApiClientException) -> str:
+def prometheus_error(exc: Exception) -> str:
     """Prometheus' ``errorType: error`` from the client's "HTTP Status Code N (b'...')" text."""
     text = str(exc)
     m = re.search(r"\((b'.*'|b\".*\")\)\s*$", text, re.S)
@@ -61,28 +143,6 @@ def prometheus_error(exc: PrometheusApiClientException) -> str:
         except (ValueError, SyntaxError):
             pass
     return f"Prometheus error: {text}"
-
-
-async def call(services: Any, fn: Callable[[PrometheusConnect], T]) -> T:
-    """Run ``fn(client)`` in a thread, translating transport and API errors to SkillError."""
-    prom = client(services)
-    timeout = services.settings.backend_timeout
-    try:
-        return await asyncio.wait_for(asyncio.to_thread(fn, prom), timeout + 2)
-    except PrometheusApiClientException as exc:
-        raise SkillError(prometheus_error(exc)) from exc
-    except (requests.Timeout, TimeoutError) as exc:
-        raise SkillError(f"Prometheus at {prom.url} did not answer within {timeout:g}s.") from exc
-    except requests.RequestException as exc:
-        raise SkillError(
-            f"Prometheus at {prom.url} is unreachable ({type(exc).__name__})."
-        ) from exc
-
-
-async def instant(services: Any, query: str) -> list[dict[str, Any]]:
-    """``GET /api/v1/query``: the instant vector of ``query`` (``[]`` when empty)."""
-    result: list[dict[str, Any]] = await call(services, lambda p: p.custom_query(query))
-    return result
 
 
 def series_label(metric: dict[str, str]) -> str:
@@ -108,12 +168,11 @@ class QueryArgs(BaseModel):
     )
 
 
-class PrometheusQuery(Skill[QueryArgs]):
+class PrometheusQuery(Skill[QueryArgs, Prometheus]):
     name = "prometheus.query"
     summary = "Evaluate a PromQL expression now and show the resulting series"
     Args = QueryArgs
     risk = Risk.READ
-    requires = ("prometheus_url",)
     examples = [
         "query up",
         "promql: sum(rate(http_requests_total[5m])) by (service)",
@@ -134,10 +193,10 @@ class PrometheusQuery(Skill[QueryArgs]):
         "<logql>": -2.0,
     }
 
-    async def run(self, args: QueryArgs, ctx: SkillContext) -> SkillResult:
+    async def run(self, args: QueryArgs, ctx: SkillContext[Prometheus]) -> SkillResult:
         params: dict[str, str] = {"time": args.time} if args.time else {}
-        result: Any = await call(ctx.services, lambda p: p.custom_query(args.query, params=params))
-        limit = ctx.services.settings.max_rows
+        result: Any = await ctx.backend.call(lambda p: p.custom_query(args.query, params=params))
+        limit = ctx.settings.max_rows
         if result and isinstance(result, list) and isinstance(result[0], dict):
             rows = []
             for sample in result:
@@ -167,18 +226,6 @@ class PrometheusQuery(Skill[QueryArgs]):
             data={"series": 0},
         )
 
-    async def inventory(self, services: Any) -> dict[str, set[str]]:
-        """Names to ground on: values of the service and namespace labels."""
-        health = services.settings.health
-        service: list[str] = await call(
-            services, lambda p: p.get_label_values(health.service_label)
-        )
-        namespace: list[str] = await call(
-            services, lambda p: p.get_label_values(health.namespace_label)
-        )
-        job: list[str] = await call(services, lambda p: p.get_label_values("job"))
-        return {"service": set(service) | set(job), "namespace": set(namespace)}
-
 
 class RangeArgs(BaseModel):
     query: str = Field(description="PromQL expression to chart")
@@ -186,12 +233,11 @@ class RangeArgs(BaseModel):
     step: Duration | None = Field(None, description="resolution; default: since / 240")
 
 
-class PrometheusRange(Skill[RangeArgs]):
+class PrometheusRange(Skill[RangeArgs, Prometheus]):
     name = "prometheus.range"
     summary = "Chart a PromQL expression over a time range (PNG) with min/max/last per series"
     Args = RangeArgs
     risk = Risk.READ
-    requires = ("prometheus_url",)
     examples = [
         "graph rate(http_requests_total[5m]) over the last 6h",
         "plot node_load1 for the past hour",
@@ -212,7 +258,7 @@ class PrometheusRange(Skill[RangeArgs]):
         "<logql>": -2.0,
     }
 
-    async def run(self, args: RangeArgs, ctx: SkillContext) -> SkillResult:
+    async def run(self, args: RangeArgs, ctx: SkillContext[Prometheus]) -> SkillResult:
         span = parse_duration(args.since)
         if span > timedelta(days=31):
             raise SkillError("since is limited to 31d so a chart stays readable")
@@ -228,8 +274,7 @@ class PrometheusRange(Skill[RangeArgs]):
         end = datetime.now(UTC)
         start = end - span
         step_s = f"{int(step.total_seconds())}s"
-        result: list[dict[str, Any]] = await call(
-            ctx.services,
+        result: list[dict[str, Any]] = await ctx.backend.call(
             lambda p: p.custom_query_range(args.query, start_time=start, end_time=end, step=step_s),
         )
         code = Code(code=args.query, language="promql")
@@ -243,7 +288,9 @@ class PrometheusRange(Skill[RangeArgs]):
             if points:
                 series.append((series_label(item.get("metric", {})), points))
         series.sort(key=lambda s: -s[1][-1][1] if not math.isnan(s[1][-1][1]) else math.inf)
-        shown = series[: ctx.services.settings.max_series]
+        shown = series[: ctx.settings.max_series]
+        from opsbot.skills.charts import line_chart  # matplotlib loads on the first chart
+
         png = await asyncio.to_thread(
             line_chart, f"{args.query}  (last {args.since})", shown, start, end
         )
@@ -269,12 +316,11 @@ class HealthArgs(BaseModel):
     namespace: str | None = Field(None, pattern=LABEL_VALUE, description="Kubernetes namespace")
 
 
-class ServiceHealth(Skill[HealthArgs]):
+class ServiceHealth(Skill[HealthArgs, Prometheus]):
     name = "service.health"
     summary = "RED health of a service: request rate, error ratio, p95/p99 latency"
     Args = HealthArgs
     risk = Risk.READ
-    requires = ("prometheus_url",)
     examples = [
         "how is checkout doing?",
         "error rate and latency of payments in shop",
@@ -304,8 +350,8 @@ class ServiceHealth(Skill[HealthArgs]):
         "graph": -0.5,
     }
 
-    async def run(self, args: HealthArgs, ctx: SkillContext) -> SkillResult:
-        tpl = ctx.services.settings.health
+    async def run(self, args: HealthArgs, ctx: SkillContext[Prometheus]) -> SkillResult:
+        tpl = ctx.backend.config.health
         selector = f'{tpl.service_label}="{args.service}"'
         if args.namespace:
             selector += f',{tpl.namespace_label}="{args.namespace}"'
@@ -315,7 +361,7 @@ class ServiceHealth(Skill[HealthArgs]):
             "p95 latency": tpl.p95.format(selector=selector, window=tpl.window),
             "p99 latency": tpl.p99.format(selector=selector, window=tpl.window),
         }
-        results = await asyncio.gather(*(instant(ctx.services, q) for q in queries.values()))
+        results = await asyncio.gather(*(ctx.backend.instant(q) for q in queries.values()))
         rows: list[list[str]] = []
         values: dict[str, float | None] = {}
         for (label, _query), result in zip(queries.items(), results, strict=True):
@@ -353,3 +399,6 @@ def _unit(label: str, value: float | None) -> str:
     if label == "error ratio":
         return f"{value * 100:.2f} %"
     return f"{value * 1000:.0f} ms"
+
+
+Prometheus.skills = (PrometheusQuery, PrometheusRange, ServiceHealth)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from opsbot.config import Settings
 from opsbot.demo import LocalStack, missing_binaries
 from opsbot.engine import Engine
@@ -48,13 +49,28 @@ def policy() -> Policy:
     return Policy.load(ROOT / "policies" / "default.yaml")
 
 
+#: test shorthands for backend settings: keyword -> (backend, its Config field)
+BACKEND_KEYS = {
+    "prometheus_url": ("prometheus", "url"),
+    "alertmanager_url": ("alertmanager", "url"),
+    "loki_url": ("loki", "url"),
+    "kubeconfig": ("kubernetes", "kubeconfig"),
+    "k8s_max_replicas": ("kubernetes", "max_replicas"),
+}
+
+
 def make_settings(db_url: str, tmp_path: Path, **extra: Any) -> Settings:
+    """Settings for a test; ``prometheus_url=``, ``kubeconfig=``... go to their backend."""
     defaults: dict[str, Any] = {
         "policy_path": ROOT / "policies",
         "chart_dir": tmp_path / "charts",
         "backend_timeout": 3.0,
     }
-    return Settings(database_url=db_url, **{**defaults, **extra})
+    backends: dict[str, dict[str, Any]] = {}
+    for key in [k for k in extra if k in BACKEND_KEYS]:
+        backend, field = BACKEND_KEYS[key]
+        backends.setdefault(backend, {})[field] = extra.pop(key)
+    return Settings(database_url=db_url, backends=backends, **{**defaults, **extra})
 
 
 @pytest.fixture

@@ -8,17 +8,17 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from pydantic import BaseModel
+from sqlalchemy import update
+
 from opsbot.approvals import State, VoteStatus
 from opsbot.audit import AuditEvent
 from opsbot.engine import Engine
-from opsbot.model import Actor, Request, SkillResult, Text
+from opsbot.model import Actor, ApprovalCard, Message, Request, SkillResult, Text
 from opsbot.policy import Policy
 from opsbot.services import Services, build_services
 from opsbot.skills.base import Risk, Skill, SkillContext
 from opsbot.store import ApprovalRow, now
-from pydantic import BaseModel
-from sqlalchemy import update
-
 from tests.conftest import Thread, make_settings, registry_with
 
 POLICY = """
@@ -111,6 +111,40 @@ async def ask(engine: Engine, text: str, actor: Actor = ALICE) -> tuple[Thread, 
     await engine.handle(Request(actor=actor, channel="ops", text=text), thread)
     ids = thread.approval_ids
     return thread, ids[0] if ids else ""
+
+
+async def test_a_request_never_posts_another_platforms_expiry(engine: Engine) -> None:
+    """Defect (issue 9): handle() swept expired approvals through the current request's
+    reply, so an expired Discord approval went to the Slack adapter, whose thread parser
+    raised, and the Slack user's request ended in "Internal error"."""
+    discord_thread = Thread()
+    await engine.handle(
+        Request(
+            actor=ALICE, channel="discord:42", text="touch checkout in shop", thread="discord:42:9"
+        ),
+        discord_thread,
+    )
+    [approval_id] = discord_thread.approval_ids
+    await expire_now(engine, approval_id)
+    slack_posts: list[Message] = []
+
+    async def slack_reply(message: Message) -> None:
+        if not message.thread.startswith("slack:"):
+            raise ValueError(f"not a Slack thread: {message.thread}")  # as parse_thread does
+        slack_posts.append(message)
+
+    await engine.handle(
+        Request(
+            actor=BOB,
+            channel="slack:C1",
+            text="what's waiting for approval?",
+            thread="slack:C1:1.2",
+        ),
+        slack_reply,
+    )
+    text = "\n".join(m.plain for m in slack_posts)
+    assert "Internal error" not in text and "Nothing is waiting for approval." in text
+    assert all(m.thread == "slack:C1:1.2" for m in slack_posts)
 
 
 async def test_write_waits_for_approval_then_runs_once(engine: Engine) -> None:
@@ -251,10 +285,16 @@ async def test_namespace_scope_and_unknown_skills_are_refused(engine: Engine) ->
 
 
 async def test_expired_requests_are_swept_audited_and_announced(engine: Engine) -> None:
+    # the sweep is its own call (opsbot serve and the shell make it), announced in the
+    # approval's own thread with the card, now closed
     _, approval_id = await ask(engine, "touch checkout in shop")
     await expire_now(engine, approval_id)
+    announced = Thread()
+    assert [a.id for a in await engine.sweep_expired(announced)] == [approval_id]
+    assert f"Approval `{approval_id}` expired without enough approvals" in announced.text
+    [card] = [b for m in announced.messages for b in m.blocks if isinstance(b, ApprovalCard)]
+    assert card.state == "expired" and not card.open
     pending, _ = await ask(engine, "what's waiting for approval?", actor=BOB)
-    assert f"Approval `{approval_id}` expired without enough approvals" in pending.text
     assert "Nothing is waiting for approval." in pending.text
     [record] = await engine.services.audit.search(event=AuditEvent.APPROVAL_EXPIRED)
     assert record.outcome == "expired" and approval_id in record.detail

@@ -20,8 +20,14 @@ class Planner(Protocol):
     name: str
 
     async def plan(
-        self, request: Request, catalog: Sequence[Skill[Any]], tools: ToolRunner | None = None
+        self, request: Request, catalog: Sequence[Skill[Any, Any]], tools: ToolRunner | None = None
     ) -> Plan:
         """Map ``request`` to invocations of skills in ``catalog`` only (never others).
         With ``tools`` a planner may look at data first; without, it only routes."""
+        ...
+
+    async def explain(self, request: Request, withheld: Sequence[Skill[Any, Any]]) -> str | None:
+        """When a plan found nothing the actor may call (``Answer.unmatched``): the name of
+        the skill among ``withheld`` (those policy does not give the actor here) that the
+        request asks for, so the refusal can say so; None when none fits."""
         ...

@@ -28,19 +28,20 @@ import openai
 import structlog
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
-from opsbot import telemetry
+from pydantic import ValidationError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_base
+
+from opsbot import telemetry, wording
 from opsbot.audit import AuditEvent
 from opsbot.config import Settings
 from opsbot.conversations import Conversations
 from opsbot.intent.base import Planner, ToolRunner
 from opsbot.intent.grounding import ground
-from opsbot.model import Answer, Invocation, Plan, Request
+from opsbot.model import Answer, Invocation, Plan, Request, Run
 from opsbot.redact import redact
 from opsbot.skills.base import Risk, Skill
 from opsbot.usage import Usage, UsageLedger, price
-from pydantic import ValidationError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_base
 
 log = structlog.get_logger(__name__)
 
@@ -109,7 +110,7 @@ def _strip_titles(schema: Any) -> Any:
     return schema
 
 
-def tool_definitions(catalog: Sequence[Skill[Any]]) -> list[dict[str, Any]]:
+def tool_definitions(catalog: Sequence[Skill[Any, Any]]) -> list[dict[str, Any]]:
     """OpenAI function-tool definitions of ``catalog`` (titles stripped to save tokens)."""
     return [
         {
@@ -214,15 +215,19 @@ class LLMPlanner:
 
     # -- the loop --------------------------------------------------------------------------
 
+    async def explain(self, request: Request, withheld: Sequence[Skill[Any, Any]]) -> str | None:
+        """Refusals are explained by the offline router, as when the model is down."""
+        return await self.fallback.explain(request, withheld)
+
     async def plan(
-        self, request: Request, catalog: Sequence[Skill[Any]], tools: ToolRunner | None = None
+        self, request: Request, catalog: Sequence[Skill[Any, Any]], tools: ToolRunner | None = None
     ) -> Plan:
         text = request.text.strip()
         if not text:
-            return Plan(answer=Answer(text="Say what you need, or type `help`."), planner=self.name)
+            return Answer(text=wording.EMPTY, planner=self.name)
         budget_note = await self._over_budget(request.actor.id)
         if budget_note:
-            return Plan(answer=Answer(text=budget_note), planner=self.name)
+            return Answer(text=budget_note, planner=self.name)
         try:
             return await self._loop(request, text, catalog, tools)
         except (openai.OpenAIError, LLMUnavailable, TimeoutError) as exc:
@@ -263,7 +268,11 @@ class LLMPlanner:
         ]
 
     async def _loop(
-        self, request: Request, text: str, catalog: Sequence[Skill[Any]], tools: ToolRunner | None
+        self,
+        request: Request,
+        text: str,
+        catalog: Sequence[Skill[Any, Any]],
+        tools: ToolRunner | None,
     ) -> Plan:
         by_tool = {tool_name(s.name): s for s in catalog}
         definitions = tool_definitions(catalog)
@@ -311,7 +320,7 @@ class LLMPlanner:
                     call, by_tool, request, tools, run, rationale=_text(ai)
                 )
                 if routed is not None:  # routing only (eval): the first call is the plan
-                    return Plan(invocations=[routed], planner=self.name, usage=usage.__dict__)
+                    return Run(invocations=[routed], planner=self.name, usage=usage.__dict__)
                 messages.append(ToolMessage(content=reply, tool_call_id=call.get("id") or "call"))
             if run.gave_up:
                 break
@@ -328,17 +337,19 @@ class LLMPlanner:
         else:
             answer = "The model gave no answer; try rephrasing."
         await self._remember(request, text, answer, run.proposals)
-        return Plan(
-            invocations=run.proposals,
-            answer=Answer(text=redact(answer)),
-            planner=self.name,
-            usage=usage.__dict__,
-        )
+        if run.proposals:
+            return Run(
+                invocations=run.proposals,
+                text=redact(answer),
+                planner=self.name,
+                usage=usage.__dict__,
+            )
+        return Answer(text=redact(answer), planner=self.name, usage=usage.__dict__)
 
     async def _tool_call(
         self,
         call: Any,
-        by_tool: dict[str, Skill[Any]],
+        by_tool: dict[str, Skill[Any, Any]],
         request: Request,
         tools: ToolRunner | None,
         run: _Run,
@@ -390,10 +401,10 @@ class LLMPlanner:
                 "say in your answer why you proposed it."
             ), None
         output = await tools(invocation)
-        run.evidence.append(_describe(invocation))
+        run.evidence.append(wording.describe(invocation))
         return fence(skill.name, output[:MAX_TOOL_OUTPUT_CHARS]), None
 
-    async def _ground(self, skill: Skill[Any], invocation: Invocation) -> Invocation:
+    async def _ground(self, skill: Skill[Any, Any], invocation: Invocation) -> Invocation:
         """Replace near-miss names with what the backends have; refuse names nothing has."""
         inventory = await self.services.inventory.snapshot()
         args = dict(invocation.args)
@@ -434,7 +445,7 @@ class LLMPlanner:
         self, request: Request, text: str, answer: str, proposals: list[Invocation]
     ) -> None:
         await self.conversations.add(request.thread_key, "user", text[:MAX_REQUEST_CHARS])
-        proposed = "".join(f"\n[proposed for approval: {_describe(p)}]" for p in proposals)
+        proposed = "".join(f"\n[proposed for approval: {wording.describe(p)}]" for p in proposals)
         await self.conversations.add(request.thread_key, "assistant", redact(answer) + proposed)
 
 
@@ -464,13 +475,7 @@ def _text(ai: AIMessage) -> str:
     return str(content or "").strip()
 
 
-def _describe(invocation: Invocation) -> str:
-    return f"{invocation.skill} " + " ".join(f"{k}={v}" for k, v in invocation.args.items())
-
-
 def _validation_text(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())[
-            :400
-        ]
+        return wording.validation_problems(exc, limit=400)
     return str(exc)[:400]

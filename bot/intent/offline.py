@@ -19,13 +19,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+from rapidfuzz import fuzz
+
+from opsbot import wording
 from opsbot.intent import extract as ex
 from opsbot.intent.base import ToolRunner
 from opsbot.intent.grounding import Inventory, ground
-from opsbot.model import Answer, Clarify, Invocation, Plan, Request
+from opsbot.model import Answer, Clarify, Invocation, Plan, Request, Run
 from opsbot.skills.base import Skill
-from pydantic import ValidationError
-from rapidfuzz import fuzz
 
 THRESHOLD = 1.0
 AMBIGUITY_MARGIN = 0.1
@@ -54,7 +56,7 @@ class _Keyword:
 
 @dataclass(frozen=True)
 class Scored:
-    skill: Skill[Any]
+    skill: Skill[Any, Any]
     score: float
 
 
@@ -116,7 +118,7 @@ class OfflineRouter:
         self.threshold = threshold
         self._compiled: dict[str, list[_Keyword]] = {}
 
-    def _keywords(self, skill: Skill[Any]) -> list[_Keyword]:
+    def _keywords(self, skill: Skill[Any, Any]) -> list[_Keyword]:
         if skill.name not in self._compiled:
             self._compiled[skill.name] = _compile(skill.keywords)
         return self._compiled[skill.name]
@@ -136,7 +138,7 @@ class OfflineRouter:
             signals.add("<number>")
         return signals
 
-    def score(self, parsed: ex.Parsed, skill: Skill[Any]) -> float:
+    def score(self, parsed: ex.Parsed, skill: Skill[Any, Any]) -> float:
         signals = self._signals(parsed)
         stems = parsed.stems
         exact = {t.lower() for t in parsed.tokens}
@@ -159,45 +161,48 @@ class OfflineRouter:
             total += 0.3 * max(0.0, similarity - 50) / 50
         return total
 
-    def rank(self, parsed: ex.Parsed, catalog: Sequence[Skill[Any]]) -> list[Scored]:
+    def rank(self, parsed: ex.Parsed, catalog: Sequence[Skill[Any, Any]]) -> list[Scored]:
         """Every skill of ``catalog`` with its score, best first (ties keep catalog order)."""
         return sorted((Scored(s, self.score(parsed, s)) for s in catalog), key=lambda r: -r.score)
 
     # -- planning ------------------------------------------------------------------------
 
+    async def explain(self, request: Request, withheld: Sequence[Skill[Any, Any]]) -> str | None:
+        """The withheld skill this request would have matched, if any (to explain a refusal)."""
+        ranked = self.rank(ex.parse(request.text[:2000]), withheld)
+        return ranked[0].skill.name if ranked and ranked[0].score >= self.threshold else None
+
     async def plan(
-        self, request: Request, catalog: Sequence[Skill[Any]], tools: ToolRunner | None = None
+        self, request: Request, catalog: Sequence[Skill[Any, Any]], tools: ToolRunner | None = None
     ) -> Plan:
         text = request.text.strip()[:2000]
         parsed = ex.parse(text)
         if not parsed.tokens and not parsed.expr:
-            return Plan(answer=Answer(text="Say what you need, or type `help`."))
+            return Answer(text=wording.EMPTY)
         ranked = self.rank(parsed, catalog)
         if not ranked or ranked[0].score < self.threshold:
             first = ex.stem(parsed.tokens[0]) if parsed.tokens else ""
-            return Plan(answer=Answer(text=_COURTESY.get(first, NO_SKILL)))
+            return Answer(text=_COURTESY.get(first, NO_SKILL), unmatched=True)
         top = ranked[0]
         if len(ranked) > 1 and top.score - ranked[1].score < AMBIGUITY_MARGIN:
             other = ranked[1].skill
-            return Plan(
-                clarify=Clarify(
-                    question=(
-                        f"Did you mean `{top.skill.name}` ({top.skill.summary}) or "
-                        f"`{other.name}` ({other.summary})?"
-                    )
+            return Clarify(
+                question=(
+                    f"Did you mean `{top.skill.name}` ({top.skill.summary}) or "
+                    f"`{other.name}` ({other.summary})?"
                 )
             )
         vocabulary = self._vocabulary(catalog)
         return await self.build(top.skill, parsed, vocabulary)
 
-    def _vocabulary(self, catalog: Sequence[Skill[Any]]) -> set[str]:
+    def _vocabulary(self, catalog: Sequence[Skill[Any, Any]]) -> set[str]:
         vocab: set[str] = set()
         for skill in catalog:
             for kw in self._keywords(skill):
                 vocab.update(s.lstrip("=") for s in kw.stems if s not in SIGNALS and s != "*")
         return vocab
 
-    async def build(self, skill: Skill[Any], parsed: ex.Parsed, vocabulary: set[str]) -> Plan:
+    async def build(self, skill: Skill[Any, Any], parsed: ex.Parsed, vocabulary: set[str]) -> Plan:
         """Extract, refine, ground and validate the arguments of ``skill`` from ``parsed``."""
         fields = skill.Args.model_fields
         inventory = await self.inventory.snapshot() if self.inventory else {}
@@ -222,7 +227,7 @@ class OfflineRouter:
                 kind = "service" if field_name == "service" else raw.get("kind", "deployment")
                 chosen = self._pick_name(names, inventory.get(kind, set()))
                 if isinstance(chosen, Clarify):
-                    return Plan(clarify=chosen)
+                    return chosen
                 if chosen:
                     raw[field_name] = chosen
         if "namespace" in fields and "namespace" not in raw and "name" in raw:
@@ -234,11 +239,9 @@ class OfflineRouter:
             if len(homes) == 1:
                 raw["namespace"] = homes[0]
             elif len(homes) > 1:
-                return Plan(
-                    clarify=Clarify(
-                        question=f"{raw['name']} exists in several namespaces: {', '.join(homes)}. Which one?",
-                        skill=skill.name,
-                    )
+                return Clarify(
+                    question=f"{raw['name']} exists in several namespaces: {', '.join(homes)}. Which one?",
+                    skill=skill.name,
                 )
         if "kind" in fields and "kind" not in raw:
             name = str(raw.get("name", ""))
@@ -248,8 +251,8 @@ class OfflineRouter:
         try:
             args = skill.parse_args(raw)
         except ValidationError as exc:
-            return Plan(clarify=Clarify(question=_question(skill, exc), skill=skill.name))
-        return Plan(
+            return Clarify(question=_question(skill, exc), skill=skill.name)
+        return Run(
             invocations=[
                 Invocation(skill=skill.name, args=args.model_dump(mode="json", exclude_none=True))
             ]
@@ -273,16 +276,15 @@ class OfflineRouter:
         return names[0]
 
 
-def _question(skill: Skill[Any], exc: ValidationError) -> str:
-    missing = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "missing"]
+def _question(skill: Skill[Any, Any], exc: ValidationError) -> str:
+    missing = wording.missing_fields(exc)
     if missing:
         described = []
         for name in missing:
             info = skill.Args.model_fields[name]
             described.append(f"`{name}`" + (f" ({info.description})" if info.description else ""))
         return f"To run `{skill.name}` I need {', '.join(described)}. Could you say it again with that?"
-    err = exc.errors()[0]
-    return f"`{skill.name}`: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+    return f"`{skill.name}`: {wording.validation_problems(exc)}"
 
 
 def _state(parsed: ex.Parsed, _: dict[str, set[str]]) -> str | None:
