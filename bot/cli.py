@@ -211,23 +211,32 @@ def serve() -> None:
 
 @app.command()
 def skills() -> None:
-    """List installed skills with their risk and whether their backend is configured."""
+    """List installed skills with their risk, and their backend's health (configured?
+    reachable? version)."""
     from opsbot.model import Table
     from opsbot.skills.base import load_registry
 
-    registry = load_registry(load_settings())
+    async def health() -> Any:
+        registry = load_registry(load_settings())
+        try:
+            checks = await asyncio.gather(*(b.health() for b in registry.backends))
+            return registry, {b.name: h for b, h in zip(registry.backends, checks, strict=True)}
+        finally:
+            await registry.aclose()
+
+    registry, healths = _run(health)
     rows = []
     for skill in registry:
-        missing = registry.backend_of(skill.name).missing()
-        rows.append(
-            [
-                skill.name,
-                skill.risk.value,
-                skill.summary,
-                "set " + ", ".join(missing) if missing else "ok",
-            ]
-        )
-    _print_table(Table(columns=["skill", "risk", "summary", "backend"], rows=rows))
+        backend = registry.backend_of(skill.name)
+        h = healths[backend.name]
+        if not h.configured:
+            state = "set " + ", ".join(h.missing)
+        elif h.reachable is False:
+            state = f"unreachable: {h.detail[:80]}"
+        else:
+            state = "ok" + (f" ({h.version})" if h.version else "")
+        rows.append([skill.name, skill.risk.value, backend.name, skill.summary, state])
+    _print_table(Table(columns=["skill", "risk", "backend", "summary", "status"], rows=rows))
 
 
 def _print_table(table: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp.test_utils import TestClient, TestServer
+
 from opsbot.adapters.http import make_app
 from opsbot.audit import AuditEvent
 from opsbot.services import Services
@@ -18,7 +19,14 @@ async def test_health_ready_metrics(sqlite_services: Services) -> None:
     client = await client_for(sqlite_services)
     try:
         assert (await (await client.get("/healthz")).json()) == {"status": "ok"}
-        assert (await (await client.get("/readyz")).json()) == {"status": "ready"}
+        ready = await (await client.get("/readyz")).json()
+        assert ready["status"] == "ready"
+        assert ready["backends"]["prometheus"] == {
+            "ok": False,
+            "configured": False,
+            "version": "",
+            "detail": "not configured",
+        }
         metrics = await (await client.get("/metrics")).text()
         assert "opsbot_requests_total" in metrics and "opsbot_skill_duration_seconds" in metrics
     finally:
@@ -62,5 +70,21 @@ async def test_alertmanager_webhook_accepts_and_rejects(sqlite_services: Service
         )
         records = await sqlite_services.audit.search(actor="alertmanager")
         assert [r.detail for r in records] == ["firing HighErrorRate service=checkout"]
+    finally:
+        await client.close()
+
+
+async def test_readyz_names_a_configured_backend_that_is_unreachable(
+    sqlite_services: Services, unused_tcp_port: int
+) -> None:
+    prometheus = sqlite_services.registry.backend("prometheus")
+    assert prometheus is not None
+    prometheus.config.url = f"http://127.0.0.1:{unused_tcp_port}"
+    client = await client_for(sqlite_services)
+    try:
+        answer = await client.get("/readyz")
+        body = await answer.json()
+        assert answer.status == 503 and body["unreachable"] == ["prometheus"]
+        assert "unreachable" in body["backends"]["prometheus"]["detail"]
     finally:
         await client.close()

@@ -13,11 +13,12 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
 from opsbot.audit import AuditEvent
 from opsbot.services import Services
 from opsbot.telemetry import REGISTRY
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 log = structlog.get_logger(__name__)
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
@@ -28,13 +29,27 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready when the database answers and every *configured* backend is reachable; the body
+    says which backend is not (name, reason), as ``opsbot skills`` does."""
     services = request.app[SERVICES]
     try:
         async with services.store.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception as exc:
         return web.json_response({"status": "unready", "database": str(exc)[:200]}, status=503)
-    return web.json_response({"status": "ready"})
+    backends = services.registry.backends
+    healths = await asyncio.gather(*(b.health() for b in backends))
+    report = {
+        b.name: {"ok": h.ok, "configured": h.configured, "version": h.version, "detail": h.detail}
+        for b, h in zip(backends, healths, strict=True)
+    }
+    down = sorted(name for name, h in report.items() if h["configured"] and not h["ok"])
+    if down:
+        log.warning("readyz.backend_unreachable", backends=down)
+        return web.json_response(
+            {"status": "unready", "unreachable": down, "backends": report}, status=503
+        )
+    return web.json_response({"status": "ready", "backends": report})
 
 
 async def metrics(request: web.Request) -> web.Response:
