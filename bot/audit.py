@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from opsbot.redact import redact, redact_value
-from opsbot.store import AuditRow, Store, now
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+
+from opsbot.redact import redact, redact_value
+from opsbot.store import AuditRow, Store, now
 
 GENESIS = "0" * 64
 

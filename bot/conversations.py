@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from opsbot.store import Store, TurnRow, now
 from sqlalchemy import select
+
+from opsbot.store import Store, TurnRow, now
 
 MAX_TURN_CHARS = 4000
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from opsbot.store import Store, UsageRow, now
 from sqlalchemy import func, select
+
+from opsbot.store import Store, UsageRow, now
 
 
 @dataclass

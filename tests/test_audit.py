@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from sqlalchemy import delete, update
+
 from opsbot.audit import GENESIS, AuditEvent
 from opsbot.services import Services
 from opsbot.store import AuditRow
-from sqlalchemy import delete, update
 
 
 async def test_chain_links_and_redacts(services: Services) -> None:

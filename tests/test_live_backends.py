@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from opsbot.approvals import State, VoteStatus
 from opsbot.audit import AuditEvent
 from opsbot.demo import LocalStack
@@ -19,7 +20,6 @@ from opsbot.engine import Engine
 from opsbot.model import Actor, Image, Request
 from opsbot.policy import Policy
 from opsbot.services import build_services
-
 from tests.conftest import Thread, make_settings
 
 ALICE, BOB = Actor(id="shell:alice"), Actor(id="shell:bob")

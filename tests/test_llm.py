@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from kmock import KubernetesEmulator
+from typer.testing import CliRunner
+
 from opsbot.approvals import State
 from opsbot.audit import AuditEvent
 from opsbot.cli import app
@@ -24,8 +26,6 @@ from opsbot.intent.offline import OfflineRouter
 from opsbot.model import Actor, Request
 from opsbot.services import Services, build_services
 from opsbot.telemetry import REGISTRY
-from typer.testing import CliRunner
-
 from tests.conftest import ROOT, Thread, make_settings
 from tests.fakes.kube import DEPLOYMENTS, ClusterEmulator, deployment, seed, write_kubeconfig
 from tests.fakes.openai_server import FakeOpenAI, call, reply, stall, status

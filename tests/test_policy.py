@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from opsbot.model import Actor
 from opsbot.policy import Allow, Deny, NeedsApproval, Policy, PolicyError
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import discord
 import httpx
 import yarl
+
 from opsbot.adapters.http import serve
 from opsbot.demo import free_port
 from opsbot.policy import Policy
 from opsbot.services import build_services
-
 from tests.conftest import make_settings
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.slack_api import FakeSlack

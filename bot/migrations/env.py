@@ -1,6 +1,7 @@
 """Alembic environment: runs on the connection handed over by ``opsbot.store.open_store``."""
 
 from alembic import context
+
 from opsbot.store import Base
 
 connection = context.config.attributes.get("connection")

@@ -6,6 +6,7 @@ Revises: 0002
 
 import sqlalchemy as sa
 from alembic import op
+
 from opsbot.store import UTCDateTime
 
 revision = "0003"
