@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from kmock import KubernetesEmulator
+
 from opsbot.adapters.http import make_app
 from opsbot.adapters.slack import SlackAdapter
 from opsbot.approvals import State
@@ -26,7 +27,6 @@ from opsbot.audit import AuditEvent
 from opsbot.engine import Engine
 from opsbot.policy import Policy
 from opsbot.services import Services, build_services
-
 from tests.conftest import ROOT, make_settings
 from tests.fakes.kube import ClusterEmulator, complete_rollout, seed, write_kubeconfig
 from tests.fakes.slack_api import FakeSlack
@@ -104,7 +104,19 @@ class SlackRig:
             **kw,
         )
 
-    async def click(self, user: str, action_id: str, approval_id: str, message_ts: str) -> Any:
+    async def click(
+        self,
+        user: str,
+        action_id: str,
+        value: str,
+        message_ts: str,
+        *,
+        block_id: str = "",
+        thread_ts: str = "",
+    ) -> Any:
+        message = {"ts": message_ts, "text": "approval"}
+        if thread_ts:
+            message["thread_ts"] = thread_ts
         payload = {
             "type": "block_actions",
             "team": {"id": "T1"},
@@ -114,12 +126,12 @@ class SlackRig:
             "trigger_id": f"trig-{user}-{action_id}",
             "container": {"type": "message", "message_ts": message_ts, "channel_id": CHANNEL},
             "channel": {"id": CHANNEL},
-            "message": {"ts": message_ts, "text": "approval"},
+            "message": message,
             "actions": [
                 {
                     "action_id": action_id,
-                    "block_id": f"approval:{approval_id}",
-                    "value": approval_id,
+                    "block_id": block_id or f"approval:{value}",
+                    "value": value,
                     "type": "button",
                     "action_ts": str(time.time()),
                 }
@@ -131,6 +143,16 @@ class SlackRig:
 
     def texts(self) -> str:
         return "\n".join(str(p.get("text", "")) for p in self.slack.of("chat.postMessage"))
+
+    def adapter(self) -> SlackAdapter:
+        """The adapter behind ``/slack/events``."""
+        handler = next(
+            r.handler
+            for r in self.client.server.app.router.routes()
+            if r.resource and r.resource.canonical == "/slack/events"
+        )
+        adapter: SlackAdapter = handler.__self__
+        return adapter
 
 
 @pytest.fixture
@@ -226,10 +248,16 @@ async def test_signed_mention_to_button_approved_rollback(rig: SlackRig) -> None
         0.5, complete_rollout, rig.kmock, "shop", "checkout"
     )
     await rig.click("UCAROL", "opsbot_approve", approval_id, approval_ts)
-    updates = await rig.slack.wait_for("chat.update", 2)
-    final = updates[1]
-    assert not any(b["type"] == "actions" for b in final["blocks"])  # buttons removed
-    assert "approved and executed* by <@UCAROL>" in json.dumps(final["blocks"])
+    # the card is edited twice more: approved (running), then executed
+    updates = await rig.slack.wait_for("chat.update", 3)
+    assert {u["ts"] for u in updates} == {approval_ts}  # all in place
+    running, final = updates[1:]
+    assert not any(b["type"] == "actions" for b in running["blocks"])  # buttons removed
+    assert "approved by <@UCAROL>" in json.dumps(running["blocks"])
+    assert not any(b["type"] == "actions" for b in final["blocks"])
+    shown = json.dumps(final["blocks"])
+    assert "*executed*" in shown and "approved and executed" in shown
+    assert "approvals 2/2: <@UBOB>, <@UCAROL>" in shown
     await wait_until(lambda: "rollout complete" in rig.texts())
     complete.cancel()
     patches = [
@@ -277,7 +305,9 @@ async def test_deny_asks_for_a_reason_in_a_modal(rig: SlackRig) -> None:
     )
     assert response.status == 200
     [update] = await rig.slack.wait_for("chat.update")
-    assert update["ts"] == "m1" and "*denied* by <@UBOB>" in json.dumps(update["blocks"])
+    shown = json.dumps(update["blocks"])
+    assert update["ts"] == "m1" and "*denied*" in shown and "denied by <@UBOB>" in shown
+    assert not any(b["type"] == "actions" for b in update["blocks"])
     assert "denied by <@UBOB>: freeze until Monday" in rig.texts()
     approval = await rig.services.approvals.get(approval_id)
     assert approval is not None and approval.state is State.DENIED

@@ -2,10 +2,13 @@
 
 Requests start from an ``app_mention``, a direct message or the ``/ops`` slash command; every
 step is posted into the request's thread (Block Kit from :mod:`opsbot.adapters.slack_blocks`,
-charts uploaded with ``files_upload_v2``). Approval requests carry Approve / Deny buttons;
-Deny asks for a reason in a modal. The approver is the user of Slack's *signed* interaction
-payload, never a name in text; refusals are shown only to the clicker (ephemeral), and the
-approval message is updated in place once decided (buttons removed).
+charts uploaded with ``files_upload_v2``). An approval card carries Approve / Deny buttons
+while it is open; Deny asks for a reason in a modal. Every later state of the card (a vote,
+approved, denied, expired, executed) is edited into the message that shows it
+(``chat.update``); the adapter knows that message from posting it or from the click on it.
+A suggested-action button runs its invocation through ``Engine.click`` as the clicker's own
+request. The clicker is the user of Slack's *signed* interaction payload, never a name in
+text; messages meant for the clicker alone (refusals) are ephemeral, in the thread.
 
 Transport: Socket Mode when ``SLACK_APP_TOKEN`` is set, else the Events API on
 ``opsbot serve``'s ``/slack/events`` (bolt verifies ``X-Slack-Signature`` and rejects stale
@@ -20,16 +23,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from typing import Any
 
 import structlog
 from aiohttp import web
-from opsbot.adapters.slack_blocks import APPROVE, DENY, DENY_MODAL, decided_blocks, render
-from opsbot.approvals import VoteStatus
-from opsbot.config import Settings
-from opsbot.engine import Engine, approval_message
-from opsbot.model import Actor, Message, Request, Step
-from opsbot.store import first_time
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
@@ -37,11 +35,18 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from opsbot.adapters.slack_blocks import ACTION, APPROVE, DENY, DENY_MODAL, render
+from opsbot.config import Settings
+from opsbot.engine import Engine, Reply
+from opsbot.model import Actor, ApprovalCard, Audience, Message, Request
+from opsbot.store import first_time
+
 log = structlog.get_logger(__name__)
 
 PREFIX = "slack"
 REQUIRED_SCOPES = ("app_mentions:read", "chat:write", "commands", "files:write", "im:history")
 MENTION = re.compile(r"<@[A-Z0-9]+>")
+MAX_CARDS = 2000  # approval cards whose message this process remembers (oldest forgotten)
 
 
 def thread_key(channel: str, ts: str) -> str:
@@ -51,6 +56,10 @@ def thread_key(channel: str, ts: str) -> str:
 def parse_thread(key: str) -> tuple[str, str]:
     _, channel, ts = key.split(":", 2)
     return channel, ts
+
+
+def card_of(message: Message) -> ApprovalCard | None:
+    return next((b for b in message.blocks if isinstance(b, ApprovalCard)), None)
 
 
 def off_reason(settings: Settings) -> str | None:
@@ -76,6 +85,8 @@ class SlackAdapter:
             request_verification_enabled=not settings.slack_app_token,
         )
         self._groups: dict[str, set[str]] = {}
+        #: approval id -> (channel, ts) of the message showing its card, to edit in place
+        self._cards: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._register()
 
     # -- setup ---------------------------------------------------------------------------
@@ -151,14 +162,35 @@ class SlackAdapter:
 
     # -- posting -------------------------------------------------------------------------
 
+    def _remember(self, approval_id: str, channel: str, ts: str) -> None:
+        if approval_id and channel and ts:
+            self._cards[approval_id] = (channel, ts)
+            self._cards.move_to_end(approval_id)
+            while len(self._cards) > MAX_CARDS:
+                self._cards.popitem(last=False)
+
+    async def _edit(self, where: tuple[str, str], blocks: list[Any], text: str) -> bool:
+        try:
+            await self.client.chat_update(channel=where[0], ts=where[1], blocks=blocks, text=text)
+        except SlackApiError as exc:
+            log.warning("slack.update_failed", channel=where[0], error=exc.response.get("error"))
+            return False
+        return True
+
     async def post(self, message: Message) -> None:
-        """Post one engine message into its thread (and upload its charts)."""
+        """Post one engine message into its thread (and upload its charts). A message with an
+        approval card whose message is known replaces that message (``chat.update``)."""
         channel, ts = parse_thread(message.thread)
         blocks, text, images = render(message)
+        card = card_of(message)
+        where = self._cards.get(card.approval_id) if card else None
         try:
-            await self.client.chat_postMessage(
-                channel=channel, thread_ts=ts, blocks=blocks, text=text
-            )
+            if where is None or not await self._edit(where, blocks, text):
+                response = await self.client.chat_postMessage(
+                    channel=channel, thread_ts=ts, blocks=blocks, text=text
+                )
+                if card is not None:
+                    self._remember(card.approval_id, channel, str(response.get("ts") or ""))
             for image in images:
                 await self.client.files_upload_v2(
                     channel=channel,
@@ -178,6 +210,7 @@ class SlackAdapter:
         self.app.command("/ops")(self._on_command)
         self.app.action(APPROVE)(self._on_approve)
         self.app.action(DENY)(self._on_deny)
+        self.app.action(ACTION)(self._on_action)
         self.app.view(DENY_MODAL)(self._on_deny_reason)
 
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
@@ -236,6 +269,7 @@ class SlackAdapter:
             "",
             channel=body.get("channel", {}).get("id", ""),
             message_ts=body.get("message", {}).get("ts", ""),
+            thread_ts=body.get("message", {}).get("thread_ts", ""),
         )
 
     async def _on_deny(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
@@ -244,6 +278,7 @@ class SlackAdapter:
             "approval_id": action.get("value", ""),
             "channel": body.get("channel", {}).get("id", ""),
             "message_ts": body.get("message", {}).get("ts", ""),
+            "thread_ts": body.get("message", {}).get("thread_ts", ""),
         }
         await self.client.views_open(
             trigger_id=body["trigger_id"],
@@ -283,7 +318,32 @@ class SlackAdapter:
             reason.strip(),
             channel=meta.get("channel", ""),
             message_ts=meta.get("message_ts", ""),
+            thread_ts=meta.get("thread_ts", ""),
         )
+
+    def _clicker_reply(self, user: str, channel: str, thread_ts: str) -> Reply:
+        """Where a click's messages go: the thread, except what is for the clicker alone,
+        which only they see (ephemeral, in the thread)."""
+
+        async def reply(message: Message) -> None:
+            if message.audience is not Audience.CLICKER:
+                await self.post(message)
+                return
+            where, ts = channel, thread_ts
+            if message.thread.startswith(f"{PREFIX}:"):
+                where, ts = parse_thread(message.thread)
+            if not where:
+                log.warning("slack.no_channel_for_clicker", user=user)
+                return
+            _, text, _ = render(message)
+            try:
+                await self.client.chat_postEphemeral(
+                    channel=where, user=user, text=text, thread_ts=ts or None
+                )
+            except SlackApiError as exc:
+                log.error("slack.post_failed", channel=where, error=exc.response.get("error"))
+
+        return reply
 
     async def _decide(
         self,
@@ -294,36 +354,35 @@ class SlackAdapter:
         *,
         channel: str,
         message_ts: str,
+        thread_ts: str,
     ) -> None:
         user = body.get("user", {}).get("id", "")
         if not user or not approval_id:
             log.warning("slack.malformed_interaction")
             return
-        actor = self.actor(user)
-
-        async def reply(message: Message) -> None:
-            if message.step is Step.ERROR and channel:  # a refusal is for the clicker's eyes only
-                await self.client.chat_postEphemeral(
-                    channel=channel, user=user, text=message.plain[:3000]
-                )
-            else:
-                await self.post(message)
-
-        outcome = await self.engine.decide(
-            approval_id, actor, verdict, reply, reason=reason, channel=channel
+        self._remember(approval_id, channel, message_ts)  # the card is the clicked message
+        await self.engine.decide(
+            approval_id,
+            self.actor(user),
+            verdict,
+            self._clicker_reply(user, channel, thread_ts),
+            reason=reason,
+            channel=channel,
         )
-        if (
-            outcome.status in (VoteStatus.APPROVED, VoteStatus.RECORDED, VoteStatus.DENIED)
-            and message_ts
-        ):
-            approval = await self.engine.services.approvals.get(approval_id)
-            if approval is not None:
-                blocks = decided_blocks(
-                    approval, render(approval_message(approval))[0], f"<@{user}>"
-                )
-                await self.client.chat_update(
-                    channel=channel,
-                    ts=message_ts,
-                    blocks=blocks,
-                    text=f"approval {approval.id}: {approval.state.value}",
-                )
+
+    async def _on_action(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """A suggested-action button: its invocation runs as the clicker's own request."""
+        await ack()
+        user = body.get("user", {}).get("id", "")
+        action_id = str(action.get("value", ""))
+        channel = body.get("channel", {}).get("id", "")
+        if not user or not action_id:
+            log.warning("slack.malformed_interaction")
+            return
+        thread_ts = body.get("message", {}).get("thread_ts") or ""
+        await self.engine.click(
+            action_id,
+            self.actor(user),
+            self._clicker_reply(user, channel, thread_ts),
+            channel=channel,
+        )

@@ -4,7 +4,8 @@ It answers ``POST /api/<method>`` (JSON or form bodies) in the shapes of Slack's
 reference: ``auth.test`` (with the ``x-oauth-scopes`` header), ``chat.postMessage``,
 ``chat.update``, ``chat.postEphemeral``, ``views.open``, ``usergroups.list``, and the
 ``files_upload_v2`` flow (``files.getUploadURLExternal`` -> upload URL ->
-``files.completeUploadExternal``). ``fail`` makes a method answer an error or a 429.
+``files.completeUploadExternal``). Every call is recorded with the fake's answer. ``fail``
+makes a method answer an error or a 429.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ SCOPES = "app_mentions:read,chat:write,commands,files:write,im:history"
 class Call:
     method: str
     params: dict[str, Any]
+    answer: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,7 +93,8 @@ class FakeSlack:
         for key in ("blocks", "view", "files"):
             if isinstance(params.get(key), str):
                 params[key] = json.loads(params[key])
-        self.calls.append(Call(method, params))
+        call = Call(method, params)
+        self.calls.append(call)
         planned = self.fail.get(method)
         if planned:
             failure = planned.pop(0)
@@ -136,4 +139,5 @@ class FakeSlack:
             ),
         }
         answer = answers.get(method, {"ok": True})
+        call.answer = answer
         return web.json_response(answer, headers={"x-oauth-scopes": self.scopes})
