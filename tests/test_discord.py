@@ -13,6 +13,7 @@ import discord
 import pytest
 import yarl
 from kmock import KubernetesEmulator
+
 from opsbot.adapters.discord import DiscordAdapter, off_reason
 from opsbot.adapters.discord_render import render
 from opsbot.approvals import State
@@ -20,7 +21,6 @@ from opsbot.engine import Engine
 from opsbot.model import Code, Message, Step, Table, Text
 from opsbot.policy import Policy
 from opsbot.services import Services, build_services
-
 from tests.conftest import ROOT, make_settings
 from tests.fakes.discord_server import BOT_ID, CHANNEL_ID, FakeDiscord, user
 from tests.fakes.kube import ClusterEmulator, complete_rollout, seed, write_kubeconfig
@@ -89,6 +89,10 @@ class DiscordRig:
             for e in (c.body or {}).get("embeds", [])
         )
 
+    def shown(self, call: Any) -> str:
+        """The embeds' text of one recorded post or edit."""
+        return "\n".join(str(e.get("description", "")) for e in (call.body or {}).get("embeds", []))
+
     def approval_message(self) -> dict[str, Any]:
         for call in self.thread_posts():
             if call.body.get("components"):
@@ -155,7 +159,8 @@ async def test_mention_opens_a_thread_with_every_step(rig: DiscordRig) -> None:
 
 async def test_button_approved_rollback_with_every_step_in_the_thread(rig: DiscordRig) -> None:
     """Done-when: a rollback asked in Discord, approved with buttons by two other allowed
-    members; refusals are ephemeral; the message is edited and its buttons disabled."""
+    members; refusals are ephemeral; the card's message is edited in place and, once
+    decided, has no buttons."""
     await rig.fake.mention(ALICE, "roll back checkout in shop", roles=[SRE])
     await until(lambda: any(c.body.get("components") for c in rig.thread_posts()))
     message = rig.approval_message()
@@ -176,16 +181,21 @@ async def test_button_approved_rollback_with_every_step_in_the_thread(rig: Disco
     second = (await rig.fake.wait_for("POST", "/webhooks/", 2))[1]
     assert second.body["flags"] == 64 and "may not decide approval" in second.body["content"]
 
+    card_path = f"/channels/{message['channel_id']}/messages/{message['id']}"
     await rig.fake.click(BOB, approve_id, message, roles=[ONCALL])
-    [edit] = await rig.fake.wait_for("PATCH", "/messages/@original")
-    assert "1/2 approvals" in edit.body["content"]
-    assert not any(b.get("disabled") for b in edit.body["components"][0]["components"])
+    [edit] = await rig.fake.wait_for("PATCH", card_path)
+    assert "approvals 1/2: <@222>" in rig.shown(edit)
+    [row] = edit.body["components"]
+    assert not any(b.get("disabled") for b in row["components"])
 
     asyncio.get_running_loop().call_later(0.5, complete_rollout, rig.kmock, "shop", "checkout")
     await rig.fake.click(CAROL, approve_id, message, roles=[ONCALL])
-    final = (await rig.fake.wait_for("PATCH", "/messages/@original", 2))[1]
-    assert "approved and executed by <@333>" in final.body["content"]
-    assert all(b["disabled"] for b in final.body["components"][0]["components"])
+    # the card is edited twice more: approved (running), then executed
+    running, final = (await rig.fake.wait_for("PATCH", card_path, 3))[1:]
+    assert "approved by <@333>" in rig.shown(running) and running.body["components"] == []
+    assert "**executed**" in rig.shown(final) and "approved and executed" in rig.shown(final)
+    assert "approvals 2/2: <@222>, <@333>" in rig.shown(final)
+    assert final.body["components"] == []  # a decided card has no buttons
     await until(lambda: "rollout complete" in rig.text())
     assert (
         len([r for r in rig.kmock if r.method.value == "PATCH" and r.params.get("dryRun") != "All"])
@@ -220,8 +230,9 @@ async def test_buttons_work_after_a_restart(rig: DiscordRig) -> None:
     await rig.connect()
     asyncio.get_running_loop().call_later(0.5, complete_rollout, rig.kmock, "shop", "checkout")
     await rig.fake.click(BOB, custom_id, message, roles=[ONCALL])
-    [edit] = await rig.fake.wait_for("PATCH", "/messages/@original")
-    assert "approved and executed by <@222>" in edit.body["content"]
+    edits = await rig.fake.wait_for("PATCH", f"/messages/{message['id']}", 2)
+    assert "approved by <@222>" in rig.shown(edits[0])
+    assert "approved and executed" in rig.shown(edits[1])
 
 
 async def test_unknown_and_decided_buttons_answer_ephemerally(rig: DiscordRig) -> None:

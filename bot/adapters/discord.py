@@ -2,12 +2,15 @@
 
 A mention of the bot, or the ``/ops`` application command, starts a request; its steps go
 into a thread created from the message (embeds, chart attachments, via
-:mod:`opsbot.adapters.discord_render`). Approval requests carry Approve / Deny buttons whose
-``custom_id`` is ``opsbot:<approve|deny>:<approval id>``, registered as a dynamic item, so
-they keep working after a restart or a reconnect. The approver is the user of the
-interaction Discord sends (``discord:<user id>``, roles as ``discord-role:<role id>``); a
-click that may not decide gets an ephemeral answer and changes nothing; a decided request's
-message is edited and its buttons disabled.
+:mod:`opsbot.adapters.discord_render`). An open approval card carries Approve / Deny buttons
+whose ``custom_id`` is ``opsbot:<approve|deny>:<approval id>``; a suggested action is a button
+``opsbot:action:<action id>`` whose click runs its invocation through ``Engine.click`` as the
+clicker's own request. Both are registered as dynamic items, so they keep working after a
+restart or a reconnect. The clicker is the user of the interaction Discord sends
+(``discord:<user id>``, roles as ``discord-role:<role id>``); what is for the clicker alone
+(a refusal) is an ephemeral follow-up. Every later state of an approval card is edited into
+the message that shows it (known from posting it, or from the click on it); once the card is
+decided its buttons are gone.
 
 Thread keys are ``discord:<channel or thread id>``. ``DISCORD_API_URL`` and
 ``DISCORD_GATEWAY_URL`` (optional) point the client at a proxy.
@@ -16,23 +19,32 @@ Thread keys are ``discord:<channel or thread id>``. ``DISCORD_API_URL`` and
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from typing import Any
 
 import discord
 import structlog
 import yarl
 from discord import app_commands
-from opsbot.adapters.discord_render import render
-from opsbot.approvals import Approval, State, VoteStatus
+
+from opsbot.adapters.discord_render import Rendered, render
 from opsbot.config import Settings
-from opsbot.engine import Engine
-from opsbot.model import Actor, Message, Request, Step
+from opsbot.engine import Engine, Reply
+from opsbot.model import ActionButton, Actor, Audience, ButtonStyle, Message, Request
 from opsbot.store import first_time
 
 log = structlog.get_logger(__name__)
 
 PREFIX = "discord"
 CUSTOM_ID = r"opsbot:(?P<verdict>approve|deny):(?P<approval_id>[a-z0-9]{4,16})"
+ACTION_PREFIX = "opsbot:action:"
+ACTION_ID = ACTION_PREFIX + r"(?P<action_id>.{1,86})"  # a custom_id holds 100 characters
+MAX_CARDS = 2000  # approval cards whose message this process remembers (oldest forgotten)
+STYLES = {
+    ButtonStyle.PRIMARY: discord.ButtonStyle.primary,
+    ButtonStyle.DANGER: discord.ButtonStyle.danger,
+    ButtonStyle.DEFAULT: discord.ButtonStyle.secondary,
+}
 
 
 def off_reason(settings: Settings) -> str | None:
@@ -48,19 +60,30 @@ def actor_of(user: discord.abc.User) -> Actor:
     return Actor(id=f"{PREFIX}:{user.id}", display_name=f"<@{user.id}>", roles=roles)
 
 
-def button(verdict: str, approval_id: str, *, disabled: bool = False) -> discord.ui.Button[Any]:
+def button(verdict: str, approval_id: str) -> discord.ui.Button[Any]:
     return discord.ui.Button(
         label="Approve" if verdict == "approve" else "Deny",
         style=discord.ButtonStyle.success if verdict == "approve" else discord.ButtonStyle.danger,
         custom_id=f"opsbot:{verdict}:{approval_id}",
-        disabled=disabled,
     )
 
 
-def approval_view(approval_id: str, *, disabled: bool = False) -> discord.ui.View:
+def view_of(rendered: Rendered) -> discord.ui.View | None:
+    """The message's buttons: Approve / Deny while its card is open, then its suggested
+    actions (at most 25 buttons in all); None when it has none."""
+    items: list[discord.ui.Item[Any]] = []
+    if rendered.card is not None and rendered.card.open:
+        items += [ApprovalButton(v, rendered.card.approval_id) for v in ("approve", "deny")]
+    for action in rendered.actions:
+        if len(ACTION_PREFIX + action.id) > 100:
+            log.warning("discord.action_id_too_long", action_id=action.id[:40])
+            continue
+        items.append(ActionClick.of(action))
+    if not items:
+        return None
     view = discord.ui.View(timeout=None)
-    for verdict in ("approve", "deny"):
-        view.add_item(ApprovalButton(verdict, approval_id, disabled=disabled))
+    for item in items[:25]:
+        view.add_item(item)
     return view
 
 
@@ -69,8 +92,8 @@ class ApprovalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CU
 
     adapter: DiscordAdapter | None = None
 
-    def __init__(self, verdict: str, approval_id: str, *, disabled: bool = False) -> None:
-        super().__init__(button(verdict, approval_id, disabled=disabled))
+    def __init__(self, verdict: str, approval_id: str) -> None:
+        super().__init__(button(verdict, approval_id))
         self.verdict, self.approval_id = verdict, approval_id
 
     @classmethod
@@ -86,6 +109,42 @@ class ApprovalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CU
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         if ApprovalButton.adapter is not None:
             await ApprovalButton.adapter.on_click(interaction, self.verdict, self.approval_id)
+
+
+class ActionClick(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ACTION_ID):
+    """A suggested-action button (``opsbot:action:<id>``), recognised after any restart."""
+
+    adapter: DiscordAdapter | None = None
+
+    def __init__(
+        self, action_id: str, label: str = "", style: ButtonStyle = ButtonStyle.DEFAULT
+    ) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=(label or action_id)[:80],
+                style=STYLES[style],
+                custom_id=ACTION_PREFIX + action_id,
+            )
+        )
+        self.action_id = action_id
+
+    @classmethod
+    def of(cls, action: ActionButton) -> ActionClick:
+        return cls(action.id, action.label, action.style)
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> ActionClick:
+        return cls(match["action_id"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        if ActionClick.adapter is not None:
+            await ActionClick.adapter.on_action(interaction, self.action_id)
 
 
 class DiscordAdapter:
@@ -107,6 +166,9 @@ class DiscordAdapter:
         self.client.event(self.on_message)
         self.client.event(self.on_ready)
         ApprovalButton.adapter = self
+        ActionClick.adapter = self
+        #: approval id -> (channel id, message id) of the message showing its card
+        self._cards: OrderedDict[str, tuple[int, int]] = OrderedDict()
 
         @self.tree.command(name="ops", description="Ask opsbot (metrics, alerts, logs, Kubernetes)")
         @app_commands.describe(request="what you need, e.g. 'restart checkout in shop'")
@@ -114,7 +176,7 @@ class DiscordAdapter:
             await self.on_command(interaction, request)
 
     async def _setup_hook(self) -> None:
-        self.client.add_dynamic_items(ApprovalButton)
+        self.client.add_dynamic_items(ApprovalButton, ActionClick)
         try:
             await self.tree.sync()
         except discord.HTTPException as exc:
@@ -136,19 +198,38 @@ class DiscordAdapter:
 
     # -- posting -------------------------------------------------------------------------
 
+    def _remember(self, approval_id: str, channel_id: int, message_id: int) -> None:
+        self._cards[approval_id] = (channel_id, message_id)
+        self._cards.move_to_end(approval_id)
+        while len(self._cards) > MAX_CARDS:
+            self._cards.popitem(last=False)
+
     async def post(self, message: Message) -> None:
+        """Post one engine message into its thread. A message with an approval card whose
+        message is known replaces that message (and its buttons)."""
         channel_id = int(message.thread.split(":", 1)[1])
-        channel = self.client.get_partial_messageable(
-            channel_id
-        )  # a thread or a channel: REST only
         rendered = render(message)
-        view = (
-            approval_view(rendered.approval_ids[0])
-            if rendered.approval_ids
-            else discord.utils.MISSING
-        )
+        view = view_of(rendered)
+        card = rendered.card
+        where = self._cards.get(card.approval_id) if card is not None else None
         try:
-            await channel.send(embeds=rendered.embeds, files=rendered.files, view=view)
+            if where is not None:
+                try:
+                    partial = self.client.get_partial_messageable(where[0])
+                    await partial.get_partial_message(where[1]).edit(
+                        embeds=rendered.embeds, attachments=rendered.files, view=view
+                    )
+                    return
+                except discord.HTTPException as exc:  # e.g. deleted: post the card anew
+                    log.warning("discord.edit_failed", status=exc.status, error=str(exc)[:200])
+            channel = self.client.get_partial_messageable(channel_id)  # thread or channel
+            sent = await channel.send(
+                embeds=rendered.embeds,
+                files=rendered.files,
+                view=view if view is not None else discord.utils.MISSING,
+            )
+            if card is not None:
+                self._remember(card.approval_id, channel_id, sent.id)
         except discord.HTTPException as exc:
             log.error(
                 "discord.post_failed", channel=channel_id, status=exc.status, error=str(exc)[:200]
@@ -208,43 +289,52 @@ class DiscordAdapter:
             self.post,
         )
 
-    # -- approvals -----------------------------------------------------------------------
+    # -- clicks --------------------------------------------------------------------------
+
+    async def _clicked(self, interaction: discord.Interaction[Any]) -> tuple[Reply, list[str]]:
+        """Acknowledge a click at once (the work may take longer than Discord's 3 seconds);
+        the reply posts into the thread, keeping what is for the clicker alone aside."""
+        await interaction.response.defer()
+        for_clicker: list[str] = []
+
+        async def reply(message: Message) -> None:
+            if message.audience is Audience.CLICKER:
+                for_clicker.append("\n".join(e.description or "" for e in render(message).embeds))
+            else:
+                await self.post(message)
+
+        return reply, for_clicker
+
+    async def _answer_clicker(
+        self, interaction: discord.Interaction[Any], for_clicker: list[str]
+    ) -> None:
+        if for_clicker:
+            await interaction.followup.send("\n".join(for_clicker)[:2000], ephemeral=True)
 
     async def on_click(
         self, interaction: discord.Interaction[Any], verdict: str, approval_id: str
     ) -> None:
+        """Approve / Deny on an approval card."""
         if not await self._mine(interaction):
             return
-        # answer within Discord's 3 seconds; the decision may take longer
-        await interaction.response.defer()
-        refusals: list[str] = []
-
-        async def reply(message: Message) -> None:
-            if message.step is Step.ERROR:  # a refusal is for the clicker's eyes only
-                refusals.append(message.plain)
-            else:
-                await self.post(message)
-
-        outcome = await self.engine.decide(
+        if interaction.message is not None:  # the card is the clicked message
+            self._remember(approval_id, interaction.message.channel.id, interaction.message.id)
+        reply, for_clicker = await self._clicked(interaction)
+        await self.engine.decide(
             approval_id,
             actor_of(interaction.user),
             verdict,
             reply,
             channel=str(interaction.channel_id),
         )
-        if refusals:
-            await interaction.followup.send("\n".join(refusals)[:2000], ephemeral=True)
-        if outcome.status in (VoteStatus.APPROVED, VoteStatus.RECORDED, VoteStatus.DENIED):
-            approval = await self.engine.services.approvals.get(approval_id)
-            if approval is not None:
-                await interaction.edit_original_response(
-                    content=decision_line(approval, interaction.user.mention),
-                    view=approval_view(approval_id, disabled=approval.state is not State.PENDING),
-                )
+        await self._answer_clicker(interaction, for_clicker)
 
-
-def decision_line(approval: Approval, by: str) -> str:
-    if approval.state is State.PENDING:
-        return f"Approval `{approval.id}`: {approval.approvals}/{approval.min_approvals} approvals (latest {by})"
-    result = f" — {approval.result[:300]}" if approval.result else ""
-    return f"Approval `{approval.id}` {approval.outcome} by {by}{result}"
+    async def on_action(self, interaction: discord.Interaction[Any], action_id: str) -> None:
+        """A suggested action: its invocation runs as the clicker's own request."""
+        if not await self._mine(interaction):
+            return
+        reply, for_clicker = await self._clicked(interaction)
+        await self.engine.click(
+            action_id, actor_of(interaction.user), reply, channel=str(interaction.channel_id)
+        )
+        await self._answer_clicker(interaction, for_clicker)

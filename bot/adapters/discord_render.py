@@ -2,6 +2,11 @@
 limits (https://discord.com/developers/docs/resources/message): 2000 characters of content,
 10 embeds per message, 4096 characters per embed description, 25 fields of 1024 characters,
 6000 characters per message's embeds. What does not fit is attached as ``output.txt``.
+
+Text is converted from the neutral markup by :func:`markdown` (Discord's markdown is mostly
+the same; literal markdown characters are backslash-escaped). An approval card becomes its
+lines in the description; its buttons, and those of suggested actions, are the adapter's
+(``Rendered.card`` and ``Rendered.actions`` say which).
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ import re
 from dataclasses import dataclass, field
 
 import discord
-from opsbot.model import Buttons, Code, Image, Message, Step, Table, Text
+
+from opsbot.adapters.markup import Dialect, card_head, card_votes, convert, mention
+from opsbot.model import ActionButton, ApprovalCard, Code, Image, Message, Step, Table, Text
 
 MAX_EMBEDS = 10
 MAX_DESCRIPTION = 4096
@@ -26,13 +33,38 @@ COLOURS = {
     Step.PLAN: 0x95A5A6,
     Step.ANSWER: 0x3498DB,
 }
+PREFIX = "discord"
+_SPECIAL = re.compile(r"[\\*_~|`]|(?:(?<=\n)|^)[>#-]")
 
 
 @dataclass
 class Rendered:
     embeds: list[discord.Embed] = field(default_factory=list)
     files: list[discord.File] = field(default_factory=list)
-    approval_ids: list[str] = field(default_factory=list)
+    #: the approval card shown (its buttons are added while it is open)
+    card: ApprovalCard | None = None
+    #: suggested actions to show as buttons
+    actions: list[ActionButton] = field(default_factory=list)
+
+
+def escape(text: str) -> str:
+    """Plain text that Discord shows as written (markdown characters backslash-escaped)."""
+    return _SPECIAL.sub(lambda m: "\\" + m[0], text)
+
+
+DISCORD = Dialect(
+    literal=escape,
+    bold=lambda inner: f"**{inner}**",
+    italic=lambda inner: f"_{inner}_",
+    code=lambda code: f"`{code}`",
+    link=lambda label, url: f"[{label}]({url})",
+)
+
+
+def markdown(text: str) -> str:
+    """Neutral markup -> Discord markdown: ``**b**``, ``_i_``, `` `c` `` and ``[l](u)`` are
+    Discord's own; a literal ``*`` (or ``_``, ``~``, ``|``, `` ` ``) is escaped, so it shows."""
+    return convert(text, DISCORD)
 
 
 def _table_text(table: Table) -> str:
@@ -41,8 +73,25 @@ def _table_text(table: Table) -> str:
         "```\n"
         + lines.replace("```", "'''")
         + "\n```"
-        + (f"\n*{table.note}*" if table.note else "")
+        + (f"\n*{escape(table.note)}*" if table.note else "")
     )
+
+
+def _code(code: str) -> str:
+    return "```\n" + code.replace("```", "'''") + "\n```"
+
+
+def card_text(card: ApprovalCard) -> str:
+    """The approval card's lines (head, preview, status, votes) as Discord markdown."""
+    parts = [markdown(card_head(card))]
+    if card.preview:
+        parts.append(_code(card.preview))
+    if card.status:
+        parts.append(markdown(card.status))
+    votes = card_votes(card, mention(PREFIX))
+    if votes:
+        parts.append(markdown(votes))
+    return "\n".join(parts)
 
 
 def _chunks(text: str, size: int) -> list[str]:
@@ -55,13 +104,14 @@ def render(message: Message) -> Rendered:
     fields: list[tuple[str, str]] = []
     for block in message.blocks:
         if isinstance(block, Text):
-            parts.append(block.text)
+            parts.append(markdown(block.text))
         elif isinstance(block, Code):
-            parts.append("```\n" + block.code.replace("```", "'''") + "\n```")
+            parts.append(_code(block.code))
         elif isinstance(block, Table):
             if len(block.columns) == 2 and len(block.rows) <= MAX_FIELDS and not block.note:
                 fields.extend(
-                    (str(r[0])[:256] or "-", str(r[1])[:MAX_FIELD_VALUE] or "-") for r in block.rows
+                    (escape(str(r[0]))[:256] or "-", escape(str(r[1]))[:MAX_FIELD_VALUE] or "-")
+                    for r in block.rows
                 )
             else:
                 parts.append(_table_text(block))
@@ -71,8 +121,11 @@ def render(message: Message) -> Rendered:
             embed = discord.Embed(title=block.title[:256], colour=COLOURS.get(message.step))
             embed.set_image(url=f"attachment://{name}")
             out.embeds.append(embed)
-        elif isinstance(block, Buttons):
-            out.approval_ids.extend(dict.fromkeys(b.value for b in block.buttons))
+        elif isinstance(block, ApprovalCard):
+            out.card = block
+            parts.append(card_text(block))
+        elif isinstance(block, ActionButton) and block.id not in {a.id for a in out.actions}:
+            out.actions.append(block)
     text = "\n".join(parts)
     budget = MAX_TOTAL - sum(len(e.title or "") for e in out.embeds)
     if len(text) > min(budget, MAX_DESCRIPTION * (MAX_EMBEDS - len(out.embeds))):

@@ -3,9 +3,10 @@
 Gateway (https://discord.com/developers/docs/events/gateway): HELLO, IDENTIFY -> READY and
 GUILD_CREATE (one guild, one text channel, roles), heartbeats ACKed, and dispatches pushed by
 the test (``MESSAGE_CREATE``, ``INTERACTION_CREATE``) as uncompressed JSON text frames.
-REST (API v10): ``users/@me``, channel messages (JSON or multipart with files), threads from
-messages, interaction callbacks (``with_response``), webhook follow-ups and ``@original``
-edits, and application-command sync. Every REST call is recorded in ``calls``.
+REST (API v10): ``users/@me``, channel messages (JSON or multipart with files) and their
+edits, threads from messages, interaction callbacks (``with_response``), webhook follow-ups
+and ``@original`` edits, and application-command sync. Every REST call is recorded in
+``calls``, with the fake's answer.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class Call:
     path: str
     body: Any
     files: list[tuple[str, bytes]] = field(default_factory=list)
+    answer: Any = None
 
 
 @dataclass
@@ -333,10 +335,13 @@ class FakeDiscord:
                     files.append((part.filename or "", await part.read()))  # type: ignore[union-attr]
         elif request.can_read_body:
             body = await request.json()
-        self.calls.append(Call(request.method, path, body, files))
-        answer = json.dumps(self._answer(request.method, path, body or {}, files)).encode()
+        call = Call(request.method, path, body, files)
+        self.calls.append(call)
+        call.answer = self._answer(request.method, path, body or {}, files)
         # discord.py parses JSON only when the content type is exactly application/json
-        return web.Response(body=answer, headers={"Content-Type": "application/json"})
+        return web.Response(
+            body=json.dumps(call.answer).encode(), headers={"Content-Type": "application/json"}
+        )
 
     def _answer(
         self, method: str, path: str, body: dict[str, Any], files: list[tuple[str, bytes]]
@@ -412,6 +417,16 @@ class FakeDiscord:
                     for name, data in files
                 ],
             )
+        if method == "PATCH" and path.startswith("/channels/") and "/messages/" in path:
+            _, _, channel_id, _, message_id = path.split("/")
+            edited = self.message(
+                bot,
+                body.get("content") or "",
+                channel_id=channel_id,
+                embeds=body.get("embeds", []),
+                components=body.get("components", []),
+            )
+            return {**edited, "id": message_id, "edited_timestamp": EPOCH}
         if method == "POST" and path.endswith("/callback"):
             interaction_id, token = path.split("/")[2:4]
             kind = body.get("type")
