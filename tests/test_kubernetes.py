@@ -37,13 +37,15 @@ from typing import Any
 
 import pytest
 from kmock import KubernetesEmulator
+
 from opsbot.approvals import State, VoteStatus
 from opsbot.audit import AuditEvent
 from opsbot.engine import Engine
-from opsbot.model import Actor, Invocation, Plan, Request
+from opsbot.model import Actor, Invocation, Plan, Request, Run
 from opsbot.policy import Policy
 from opsbot.services import Services, build_services
-
+from opsbot.skills.base import Impersonation
+from opsbot.skills.kubernetes import Kubernetes
 from tests.conftest import ROOT, Thread, make_settings
 from tests.fakes.kube import (
     DEPLOYMENTS,
@@ -77,12 +79,19 @@ async def make_engine(
     config = make_settings(
         f"sqlite+aiosqlite:///{tmp_path / 'k.db'}",
         tmp_path,
-        kubeconfig=kubeconfig,
         rollout_poll=0.05,
         rollout_timeout=5.0,
         **settings,
     )
-    return await build_services(config, policy=policy)
+    return await build_services(
+        config, policy=policy, backends={"kubernetes": {"kubeconfig": kubeconfig}}
+    )
+
+
+def kubernetes(services: Services) -> Kubernetes:
+    backend = services.registry.backend("kubernetes")
+    assert isinstance(backend, Kubernetes)
+    return backend
 
 
 @pytest.fixture
@@ -408,6 +417,38 @@ async def test_names_and_namespaces_are_grounded_in_the_cluster(k8s: Engine) -> 
     assert ambiguous.approval_ids == []
 
 
+# -- the backend ---------------------------------------------------------------------------
+
+
+async def test_backend_health_inventory_and_one_client_per_identity(
+    kmock: KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    seed(kmock)
+    kmock["/version/"] << {"major": "1", "minor": "32", "gitVersion": "v1.32.4"}
+    services = await make_engine(kmock, tmp_path, policy_with_identities(tmp_path))
+    try:
+        backend = kubernetes(services)
+        health = await backend.health()
+        assert (health.ok, health.version) == (True, "v1.32.4")
+        assert await backend.inventory() == {
+            "namespace": {"shop", "staging"},
+            "deployment": {"checkout", "payments", "cart"},
+            "deployment/shop": {"checkout", "payments"},
+            "deployment/staging": {"checkout", "cart"},
+        }
+        alice = Impersonation("alice@example.com", ("sre",))
+        assert await backend.api(alice) is await backend.api(alice)
+        assert await backend.api(alice) is not await backend.api()
+        backend.config.kubeconfig = tmp_path / "nope"
+        assert backend.missing() == []  # checked once, until the backend is closed
+        await backend.aclose()
+        assert backend.missing() == ["KUBECONFIG"]
+        assert (await backend.health()).missing == ("KUBECONFIG",)
+    finally:
+        await services.close()
+
+
 # -- bad input -----------------------------------------------------------------------------
 
 
@@ -440,7 +481,10 @@ class Scripted:
         self.invocation = invocation
 
     async def plan(self, request: Request, catalog: Any, tools: Any = None) -> Plan:
-        return Plan(invocations=[self.invocation], planner="scripted")
+        return Run(invocations=[self.invocation], planner="scripted")
+
+    async def explain(self, request: Request, withheld: Any) -> str | None:
+        return None
 
 
 @pytest.mark.parametrize(
@@ -526,8 +570,10 @@ async def test_slow_and_unreachable_clusters(kmock: KubernetesEmulator, tmp_path
         engine = Engine(services)
         slow = await say(engine, "rollout status checkout -n shop")
         assert "did not answer within 0.5s" in slow.text
-        services.clients.clear()
-        write_kubeconfig(services.settings.kubeconfig, "http://127.0.0.1:9")  # type: ignore[arg-type]
+        backend = kubernetes(services)
+        await backend.aclose()  # the next call reads the kubeconfig again
+        assert backend.config.kubeconfig is not None
+        write_kubeconfig(backend.config.kubeconfig, "http://127.0.0.1:9")
         down = await say(engine, "rollout status checkout -n shop")
         assert "the Kubernetes API at http://127.0.0.1:9 is unreachable" in down.text
     finally:
@@ -539,17 +585,18 @@ async def test_missing_or_invalid_kubeconfig(
 ) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     missing = tmp_path / "nope"
-    settings = make_settings(
-        f"sqlite+aiosqlite:///{tmp_path / 'm.db'}", tmp_path, kubeconfig=missing
+    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}", tmp_path)
+    services = await build_services(
+        settings, policy=policy, backends={"kubernetes": {"kubeconfig": missing}}
     )
-    services = await build_services(settings, policy=policy)
     try:
         engine = Engine(services)
         thread = await say(engine, "show pods in shop")
         assert f"Kubernetes is not configured: no kubeconfig at {missing}" in thread.text
         (tmp_path / "bad").write_text("clusters: [oops\n")
-        services.settings.kubeconfig = tmp_path / "bad"
-        services.clients.clear()
+        backend = kubernetes(services)
+        backend.config.kubeconfig = tmp_path / "bad"
+        await backend.aclose()
         invalid = await say(engine, "show pods in shop")
         assert f"invalid kubeconfig {tmp_path / 'bad'}" in invalid.text
         assert "k8s.pods" in (await say(engine, "help")).text  # and it keeps serving

@@ -1,5 +1,7 @@
-"""Kubernetes API access for the ``k8s.*`` skills: configuration, per-user impersonation,
-raw JSON calls through the official ``kubernetes`` client, and errors a human can read.
+"""Kubernetes API access: configuration, per-user impersonation, raw JSON calls through the
+official ``kubernetes`` client, and errors a human can read. The only module of the package
+that imports the ``kubernetes`` library; :class:`~opsbot.skills.kubernetes.Kubernetes`
+imports it on first use.
 
 Configuration follows the client's standard loading: ``KUBECONFIG`` (or ``~/.kube/config``,
 context ``OPSBOT_K8S_CONTEXT``), else the in-cluster service account. When the policy maps a
@@ -16,7 +18,6 @@ import asyncio
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,61 +26,16 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
-from opsbot.skills.base import NotConfigured, SkillError
 
-STRATEGIC_MERGE = "application/strategic-merge-patch+json"
-MERGE_PATCH = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
-
-
-class KubeError(SkillError):
-    """An answer from the Kubernetes API that is not a success; ``status`` is the HTTP code."""
-
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
+from opsbot.skills.base import Impersonation, NotConfigured
+from opsbot.skills.kubernetes.errors import KubeError, KubeNotFound
+from opsbot.skills.kubernetes.objects import MERGE_PATCH
 
 
-class KubeNotFound(KubeError):
-    pass
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who the calls are made as: ``user`` None means opsbot's own credentials."""
-
-    user: str | None = None
-    groups: tuple[str, ...] = ()
-
-    @property
-    def label(self) -> str:
-        return self.user or "opsbot's own credentials"
-
-
-class ImpersonatingApiClient(client.ApiClient):
-    """An ApiClient that adds impersonation headers to every request (one header per group,
-    which a plain dict of default headers cannot hold)."""
-
-    def __init__(self, configuration: client.Configuration, identity: Identity) -> None:
-        super().__init__(configuration)
-        self.identity = identity
-
-    def call_api(
-        self, method: str, url: str, header_params: Any = None, *args: Any, **kwargs: Any
-    ) -> Any:
-        if self.identity.user:
-            headers = urllib3.HTTPHeaderDict(header_params or {})
-            headers["Impersonate-User"] = self.identity.user
-            for group in self.identity.groups:
-                headers.add("Impersonate-Group", group)
-            header_params = headers
-        return super().call_api(method, url, header_params, *args, **kwargs)
-
-
-def load_configuration(kubeconfig: Path | None, context: str | None) -> client.Configuration:
-    """The cluster configuration; raises :class:`NotConfigured` with the reason."""
+def load_configuration(path: Path, context: str | None) -> client.Configuration:
+    """The cluster configuration from the kubeconfig at ``path`` (context ``context``), else
+    in-cluster; raises :class:`NotConfigured` with the reason."""
     cfg = client.Configuration()
-    path = kubeconfig or Path(os.environ.get("KUBECONFIG", "") or Path.home() / ".kube" / "config")
     try:
         if path.exists():
             config.load_kube_config(  # type: ignore[no-untyped-call]
@@ -100,15 +56,48 @@ def load_configuration(kubeconfig: Path | None, context: str | None) -> client.C
     return cfg
 
 
-class Kube:
-    """Calls to one cluster as one :class:`Identity`; every method returns the API's JSON."""
+class ImpersonatingApiClient(client.ApiClient):
+    """An ApiClient that adds impersonation headers to every request (one header per group,
+    which a plain dict of default headers cannot hold)."""
 
-    def __init__(self, api_client: client.ApiClient, identity: Identity, timeout: float) -> None:
+    def __init__(self, configuration: client.Configuration, identity: Impersonation) -> None:
+        super().__init__(configuration)
+        self.identity = identity
+
+    def call_api(
+        self, method: str, url: str, header_params: Any = None, *args: Any, **kwargs: Any
+    ) -> Any:
+        if self.identity.user:
+            headers = urllib3.HTTPHeaderDict(header_params or {})
+            headers["Impersonate-User"] = self.identity.user
+            for group in self.identity.groups:
+                headers.add("Impersonate-Group", group)
+            header_params = headers
+        return super().call_api(method, url, header_params, *args, **kwargs)
+
+
+class Kube:
+    """Calls to one cluster as one identity; every method returns the API's JSON."""
+
+    def __init__(
+        self, api_client: client.ApiClient, identity: Impersonation, timeout: float
+    ) -> None:
+        self.api_client = api_client
         self.identity = identity
         self.timeout = timeout
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
-        self.host = api_client.configuration.host
+        self.versions = client.VersionApi(api_client)
+        self.host: str = api_client.configuration.host
+
+    @property
+    def label(self) -> str:
+        """Who the calls are made as, for messages."""
+        return self.identity.user or "opsbot's own credentials"
+
+    def close(self) -> None:
+        """Release the client's connection pool and worker threads."""
+        self.api_client.close()  # type: ignore[no-untyped-call]
 
     async def call(
         self, verb: str, resource: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
@@ -164,7 +153,7 @@ class Kube:
         status = int(exc.status or 0)
         if status in (401, 403):
             return KubeError(
-                f"Kubernetes RBAC denied {verb} {resource} for {self.identity.label}: {message}",
+                f"Kubernetes RBAC denied {verb} {resource} for {self.label}: {message}",
                 status,
             )
         if status == 404:
@@ -181,6 +170,11 @@ class Kube:
         )
 
     # -- reads ---------------------------------------------------------------------------
+
+    async def version(self) -> str:
+        """``GET /version``: the server's ``gitVersion`` (``v1.32.4``)."""
+        data = await self.call("get", "version", self.versions.get_code)
+        return str(data.get("gitVersion", ""))
 
     async def deployment(self, namespace: str, name: str) -> dict[str, Any]:
         data: dict[str, Any] = await self.call(
@@ -290,7 +284,7 @@ class Kube:
         except (urllib3.exceptions.HTTPError, TimeoutError) as exc:
             raise self._transport_error(exc) from exc
 
-    # -- writes (the requests kubectl sends; see tests/test_kubernetes.py) ---------------
+    # -- writes (bodies from opsbot.skills.kubernetes.write; see tests/test_kubernetes.py) --
 
     async def patch_deployment(
         self,
@@ -316,7 +310,13 @@ class Kube:
         return data
 
     async def patch_scale(
-        self, namespace: str, name: str, replicas: int, *, dry_run: bool = False
+        self,
+        namespace: str,
+        name: str,
+        body: dict[str, Any],
+        *,
+        content_type: str = MERGE_PATCH,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
         data: dict[str, Any] = await self.call(
             "patch",
@@ -324,8 +324,8 @@ class Kube:
             self.apps.patch_namespaced_deployment_scale,
             name,
             namespace,
-            {"spec": {"replicas": replicas}},
+            body,
             dry_run="All" if dry_run else None,
-            _content_type=MERGE_PATCH,
+            _content_type=content_type,
         )
         return data

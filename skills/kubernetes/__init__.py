@@ -1,0 +1,162 @@
+"""Kubernetes: inspect (``k8s.pods``, ``k8s.describe``, ``k8s.events``, ``k8s.logs``,
+``k8s.rollout.status``, ``k8s.rollout.history``) and act (``k8s.restart``, ``k8s.scale``,
+``k8s.rollback``) with the API semantics of ``kubectl``.
+
+The package, by job:
+
+- this module: the :class:`Kubernetes` backend (settings, configuration loaded once, one API
+  client per impersonated identity, health probe, inventory);
+- :mod:`.client`: configuration loading, impersonation and the :class:`~.client.Kube` API
+  wrapper, the only module importing the ``kubernetes`` library (on first use);
+- :mod:`.errors`: :class:`~.errors.KubeError`, :class:`~.errors.KubeNotFound`;
+- :mod:`.objects`: pure readers of API objects (pod state, rollout status, describe rows...);
+- :mod:`.read`: the six read skills; :mod:`.write`: the three write skills and the patches
+  ``kubectl`` sends for them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import SettingsConfigDict
+
+from opsbot.skills.base import Backend, BackendSettings, Impersonation, NotConfigured
+from opsbot.skills.kubernetes.read import (
+    K8sDescribe,
+    K8sEvents,
+    K8sLogs,
+    K8sPods,
+    K8sRolloutHistory,
+    K8sRolloutStatus,
+)
+from opsbot.skills.kubernetes.write import K8sRestart, K8sRollback, K8sScale
+
+if TYPE_CHECKING:
+    from kubernetes.client import Configuration
+
+    from opsbot.config import Settings
+    from opsbot.skills.kubernetes.client import Kube
+
+__all__ = ["Kubernetes", "KubernetesConfig"]
+
+
+class KubernetesConfig(BackendSettings):
+    """``KUBECONFIG``, ``OPSBOT_K8S_CONTEXT``, ``OPSBOT_K8S_MAX_REPLICAS`` (in ``opsbot.yaml``:
+    ``kubeconfig``, ``k8s_context``, ``k8s_max_replicas``)."""
+
+    model_config = SettingsConfigDict(env_prefix="OPSBOT_K8S_")
+    kubeconfig: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("KUBECONFIG", "kubeconfig"),
+        description="kubeconfig file; unset: ~/.kube/config, else in-cluster config",
+    )
+    context: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OPSBOT_K8S_CONTEXT", "k8s_context"),
+        description="kubeconfig context; unset: its current-context",
+    )
+    max_replicas: int = Field(
+        50,
+        validation_alias=AliasChoices("OPSBOT_K8S_MAX_REPLICAS", "k8s_max_replicas"),
+        description="k8s.scale refuses more replicas than this, whatever the policy says",
+    )
+
+
+class Kubernetes(Backend[KubernetesConfig]):
+    """One cluster through the official ``kubernetes`` client (run in worker threads).
+
+    The client configuration is built once, on first use (:meth:`connect`); each identity
+    the calls impersonate gets its own cached API client (:meth:`api`). :meth:`aclose` drops
+    them all, so changed settings take effect on the next call.
+    """
+
+    name = "kubernetes"
+    Config = KubernetesConfig
+    skills = (
+        K8sPods,
+        K8sDescribe,
+        K8sEvents,
+        K8sLogs,
+        K8sRolloutStatus,
+        K8sRolloutHistory,
+        K8sRestart,
+        K8sScale,
+        K8sRollback,
+    )
+
+    def __init__(self, config: KubernetesConfig, settings: Settings) -> None:
+        super().__init__(config, settings)
+        self._missing: list[str] | None = None
+        self._apis: dict[tuple[str, tuple[str, ...]], Kube] = {}
+
+    def kubeconfig_path(self) -> Path:
+        """The kubeconfig file to read: ``kubeconfig`` (``KUBECONFIG``), else ~/.kube/config."""
+        return self.config.kubeconfig or Path(
+            os.environ.get("KUBECONFIG", "") or Path.home() / ".kube" / "config"
+        )
+
+    def missing(self) -> list[str]:
+        """``KUBECONFIG`` when there is no kubeconfig file and opsbot is not running in a
+        cluster. Checked once (until :meth:`aclose`); the file is only parsed by
+        :meth:`connect`."""
+        if self._missing is None:
+            found = self.kubeconfig_path().exists() or bool(
+                os.environ.get("KUBERNETES_SERVICE_HOST")
+            )
+            self._missing = [] if found else ["KUBECONFIG"]
+        return list(self._missing)
+
+    def require(self) -> None:
+        if self.missing():
+            raise NotConfigured(
+                f"Kubernetes is not configured: no kubeconfig at {self.kubeconfig_path()} and "
+                "not running in a cluster (set KUBECONFIG)."
+            )
+
+    async def connect(self) -> Configuration:
+        """Load the cluster configuration (raises :class:`NotConfigured` when the kubeconfig
+        is invalid; the next call tries again)."""
+        from opsbot.skills.kubernetes.client import load_configuration
+
+        return load_configuration(self.kubeconfig_path(), self.config.context)
+
+    async def api(self, impersonate: Impersonation | None = None) -> Kube:
+        """The API as ``impersonate`` (None or an empty one: opsbot's own credentials); one
+        client per identity, made on first use."""
+        identity = impersonate or Impersonation()
+        key = (identity.user, tuple(identity.groups))
+        configuration = await self.client()
+        if key not in self._apis:
+            from opsbot.skills.kubernetes.client import ImpersonatingApiClient, Kube
+
+            self._apis[key] = Kube(
+                ImpersonatingApiClient(configuration, identity),
+                identity,
+                self.settings.backend_timeout,
+            )
+        return self._apis[key]
+
+    async def aclose(self) -> None:
+        apis, self._apis = self._apis, {}
+        for api in apis.values():
+            api.close()
+        self._missing = None
+        await super().aclose()
+
+    async def probe(self) -> str:
+        """``GET /version``: the cluster's ``gitVersion``."""
+        return await (await self.api()).version()
+
+    async def inventory(self) -> dict[str, set[str]]:
+        """Namespaces and deployments, for grounding (``deployment/<ns>``: those of one
+        namespace), read with opsbot's own credentials."""
+        api = await self.api()
+        found: dict[str, set[str]] = {"namespace": set(await api.namespaces()), "deployment": set()}
+        for dep in await api.deployments():
+            ns, name = dep["metadata"].get("namespace", ""), dep["metadata"]["name"]
+            found["deployment"].add(name)
+            found.setdefault(f"deployment/{ns}", set()).add(name)
+        return found

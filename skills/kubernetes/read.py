@@ -1,0 +1,410 @@
+"""The read skills: ``k8s.pods``, ``k8s.describe``, ``k8s.events``, ``k8s.logs``,
+``k8s.rollout.status``, ``k8s.rollout.history``; and the lookups the write skills share
+(:func:`resolve_deployment`, :func:`revisions`).
+
+Every call runs as the actor's impersonated identity (``ctx.impersonate``), so the cluster's
+RBAC decides what each person may read.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from opsbot.durations import Duration, parse_duration
+from opsbot.intent.grounding import ground
+from opsbot.model import Code, SkillResult, Table, Text
+from opsbot.redact import redact
+from opsbot.skills.base import Risk, Skill, SkillContext, SkillError
+from opsbot.skills.kubernetes.errors import KubeNotFound
+from opsbot.skills.kubernetes.objects import (
+    REVISION,
+    annotations_of,
+    condition_rows,
+    describe_fields,
+    event_row,
+    event_time,
+    history_rows,
+    matches,
+    owned_revisions,
+    parse_selector,
+    pod_rank,
+    pod_row,
+    recent_events,
+    rollout_status,
+    selector_of,
+    selector_string,
+)
+
+if TYPE_CHECKING:
+    from opsbot.skills.kubernetes import Kubernetes
+    from opsbot.skills.kubernetes.client import Kube
+
+DNS_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+MAX_LOG_CHARS = 3500
+MAX_LOG_PODS = 3
+
+Name = Field(pattern=DNS_NAME, max_length=253, description="object name, e.g. checkout")
+Namespace = Field(pattern=DNS_LABEL, max_length=63, description="Kubernetes namespace, e.g. shop")
+
+
+# -- lookups ---------------------------------------------------------------------------------
+
+
+async def resolve_deployment(api: Kube, namespace: str, name: str) -> dict[str, Any]:
+    """GET the deployment; when it does not exist, say what does ("did you mean")."""
+    try:
+        return await api.deployment(namespace, name)
+    except KubeNotFound:
+        pass
+    existing = [d["metadata"]["name"] for d in await api.deployments(namespace)]
+    if not existing:
+        hint = ""
+        try:
+            namespaces = await api.namespaces()
+        except SkillError:
+            namespaces = []
+        if namespaces and namespace not in namespaces:
+            guess = ground(namespace, namespaces)
+            hint = f" Namespace {namespace} does not exist" + (
+                f"; did you mean {guess.value}?" if guess.value else "."
+            )
+        raise SkillError(f"There is no deployment {name} in namespace {namespace}.{hint}")
+    guess = ground(name, existing)
+    if guess.value:
+        raise SkillError(
+            f"There is no deployment {name} in namespace {namespace}; did you mean {guess.value}?"
+        )
+    if guess.candidates:
+        raise SkillError(
+            f"There is no deployment {name} in namespace {namespace}; which one: {', '.join(guess.candidates)}?"
+        )
+    raise SkillError(
+        f"There is no deployment {name} in namespace {namespace} (it has: {', '.join(sorted(existing)[:10])})."
+    )
+
+
+async def revisions(api: Kube, dep: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The deployment's ReplicaSets by revision (owned by it and matching its selector)."""
+    selector = selector_string(selector_of(dep)) or None
+    return owned_revisions(dep, await api.replicasets(dep["metadata"]["namespace"], selector))
+
+
+# -- argument models ---------------------------------------------------------------------------
+
+
+class PodsArgs(BaseModel):
+    namespace: str = Namespace
+    name: str | None = Field(
+        None, pattern=DNS_NAME, description="deployment/app whose pods to show"
+    )
+    selector: str | None = Field(
+        None, max_length=500, description="label selector, e.g. app=checkout"
+    )
+
+
+class DescribeArgs(BaseModel):
+    kind: Literal["deployment", "pod", "statefulset", "daemonset", "service", "node"] = "deployment"
+    name: str = Name
+    namespace: str | None = Field(None, pattern=DNS_LABEL, description="namespace (not for nodes)")
+
+
+class EventsArgs(BaseModel):
+    namespace: str = Namespace
+    name: str | None = Field(
+        None, pattern=DNS_NAME, description="object (or name prefix) the events are about"
+    )
+    since: Duration = Field("1h", description="how far back, e.g. 30m")
+
+
+class LogsArgs(BaseModel):
+    name: str = Field(pattern=DNS_NAME, description="pod, or deployment whose pods to read")
+    namespace: str = Namespace
+    container: str | None = Field(None, pattern=DNS_LABEL, description="container name")
+    since: Duration | None = Field(None, description="only lines newer than this, e.g. 15m")
+    tail: int = Field(100, ge=1, le=2000, description="last N lines per pod")
+
+
+class WorkloadArgs(BaseModel):
+    name: str = Field(
+        pattern=DNS_NAME, max_length=253, description="deployment name, e.g. checkout"
+    )
+    namespace: str = Namespace
+
+
+# -- skills ------------------------------------------------------------------------------------
+
+
+class K8sPods(Skill[PodsArgs, "Kubernetes"]):
+    name = "k8s.pods"
+    summary = "Pods with status, readiness, restarts, age and node (troubled pods first)"
+    Args = PodsArgs
+    risk = Risk.READ
+    examples = [
+        "show pods in shop",
+        "list the pods of checkout in namespace shop",
+        "which pods are crashlooping in staging?",
+    ]
+    keywords = {
+        "pod": 2.5,
+        "crashloop": 2.0,
+        "crash": 1.5,
+        "container": 0.5,
+        "=running": 0.5,
+        "log": -1.5,
+        "describe": -2.0,
+        "event": -1.5,
+        "scale": -1.0,
+        "restart": -1.0,
+        "delete": -1.0,
+    }
+
+    async def run(self, args: PodsArgs, ctx: SkillContext[Kubernetes]) -> SkillResult:
+        api = await ctx.backend.api(ctx.impersonate)
+        labels: dict[str, str] = {}
+        if args.selector:
+            labels = parse_selector(args.selector)
+        elif args.name:
+            try:
+                labels = selector_of(await api.deployment(args.namespace, args.name))
+            except KubeNotFound:
+                labels = {}
+        pods = await api.pods(args.namespace, selector_string(labels) or None)
+        if labels:
+            pods = [p for p in pods if matches(p, labels)]
+        elif args.name:
+            pods = [p for p in pods if p["metadata"]["name"].startswith(args.name)]
+        what = f"{args.name or args.selector or 'all'} in {args.namespace}"
+        if not pods:
+            return SkillResult(
+                summary=f"no pods for {what}", blocks=[Text(text=f"No pods for {what}.")]
+            )
+        pods.sort(key=pod_rank)
+        troubled = sum(1 for p in pods if pod_rank(p)[0] < 3)
+        table = Table.bounded(
+            ["pod", "status", "ready", "restarts", "age", "node"],
+            [pod_row(p) for p in pods],
+            ctx.settings.max_rows,
+            "pods",
+        )
+        return SkillResult(
+            summary=f"{len(pods)} pods for {what}, {troubled} not ready",
+            blocks=[table],
+            data={"pods": len(pods), "troubled": troubled},
+        )
+
+
+class K8sDescribe(Skill[DescribeArgs, "Kubernetes"]):
+    name = "k8s.describe"
+    summary = (
+        "The fields an SRE reads about a deployment, pod, statefulset, daemonset, service or node"
+    )
+    Args = DescribeArgs
+    risk = Risk.READ
+    examples = [
+        "describe deployment payments -n shop",
+        "describe pod checkout-7d9f8b6c5-x2k4p in shop",
+        "details of node worker-1",
+    ]
+    keywords = {"describe": 3.0, "detail": 1.5, "inspect": 1.5, "spec": 1.0}
+
+    async def run(self, args: DescribeArgs, ctx: SkillContext[Kubernetes]) -> SkillResult:
+        api = await ctx.backend.api(ctx.impersonate)
+        namespace = None if args.kind == "node" else args.namespace
+        if args.kind != "node" and not namespace:
+            raise SkillError(f"describing a {args.kind} needs a namespace")
+        try:
+            obj = await api.read(args.kind, namespace, args.name)
+        except KubeNotFound as exc:
+            if args.kind == "deployment" and namespace:
+                await resolve_deployment(api, namespace, args.name)  # raises with "did you mean"
+            raise SkillError(
+                f"There is no {args.kind} {args.name}"
+                + (f" in namespace {namespace}." if namespace else ".")
+            ) from exc
+        blocks: list[Any] = [
+            Table(columns=["field", "value"], rows=describe_fields(args.kind, obj))
+        ]
+        if conditions := condition_rows(obj):
+            blocks.append(
+                Table(columns=["condition", "status", "reason", "message"], rows=conditions)
+            )
+        if namespace:
+            events = [
+                e
+                for e in await api.events(namespace, args.name)
+                if e.get("involvedObject", {}).get("name") == args.name
+            ]
+            events.sort(key=event_time, reverse=True)
+            if events:
+                blocks.append(
+                    Table.bounded(
+                        ["last seen", "type", "reason", "message"],
+                        [event_row(e)[1:] for e in events],
+                        8,
+                        "events",
+                    )
+                )
+        return SkillResult(summary=f"{args.kind} {args.name}", blocks=blocks)
+
+
+class K8sEvents(Skill[EventsArgs, "Kubernetes"]):
+    name = "k8s.events"
+    summary = "Recent events in a namespace (warnings first), optionally about one object"
+    Args = EventsArgs
+    risk = Risk.READ
+    examples = ["any warning events for payments in shop in the last 30m?", "events in staging"]
+    keywords = {"event": 3.0, "warning": 1.0, "what happened": 1.0}
+
+    async def run(self, args: EventsArgs, ctx: SkillContext[Kubernetes]) -> SkillResult:
+        api = await ctx.backend.api(ctx.impersonate)
+        cutoff = datetime.now(UTC) - parse_duration(args.since)
+        events = recent_events(await api.events(args.namespace), cutoff, args.name)
+        what = (
+            f"{args.name + ' in ' if args.name else ''}{args.namespace} over the last {args.since}"
+        )
+        if not events:
+            return SkillResult(
+                summary=f"no events for {what}", blocks=[Text(text=f"No events for {what}.")]
+            )
+        warnings = sum(1 for e in events if e.get("type") == "Warning")
+        table = Table.bounded(
+            ["object", "last seen", "type", "reason", "message"],
+            [event_row(e) for e in events],
+            ctx.settings.max_rows,
+            "events",
+        )
+        return SkillResult(
+            summary=f"{len(events)} events ({warnings} warnings) for {what}",
+            blocks=[table],
+            data={"events": len(events), "warnings": warnings},
+        )
+
+
+class K8sLogs(Skill[LogsArgs, "Kubernetes"]):
+    name = "k8s.logs"
+    summary = "Recent log lines of a pod or of a deployment's pods (bounded, secrets redacted)"
+    Args = LogsArgs
+    risk = Risk.READ
+    examples = [
+        "tail the logs of checkout in shop",
+        "last 200 lines of logs from payments, namespace shop",
+    ]
+    keywords = {
+        "log": 2.5,
+        "tail": 1.5,
+        "line": 1.0,
+        "stdout": 1.0,
+        "output": 0.5,
+        "<logql>": -3.0,
+        "<selector>": -2.0,
+        "logql": -3.0,
+        "error": -0.8,
+        "top": -0.5,
+    }
+
+    async def run(self, args: LogsArgs, ctx: SkillContext[Kubernetes]) -> SkillResult:
+        api = await ctx.backend.api(ctx.impersonate)
+        try:
+            await api.read("pod", args.namespace, args.name)
+            pods = [args.name]
+        except KubeNotFound:
+            dep = await resolve_deployment(api, args.namespace, args.name)
+            labels = selector_of(dep)
+            found = [
+                p
+                for p in await api.pods(args.namespace, selector_string(labels))
+                if matches(p, labels)
+            ]
+            found.sort(key=pod_rank)
+            pods = [p["metadata"]["name"] for p in found[:MAX_LOG_PODS]]
+            if not pods:
+                raise SkillError(
+                    f"deployment {args.name} in {args.namespace} has no pods"
+                ) from None
+        since = int(parse_duration(args.since).total_seconds()) if args.since else None
+        blocks: list[Any] = []
+        budget = MAX_LOG_CHARS
+        for pod in pods:
+            text = await api.pod_log(
+                args.namespace,
+                pod,
+                container=args.container,
+                since_seconds=since,
+                tail_lines=args.tail,
+            )
+            text = redact(text.rstrip())
+            if len(text) > budget:
+                text = "…" + text[-budget:]
+            budget = max(500, budget - len(text))
+            blocks.append(
+                Text(
+                    text=f"`{pod}` (last {args.tail} lines{', since ' + args.since if args.since else ''}):"
+                )
+            )
+            blocks.append(Code(code=text or "(no output)", language="text"))
+        return SkillResult(summary=f"logs of {len(pods)} pod(s) of {args.name}", blocks=blocks)
+
+
+class K8sRolloutStatus(Skill[WorkloadArgs, "Kubernetes"]):
+    name = "k8s.rollout.status"
+    summary = "Whether a deployment's rollout is complete (as kubectl rollout status)"
+    Args = WorkloadArgs
+    risk = Risk.READ
+    examples = ["is the checkout rollout done in shop?", "rollout status payments -n shop"]
+    keywords = {
+        "rollout status": 3.0,
+        "rollout": 1.5,
+        "roll out": 1.5,
+        "status": 0.8,
+        "=done": 1.0,
+        "finished": 1.0,
+        "complete": 1.0,
+        "progress": 1.0,
+        "history": -2.5,
+        "undo": -3.0,
+        "back": -1.5,
+        "revision": -1.0,
+    }
+
+    async def run(self, args: WorkloadArgs, ctx: SkillContext[Kubernetes]) -> SkillResult:
+        api = await ctx.backend.api(ctx.impersonate)
+        dep = await resolve_deployment(api, args.namespace, args.name)
+        done, failed, message = rollout_status(dep)
+        return SkillResult(ok=not failed, summary=message, data={"done": done, "failed": failed})
+
+
+class K8sRolloutHistory(Skill[WorkloadArgs, "Kubernetes"]):
+    name = "k8s.rollout.history"
+    summary = "A deployment's revisions with change-cause and images"
+    Args = WorkloadArgs
+    risk = Risk.READ
+    examples = ["show the rollout history of checkout in shop", "revisions of payments in shop"]
+    keywords = {
+        "history": 2.5,
+        "revision": 1.5,
+        "rollout history": 1.5,
+        "version": 0.5,
+        "rollback": -2.0,
+        "roll back": -2.0,
+        "undo": -2.0,
+    }
+
+    async def run(self, args: WorkloadArgs, ctx: SkillContext[Kubernetes]) -> SkillResult:
+        api = await ctx.backend.api(ctx.impersonate)
+        dep = await resolve_deployment(api, args.namespace, args.name)
+        rows = history_rows(await revisions(api, dep), annotations_of(dep).get(REVISION, ""))
+        if not rows:
+            return SkillResult(summary=f"no revisions recorded for {args.name}", blocks=[])
+        table = Table.bounded(
+            ["revision", "change-cause", "images", "age"],
+            rows,
+            ctx.settings.max_rows,
+            "revisions",
+        )
+        return SkillResult(
+            summary=f"{len(rows)} revisions of {args.namespace}/{args.name}", blocks=[table]
+        )
