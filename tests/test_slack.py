@@ -12,6 +12,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -22,14 +23,27 @@ from kmock import KubernetesEmulator
 
 from opsbot.adapters.http import make_app
 from opsbot.adapters.slack import SlackAdapter
+from opsbot.adapters.slack_blocks import mrkdwn, render
 from opsbot.approvals import State
 from opsbot.audit import AuditEvent
 from opsbot.engine import Engine
+from opsbot.model import (
+    ActionButton,
+    Actor,
+    ApprovalCard,
+    ButtonStyle,
+    Invocation,
+    Message,
+    Step,
+    Text,
+    Vote,
+)
 from opsbot.policy import Policy
 from opsbot.services import Services, build_services
 from tests.conftest import ROOT, make_settings
 from tests.fakes.kube import ClusterEmulator, complete_rollout, seed, write_kubeconfig
 from tests.fakes.slack_api import FakeSlack
+from tests.test_approvals import expire_now
 
 pytestmark = pytest.mark.kmock(cls=ClusterEmulator)
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -467,3 +481,114 @@ async def test_rate_limited_posts_are_retried(rig: SlackRig) -> None:
     await rig.mention("UEVE", "help")
     posts = await rig.slack.wait_for("chat.postMessage", 4)  # one 429, then three that landed
     assert "Skills you (slack:UEVE)" in "".join(str(p.get("text")) for p in posts)
+
+
+async def test_suggested_action_button_runs_as_the_clickers_request(
+    rig: SlackRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adapter = rig.adapter()
+    thread = f"slack:{CHANNEL}:5.5"
+    action = ActionButton(
+        id="act-pods-1",
+        label="Show pods in shop",
+        invocation=Invocation(skill="k8s.pods", args={"namespace": "shop"}),
+        style=ButtonStyle.PRIMARY,
+    )
+    await adapter.engine.actions.offer(action, thread=thread, channel=CHANNEL)
+    await adapter.post(
+        Message(thread=thread, step=Step.RESULT, blocks=[Text(text="Try this:"), action])
+    )
+    [offer] = rig.slack.of("chat.postMessage")
+    [buttons] = [b for b in offer["blocks"] if b["type"] == "actions"]
+    [element] = buttons["elements"]
+    assert element["action_id"] == "opsbot_action" and element["value"] == "act-pods-1"
+    assert element["text"]["text"] == "Show pods in shop" and element["style"] == "primary"
+
+    clicks: list[tuple[str, str, str]] = []
+    click = adapter.engine.click
+
+    async def spy(action_id: str, clicker: Actor, reply: Any, *, channel: str) -> None:
+        clicks.append((action_id, clicker.id, channel))
+        await click(action_id, clicker, reply, channel=channel)
+
+    monkeypatch.setattr(adapter.engine, "click", spy)
+    await rig.click(
+        "UEVE", "opsbot_action", "act-pods-1", "5.6", block_id="action:act-pods-1", thread_ts="5.5"
+    )
+    await wait_until(lambda: "CrashLoopBackOff" in rig.texts())
+    assert clicks == [("act-pods-1", "slack:UEVE", CHANNEL)]
+    assert {p["thread_ts"] for p in rig.slack.of("chat.postMessage")} == {"5.5"}
+    [record] = await rig.services.audit.search(event=AuditEvent.REQUEST)
+    assert record.actor == "slack:UEVE" and record.thread == thread  # the clicker's request
+
+
+async def test_an_unknown_action_is_answered_to_the_clicker_only(rig: SlackRig) -> None:
+    await rig.click(
+        "UEVE", "opsbot_action", "gone-1", "7.1", block_id="action:gone", thread_ts="7.0"
+    )
+    [ephemeral] = await rig.slack.wait_for("chat.postEphemeral")
+    assert ephemeral["user"] == "UEVE" and ephemeral["thread_ts"] == "7.0"
+    assert "no longer known" in ephemeral["text"]
+    assert rig.slack.of("chat.postMessage") == []
+
+
+async def test_an_expired_card_is_edited_in_place_and_loses_its_buttons(rig: SlackRig) -> None:
+    await rig.mention("UALICE", "restart checkout in shop")
+    await rig.slack.wait_for("chat.postMessage", 3)
+    approval_id, _ = approval_message(rig)
+    [card_ts] = [
+        c.answer["ts"]
+        for c in rig.slack.calls
+        if c.method == "chat.postMessage"
+        and any(b["type"] == "actions" for b in c.params.get("blocks", []))
+    ]
+    adapter = rig.adapter()
+    await expire_now(adapter.engine, approval_id)
+    await adapter.engine.sweep_expired(adapter.post)
+    [update] = await rig.slack.wait_for("chat.update")
+    assert update["channel"] == CHANNEL and update["ts"] == card_ts  # the card, not a new post
+    assert not any(b["type"] == "actions" for b in update["blocks"])
+    assert "*expired*" in json.dumps(update["blocks"])
+    assert "expired without enough approvals" in rig.texts()
+
+
+def test_neutral_markup_becomes_mrkdwn() -> None:
+    assert mrkdwn("Allowed by rule **everyone reads**.") == "Allowed by rule *everyone reads*."
+    assert mrkdwn("2*3 and a_b_c") == "2*3 and a_b_c"  # literal, as written
+    assert mrkdwn("_why_ `rate(x[5m]) > 1`") == "_why_ `rate(x[5m]) &gt; 1`"
+    assert (
+        mrkdwn("[runbook](https://wiki.test/a?b=1&c=2)")
+        == "<https://wiki.test/a?b=1&amp;c=2|runbook>"
+    )
+    assert mrkdwn("a < b & c > d, asked by <@UEVE>") == "a &lt; b &amp; c &gt; d, asked by <@UEVE>"
+    # mrkdwn has no escape character: a literal *x* must not turn bold
+    assert mrkdwn("*not bold*") == "\u200b*not bold*"
+
+
+def test_approval_card_blocks_follow_its_state() -> None:
+    card = ApprovalCard(
+        approval_id="abc234",
+        summary="k8s.restart name=checkout namespace=shop",
+        requester="slack:UALICE",
+        approvers=["group:oncall"],
+        min_approvals=1,
+        expires_at=datetime(2026, 1, 1, 12, tzinfo=UTC),
+        state="pending",
+        preview="restart deployment shop/checkout",
+    )
+    pending, _, _ = render(Message(thread="slack:C:1", step=Step.APPROVAL, blocks=[card]))
+    [actions] = [b for b in pending if b["type"] == "actions"]
+    assert [e["action_id"] for e in actions["elements"]] == ["opsbot_approve", "opsbot_deny"]
+    assert {e["value"] for e in actions["elements"]} == {"abc234"}
+    denied = card.model_copy(
+        update={
+            "state": "denied",
+            "status": "denied by <@UBOB>: **freeze**",
+            "votes": [Vote(actor="slack:UBOB", verdict="deny")],
+        }
+    )
+    blocks, text, _ = render(Message(thread="slack:C:1", step=Step.APPROVAL, blocks=[denied]))
+    assert not any(b["type"] == "actions" for b in blocks)
+    shown = json.dumps(blocks)
+    assert "Approval `abc234` *denied*" in shown and "denied by <@UBOB>: *freeze*" in shown
+    assert "denied by <@UBOB>: *freeze*" in text
