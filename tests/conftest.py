@@ -15,11 +15,11 @@ import pytest
 from opsbot.config import Settings
 from opsbot.demo import LocalStack, missing_binaries
 from opsbot.engine import Engine
-from opsbot.model import Message
 from opsbot.policy import Policy
 from opsbot.services import Services, build_services
 from opsbot.skills.base import SkillRegistry
 from opsbot.store import scratch_database
+from opsbot.testing import Thread as Thread  # collects what the engine posts, as an adapter would
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE = os.environ.get("OPSBOT_REQUIRE_REAL_SERVERS") == "1"
@@ -87,26 +87,6 @@ async def sqlite_services(tmp_path: Path, policy: Policy) -> AsyncIterator[Servi
     )
     yield svc
     await svc.close()
-
-
-class Thread:
-    """Collects what the engine posts, like an adapter would."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-
-    async def __call__(self, message: Message) -> None:
-        self.messages.append(message)
-
-    @property
-    def text(self) -> str:
-        return "\n".join(m.plain for m in self.messages)
-
-    @property
-    def approval_ids(self) -> list[str]:
-        return [
-            m.approval_id for m in self.messages if m.approval_id and m.step.value == "approval"
-        ]
 
 
 @pytest.fixture

@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from opsbot.audit import AuditEvent
-from opsbot.engine import Engine
 from opsbot.model import Actor, Answer, Invocation, Plan, Request, Run, Step
-from opsbot.services import Services
 from opsbot.skills.base import Skill
-from tests.conftest import Thread
+from opsbot.testing import Messages, TestBot
 
 EVE = Actor(id="shell:eve")
+
+# the whole installed bot with the bundled policy, as opsbot's own shell runs it
+pytestmark = pytest.mark.opsbot(installed=True, channel="c")
 
 
 class Scripted:
@@ -36,64 +39,61 @@ class Scripted:
         return self.result
 
 
-async def run(services: Services, planner: Scripted, text: str = "x", actor: Actor = EVE) -> Thread:
-    thread = Thread()
-    await Engine(services, planner).handle(
-        Request(actor=actor, channel="c", text=text, thread="T1"), thread
-    )
-    return thread
+async def run(bot: TestBot, planner: Scripted, text: str = "x", actor: Actor = EVE) -> Messages:
+    bot.use_planner(planner)
+    return await bot.ask(text, as_=actor, thread="T1")
 
 
-async def test_planner_sees_only_permitted_skills(sqlite_services: Services) -> None:
+async def test_planner_sees_only_permitted_skills(opsbot_bot: TestBot) -> None:
     planner = Scripted(Answer(text="nothing to do"))
-    await run(sqlite_services, planner)
+    await run(opsbot_bot, planner)
     assert "alerts.list" in planner.shown and "alerts.silence" not in planner.shown
-    await run(sqlite_services, planner, actor=Actor(id="shell:alice"))
+    await run(opsbot_bot, planner, actor=Actor(id="shell:alice"))
     assert "alerts.silence" in planner.shown
 
 
 async def test_a_skill_outside_the_catalog_is_refused_and_audited(
-    sqlite_services: Services,
+    opsbot_bot: TestBot,
 ) -> None:
     plan = Run(
         invocations=[Invocation(skill="alerts.silence", args={"matchers": {"alertname": "X"}})],
         planner="scripted",
     )
-    thread = await run(sqlite_services, Scripted(plan))
+    thread = await run(opsbot_bot, Scripted(plan))
     assert "Refused: alerts.silence is not available to shell:eve here." in thread.text
-    assert not await sqlite_services.approvals.find(state=None)
-    [denial] = await sqlite_services.audit.search(event=AuditEvent.POLICY)
+    assert not await opsbot_bot.services.approvals.find(state=None)
+    [denial] = await opsbot_bot.services.audit.search(event=AuditEvent.POLICY)
     assert denial.outcome == "deny" and denial.skill == "alerts.silence"
     invented = await run(
-        sqlite_services, Scripted(Run(invocations=[Invocation(skill="k8s.delete_cluster")]))
+        opsbot_bot, Scripted(Run(invocations=[Invocation(skill="k8s.delete_cluster")]))
     )
     assert "Refused: unknown skill 'k8s.delete_cluster'." in invented.text
 
 
-async def test_invented_or_invalid_arguments_are_rejected(sqlite_services: Services) -> None:
+async def test_invented_or_invalid_arguments_are_rejected(opsbot_bot: TestBot) -> None:
     plan = Run(invocations=[Invocation(skill="audit.search", args={"since": "forever", "evil": 1})])
-    thread = await run(sqlite_services, Scripted(plan))
+    thread = await run(opsbot_bot, Scripted(plan))
     assert "Invalid arguments for audit.search: since:" in thread.text
-    [error] = await sqlite_services.audit.search(event=AuditEvent.ERROR)
+    [error] = await opsbot_bot.services.audit.search(event=AuditEvent.ERROR)
     assert error.skill == "audit.search"
 
 
 async def test_planner_crash_is_answered_and_the_engine_keeps_serving(
-    sqlite_services: Services,
+    opsbot_bot: TestBot,
 ) -> None:
-    thread = await run(sqlite_services, Scripted(RuntimeError("boom")))
+    thread = await run(opsbot_bot, Scripted(RuntimeError("boom")))
     assert "I could not understand that (RuntimeError)." in thread.text
-    thread = await run(sqlite_services, Scripted(Run(invocations=[Invocation(skill="help")])))
+    thread = await run(opsbot_bot, Scripted(Run(invocations=[Invocation(skill="help")])))
     assert "Skills you (shell:eve) may use here" in thread.text
 
 
-async def test_every_step_is_posted_in_the_thread_and_audited(sqlite_services: Services) -> None:
+async def test_every_step_is_posted_in_the_thread_and_audited(opsbot_bot: TestBot) -> None:
     thread = await run(
-        sqlite_services, Scripted(Run(invocations=[Invocation(skill="approvals.pending")]))
+        opsbot_bot, Scripted(Run(invocations=[Invocation(skill="approvals.pending")]))
     )
-    assert {m.thread for m in thread.messages} == {"T1"}
-    assert [m.step for m in thread.messages] == [Step.PLAN, Step.POLICY, Step.RESULT]
-    events = [r.event for r in await sqlite_services.audit.search()]
+    assert {m.thread for m in thread} == {"T1"}
+    assert [m.step for m in thread] == [Step.PLAN, Step.POLICY, Step.RESULT]
+    events = [r.event for r in await opsbot_bot.services.audit.search()]
     assert events == [
         AuditEvent.REQUEST,
         AuditEvent.PLAN,
@@ -101,4 +101,4 @@ async def test_every_step_is_posted_in_the_thread_and_audited(sqlite_services: S
         AuditEvent.EXECUTION,
         AuditEvent.RESULT,
     ]
-    assert all(r.thread == "T1" for r in await sqlite_services.audit.search())
+    assert all(r.thread == "T1" for r in await opsbot_bot.services.audit.search())
