@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,27 @@ import pytest
 import yarl
 from kmock import KubernetesEmulator
 
-from opsbot.adapters.discord import DiscordAdapter, off_reason
-from opsbot.adapters.discord_render import render
+from opsbot.adapters.discord import DiscordAdapter, off_reason, view_of
+from opsbot.adapters.discord_render import markdown, render
 from opsbot.approvals import State
 from opsbot.engine import Engine
-from opsbot.model import Code, Message, Step, Table, Text
+from opsbot.model import (
+    ActionButton,
+    Actor,
+    ApprovalCard,
+    Code,
+    Invocation,
+    Message,
+    Step,
+    Table,
+    Text,
+)
 from opsbot.policy import Policy
 from opsbot.services import Services, build_services
 from tests.conftest import ROOT, make_settings
 from tests.fakes.discord_server import BOT_ID, CHANNEL_ID, FakeDiscord, user
 from tests.fakes.kube import ClusterEmulator, complete_rollout, seed, write_kubeconfig
+from tests.test_approvals import expire_now
 
 pytestmark = pytest.mark.kmock(cls=ClusterEmulator)
 SRE, ONCALL = "600000000000000001", "600000000000000002"
@@ -305,3 +317,104 @@ async def test_an_interaction_seen_by_two_sessions_is_answered_once(rig: Discord
     await rig.fake.wait_for("POST", "/callback")
     await until(lambda: "Skills you (discord:444)" in rig.text())
     assert len(rig.fake.of("POST", "/callback")) == 1
+
+
+async def test_suggested_action_button_runs_as_the_clickers_request(
+    rig: DiscordRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert rig.adapter is not None
+    adapter = rig.adapter
+    thread_id = "1000000000000000777"
+    thread = f"discord:{thread_id}"
+    action = ActionButton(
+        id="act-pods-1",
+        label="Show pods in shop",
+        invocation=Invocation(skill="k8s.pods", args={"namespace": "shop"}),
+    )
+    await adapter.engine.actions.offer(action, thread=thread, channel=thread_id)
+    await adapter.post(
+        Message(thread=thread, step=Step.RESULT, blocks=[Text(text="Try this:"), action])
+    )
+    [offer] = rig.thread_posts()
+    [row] = offer.body["components"]
+    [button] = row["components"]
+    assert button["custom_id"] == "opsbot:action:act-pods-1"
+    assert button["label"] == "Show pods in shop"
+
+    clicks: list[tuple[str, str, str]] = []
+    click = adapter.engine.click
+
+    async def spy(action_id: str, clicker: Actor, reply: Any, *, channel: str) -> None:
+        clicks.append((action_id, clicker.id, channel))
+        await click(action_id, clicker, reply, channel=channel)
+
+    monkeypatch.setattr(adapter.engine, "click", spy)
+    message = rig.fake.message(
+        user(BOT_ID, "opsbot", bot=True), "", channel_id=thread_id, components=[row]
+    )
+    await rig.fake.click(EVE, button["custom_id"], message)
+    await until(lambda: "CrashLoopBackOff" in rig.text())
+    assert clicks == [("act-pods-1", "discord:444", thread_id)]
+    assert {p.path for p in rig.thread_posts()} == {f"/channels/{thread_id}/messages"}
+    [record] = [r for r in await rig.services.audit.search() if r.event == "request.received"]
+    assert record.actor == "discord:444" and record.thread == thread  # the clicker's request
+
+
+async def test_an_unknown_action_is_answered_to_the_clicker_only(rig: DiscordRig) -> None:
+    row = {
+        "type": 1,
+        "components": [{"type": 2, "style": 2, "label": "Gone", "custom_id": "opsbot:action:gone"}],
+    }
+    message = rig.fake.message(user(BOT_ID, "opsbot", bot=True), "", components=[row])
+    await rig.fake.click(EVE, "opsbot:action:gone", message)
+    [ephemeral] = await rig.fake.wait_for("POST", "/webhooks/")
+    assert ephemeral.body["flags"] == 64 and "no longer known" in ephemeral.body["content"]
+    assert rig.thread_posts() == []
+
+
+async def test_an_expired_card_is_edited_in_place_and_loses_its_buttons(rig: DiscordRig) -> None:
+    assert rig.adapter is not None
+    await rig.fake.mention(ALICE, "restart checkout in shop", roles=[SRE])
+    await until(lambda: any(c.body.get("components") for c in rig.thread_posts()))
+    [card] = [c for c in rig.thread_posts() if c.body.get("components")]
+    approval_id = card.body["components"][0]["components"][0]["custom_id"].rsplit(":", 1)[1]
+    engine = rig.adapter.engine
+    await expire_now(engine, approval_id)
+    await engine.sweep_expired(rig.adapter.post)
+    [edit] = await rig.fake.wait_for("PATCH", f"{card.path}/{card.answer['id']}")
+    assert edit.body["components"] == []  # no buttons once expired
+    assert f"Approval `{approval_id}` **expired**" in rig.shown(edit)
+    assert "expired without enough approvals" in rig.text()
+
+
+def test_neutral_markup_becomes_discord_markdown() -> None:
+    assert markdown("Allowed by rule **everyone reads**.") == "Allowed by rule **everyone reads**."
+    assert markdown("_why_ `a*b` [runbook](https://wiki.test/x)") == (
+        "_why_ `a*b` [runbook](https://wiki.test/x)"
+    )
+    # literal markdown characters are escaped, so Discord shows them as written
+    assert markdown("2*3") == "2\\*3"
+    assert markdown("rollout_timeout ~5s | x") == "rollout\\_timeout \\~5s \\| x"
+
+
+async def test_buttons_follow_the_cards_state() -> None:
+    card = ApprovalCard(
+        approval_id="abc234",
+        summary="k8s.restart name=checkout namespace=shop",
+        requester="discord:111",
+        approvers=["group:oncall"],
+        min_approvals=1,
+        expires_at=datetime(2026, 1, 1, 12, tzinfo=UTC),
+        state="pending",
+    )
+    pending = view_of(render(Message(thread="discord:1", step=Step.APPROVAL, blocks=[card])))
+    assert pending is not None
+    assert [getattr(i, "custom_id", "") for i in pending.children] == [
+        "opsbot:approve:abc234",
+        "opsbot:deny:abc234",
+    ]
+    for state in ("approved", "denied", "expired", "executed", "failed"):
+        decided = card.model_copy(update={"state": state})
+        rendered = render(Message(thread="discord:1", step=Step.APPROVAL, blocks=[decided]))
+        assert view_of(rendered) is None
+        assert f"**{state}**" in (rendered.embeds[0].description or "")
