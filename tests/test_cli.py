@@ -5,18 +5,22 @@ from __future__ import annotations
 import io
 import re
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from opsbot.adapters.shell import interactive
+from rich.console import Console
+from rich.text import Text as RichText
+from typer.testing import CliRunner
+
+from opsbot.adapters.shell import ShellRenderer, interactive, run_command, to_rich
 from opsbot.cli import app
 from opsbot.demo import LocalStack
 from opsbot.engine import Engine
-from opsbot.model import Actor
+from opsbot.model import ActionButton, Actor, ApprovalCard, Invocation, Message, Step, Text
 from opsbot.services import Services
-from rich.console import Console
-from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -150,3 +154,69 @@ async def test_interactive_shell_switches_identity(
     assert "now acting as shell:bob" in out
     assert "no approval request with id zzzzzz" in out
     assert "usage: /as platform:user" in out
+
+
+def test_shell_converts_the_neutral_markup(tmp_path: Path) -> None:
+    styled = RichText.from_markup(to_rich("rule **sre restarts**, 2*3 [chart] _why_ `a*b`"))
+    assert styled.plain == "rule sre restarts, 2*3 [chart] why `a*b`"
+    assert [(styled.plain[s.start : s.end], str(s.style)) for s in styled.spans] == [
+        ("sre restarts", "bold"),
+        ("why", "italic"),
+        ("`a*b`", "cyan"),
+    ]
+    console = ScriptedConsole([])
+    ShellRenderer(console, tmp_path).render(
+        Message(thread="t1", step=Step.POLICY, blocks=[Text(text="Allowed by rule **x**; 2*3.")])
+    )
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert out == "[t1]   policy │ Allowed by rule x; 2*3.\n"  # no stray asterisks when piped
+
+
+async def test_shell_runs_a_suggested_action_it_showed(
+    sqlite_services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = Engine(sqlite_services)
+    action = ActionButton(
+        id="act-help-1", label="What can I do?", invocation=Invocation(skill="help")
+    )
+    await engine.actions.offer(action, thread="t-act", channel="shell")
+    console = ScriptedConsole([])
+    renderer = ShellRenderer(console, tmp_path)
+    renderer.render(Message(thread="t-act", step=Step.RESULT, blocks=[action]))
+    assert "[What can I do?]  ->  type `run act-help-1`" in console.file.getvalue()  # type: ignore[attr-defined]
+
+    clicks: list[tuple[str, str, str]] = []
+    click = engine.click
+
+    async def spy(action_id: str, clicker: Actor, reply: Any, *, channel: str) -> None:
+        clicks.append((action_id, clicker.id, channel))
+        await click(action_id, clicker, reply, channel=channel)
+
+    monkeypatch.setattr(engine, "click", spy)
+    eve = Actor(id="shell:eve")
+    await run_command(engine, renderer, eve, "run act-help-1")
+    assert clicks == [("act-help-1", "shell:eve", "shell")]
+    assert "Skills you (shell:eve) may use here" in console.file.getvalue()  # type: ignore[attr-defined]
+    await run_command(engine, renderer, eve, "run diagnostics")  # not shown here: a request
+    assert len(clicks) == 1
+
+
+def test_shell_prints_a_card_once_then_its_new_state(tmp_path: Path) -> None:
+    card = ApprovalCard(
+        approval_id="abc234",
+        summary="k8s.restart name=checkout namespace=shop",
+        requester="shell:alice",
+        approvers=["group:oncall"],
+        min_approvals=1,
+        expires_at=datetime(2026, 1, 1, 12, tzinfo=UTC),
+        state="pending",
+        preview="restart deployment shop/checkout",
+    )
+    console = ScriptedConsole([])
+    renderer = ShellRenderer(console, tmp_path)
+    renderer.render(Message(thread="t1", step=Step.APPROVAL, blocks=[card]))
+    expired = card.model_copy(update={"state": "expired", "status": "expired, nothing ran"})
+    renderer.render(Message(thread="t1", step=Step.APPROVAL, blocks=[expired]))
+    first, later = console.file.getvalue().split("Approval `abc234` expired")  # type: ignore[attr-defined]
+    assert "restart deployment shop/checkout" in first and "type `approve abc234`" in first
+    assert "approve abc234" not in later and "restart deployment" not in later  # no buttons

@@ -3,8 +3,12 @@ interactive ``opsbot shell``.
 
 In the shell, a line is a request by the current identity, except:
 ``/as shell:bob`` switches identity, ``approve ID`` / ``deny ID [reason]`` decide an approval
-as the current identity, ``/help`` lists these, ``/quit`` (or Ctrl-D) leaves.
-Charts are written under ``OPSBOT_CHART_DIR`` and their paths printed.
+as the current identity, ``run ID`` clicks a suggested action shown in this shell (it runs as
+the current identity's own request), ``/help`` lists these, ``/quit`` (or Ctrl-D) leaves.
+Text is converted from the neutral markup to rich's by :func:`to_rich` (styles are dropped
+when the output is not a terminal). An approval card is printed in full the first time and as
+its state line on every later change. Charts are written under ``OPSBOT_CHART_DIR`` and their
+paths printed.
 """
 
 from __future__ import annotations
@@ -14,12 +18,25 @@ import re
 import shlex
 from pathlib import Path
 
-from opsbot.engine import Engine
-from opsbot.model import Actor, Buttons, Code, Image, Message, Request, Step, Table, Text
 from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table as RichTable
+
+from opsbot.adapters.markup import Dialect, card_head, card_votes, convert
+from opsbot.engine import Engine
+from opsbot.model import (
+    ActionButton,
+    Actor,
+    ApprovalCard,
+    Code,
+    Image,
+    Message,
+    Request,
+    Step,
+    Table,
+    Text,
+)
 
 STEP_STYLE = {
     Step.PLAN: "dim cyan",
@@ -35,8 +52,30 @@ SHELL_HELP = (
     "  /as shell:bob        act as another identity\n"
     "  approve ID           approve a pending request as the current identity\n"
     "  deny ID [reason]     deny it\n"
+    "  run ID               run a suggested action shown above, as your own request\n"
     "  /quit                leave"
 )
+
+
+def _link(label: str, url: str) -> str:
+    shown = f"[link={url}]{label}[/link]"
+    return shown if label == escape(url) else f"{shown} ({escape(url)})"
+
+
+RICH = Dialect(
+    literal=escape,
+    bold=lambda inner: f"[bold]{inner}[/bold]",
+    italic=lambda inner: f"[italic]{inner}[/italic]",
+    code=lambda code: f"[cyan]`{escape(code)}`[/cyan]",
+    link=_link,
+)
+
+
+def to_rich(text: str) -> str:
+    """Neutral markup -> rich markup: ``**b**`` bold, ``_i_`` italic, `` `c` `` kept in
+    backticks (coloured), ``[l](u)`` a link followed by its address; a literal ``[`` escaped.
+    The result goes inside a style tag (``[green]…[/green]``), as rich's ``escape`` expects."""
+    return convert(text, RICH)
 
 
 class ShellRenderer:
@@ -47,6 +86,9 @@ class ShellRenderer:
         self.chart_dir = chart_dir
         self._charts = 0
         self.messages: list[Message] = []
+        #: suggested actions shown here, which ``run ID`` may click
+        self.offered: set[str] = set()
+        self._cards: set[str] = set()
 
     async def __call__(self, message: Message) -> None:
         self.messages.append(message)
@@ -60,46 +102,60 @@ class ShellRenderer:
         path.write_bytes(image.data)
         return str(path.resolve())
 
+    def _say(self, prefix: str, markup: str, style: str) -> None:
+        """One line of rich markup after the prefix (styles show only on a terminal)."""
+        self.console.print(
+            f"[dim]{escape(prefix)}[/dim][{style}]{markup}[/{style}]", soft_wrap=True
+        )
+
+    def _literal(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def _code(self, code: str, prefix: str, plain: bool) -> None:
+        if plain:
+            for line in code.splitlines():
+                self._literal(prefix + "    " + line)
+        else:
+            self.console.print(Syntax(code, "text", word_wrap=True, padding=(0, 2)))
+
+    def _card(self, card: ApprovalCard, prefix: str, style: str, plain: bool) -> None:
+        """In full the first time; later (the terminal cannot edit what it printed) only the
+        line with the new state and the votes: the change itself is a message of its own."""
+        first = card.approval_id not in self._cards
+        self._cards.add(card.approval_id)
+        self._say(prefix, to_rich(card_head(card)), style)
+        if first and card.preview:
+            self._code(card.preview, prefix, plain)
+        if first and card.status:
+            self._say(prefix, to_rich(card.status), style)
+        votes = card_votes(card, str)
+        if votes:
+            self._say(prefix, to_rich(votes), style)
+        if card.open:
+            self._literal(
+                f"{prefix}buttons: [Approve] [Deny]  ->  type `approve {card.approval_id}` or "
+                f"`deny {card.approval_id} REASON` as an approver (/as ...)"
+            )
+
     def render(self, message: Message) -> None:
-        style = STEP_STYLE.get(message.step, "")
+        style = STEP_STYLE.get(message.step, "default")
         prefix = f"[{message.thread}] {message.step.value:>8} │ "
         plain = not self.console.is_terminal
         for block in message.blocks:
             if isinstance(block, Text):
-                if plain:
-                    self.console.print(
-                        prefix + block.text, markup=False, highlight=False, soft_wrap=True
-                    )
-                else:
-                    self.console.print(
-                        f"[dim]{escape(prefix)}[/dim][{style}]{escape(block.text)}[/{style}]",
-                        soft_wrap=True,
-                    )
+                self._say(prefix, to_rich(block.text), style)
             elif isinstance(block, Code):
-                if plain:
-                    for line in block.code.splitlines():
-                        self.console.print(
-                            prefix + "    " + line, markup=False, highlight=False, soft_wrap=True
-                        )
-                else:
-                    self.console.print(Syntax(block.code, "text", word_wrap=True, padding=(0, 2)))
+                self._code(block.code, prefix, plain)
             elif isinstance(block, Table):
                 self._table(block, prefix, plain)
             elif isinstance(block, Image):
                 block.path = block.path or self.save_image(block, message.thread)
-                self.console.print(
-                    f"{prefix}chart: {block.path}", markup=False, highlight=False, soft_wrap=True
-                )
-            elif isinstance(block, Buttons):
-                ids = {b.value for b in block.buttons}
-                for approval_id in ids:
-                    self.console.print(
-                        f"{prefix}buttons: [Approve] [Deny]  ->  type `approve {approval_id}` or "
-                        f"`deny {approval_id} REASON` as an approver (/as ...)",
-                        markup=False,
-                        highlight=False,
-                        soft_wrap=True,
-                    )
+                self._literal(f"{prefix}chart: {block.path}")
+            elif isinstance(block, ApprovalCard):
+                self._card(block, prefix, style, plain)
+            elif isinstance(block, ActionButton):
+                self.offered.add(block.id)
+                self._literal(f"{prefix}action: [{block.label}]  ->  type `run {block.id}`")
 
     def _table(self, table: Table, prefix: str, plain: bool) -> None:
         if plain:
@@ -124,7 +180,8 @@ class ShellRenderer:
 async def run_command(
     engine: Engine, renderer: ShellRenderer, actor: Actor, line: str, channel: str = "shell"
 ) -> None:
-    """One shell line by ``actor``: an approval command or a request."""
+    """One shell line by ``actor``: an approval command, a click on a suggested action shown
+    in this shell (``run ID``), or a request."""
     words = (
         shlex.split(line) if line.count('"') % 2 == 0 and line.count("'") % 2 == 0 else line.split()
     )
@@ -137,6 +194,9 @@ async def run_command(
         await engine.decide(
             words[1], actor, verdict, renderer, reason=" ".join(words[2:]), channel=channel
         )
+        return
+    if len(words) == 2 and words[0].lower() == "run" and words[1] in renderer.offered:
+        await engine.click(words[1], actor, renderer, channel=channel)
         return
     await engine.handle(Request(actor=actor, channel=channel, text=line), renderer)
 
