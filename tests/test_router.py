@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from opsbot.evaluation import evaluate, load_cases
+from opsbot.grounding import ground
 from opsbot.intent import extract as ex
-from opsbot.intent.grounding import Inventory, ground
 from opsbot.intent.offline import OfflineRouter
+from opsbot.inventory import Inventory
 from opsbot.model import Actor, Answer, Clarify, Plan, Request, Run, first_invocation
 from opsbot.skills.base import load_registry
 

@@ -36,8 +36,8 @@ from opsbot import telemetry, wording
 from opsbot.audit import AuditEvent
 from opsbot.config import Settings
 from opsbot.conversations import Conversations
+from opsbot.grounding import ground
 from opsbot.intent.base import Planner, ToolRunner
-from opsbot.intent.grounding import ground
 from opsbot.model import Answer, Invocation, Plan, Request, Run
 from opsbot.redact import redact
 from opsbot.skills.base import Risk, Skill

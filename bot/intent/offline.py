@@ -23,9 +23,10 @@ from pydantic import ValidationError
 from rapidfuzz import fuzz
 
 from opsbot import wording
+from opsbot.grounding import ground
 from opsbot.intent import extract as ex
 from opsbot.intent.base import ToolRunner
-from opsbot.intent.grounding import Inventory, ground
+from opsbot.inventory import Inventory
 from opsbot.model import Answer, Clarify, Invocation, Plan, Request, Run
 from opsbot.skills.base import Skill
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from opsbot.durations import Duration, parse_duration
-from opsbot.intent.grounding import ground
+from opsbot.grounding import ground
 from opsbot.model import Code, SkillResult, Table, Text
 from opsbot.redact import redact
 from opsbot.skills.base import Risk, Skill, SkillContext, SkillError

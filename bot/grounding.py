@@ -1,13 +1,10 @@
-"""Grounding: resolve names the planner proposes against what the backends really have
-(:class:`opsbot.inventory.Inventory`). Matching uses rapidfuzz."""
+"""Grounding: resolve a name someone typed against the names a backend really has (the
+planners against :class:`opsbot.inventory.Inventory`, skills for "did you mean"). Matching
+uses rapidfuzz."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from opsbot.inventory import Inventory
-
-__all__ = ["Grounded", "Inventory", "ground"]
 from dataclasses import dataclass
 
 from rapidfuzz import fuzz, process
