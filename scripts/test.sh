@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole check: lint, types, the test suite on the real servers, and the routing eval.
+# The whole check: lint, types, layer contracts, the test suite on the real servers, and the routing eval.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -10,6 +10,8 @@ export OPSBOT_TEST_POSTGRES_URL=${OPSBOT_TEST_POSTGRES_URL:-$pg_url}
 "$VENV/bin/ruff" format --check .
 "$VENV/bin/python" scripts/import_tree.py >/dev/null
 "$VENV/bin/mypy"
+# the layer contracts of .importlinter, on the installed-layout tree import_tree.py laid out
+PYTHONPATH=build/typecheck "$VENV/bin/lint-imports" --no-cache --no-logo
 "$VENV/bin/opsbot" eval eval/routing-dev.yaml | tail -n 2
 "$VENV/bin/opsbot" eval eval/routing-extra.yaml | tail -n 1
 exec "$VENV/bin/pytest" -q -p no:cacheprovider "$@"
