@@ -1,0 +1,77 @@
+"""A command that touches no backend imports none of the backends', models' or chat
+platforms' libraries (issue 9, section 1): they load when first used."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+#: top-level import names that must stay unloaded (``langchain`` covers langchain_core, ...)
+HEAVY = (
+    "kubernetes",
+    "matplotlib",
+    "pandas",
+    "prometheus_api_client",
+    "langchain",
+    "openai",
+    "tiktoken",
+    "slack_bolt",
+    "slack_sdk",
+    "discord",
+    "aiohttp",
+)
+
+PROBE = """
+import json, sys
+what, out, heavy = sys.argv[1], sys.argv[2], tuple(sys.argv[3].split(","))
+if what == "registry":
+    from opsbot.config import load_settings
+    from opsbot.skills.base import load_registry
+    assert len(load_registry(load_settings())) > 10
+else:
+    from opsbot.cli import main
+    sys.argv = ["opsbot", *sys.argv[4:]]
+    try:
+        main()
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+loaded = sorted({m for m in sys.modules if m.split(".")[0].startswith(heavy)})
+with open(out, "w") as f:
+    json.dump(loaded, f)
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(["registry"], id="load_registry"),
+        pytest.param(["cli", "skills"], id="opsbot skills"),
+        pytest.param(["cli", "ask", "--as", "shell:alice", "help"], id="opsbot ask help"),
+    ],
+)
+def test_no_backend_library_is_imported_until_used(tmp_path: Path, command: list[str]) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("OPSBOT_")
+        and k not in ("PROMETHEUS_URL", "ALERTMANAGER_URL", "KUBECONFIG", "OPENAI_API_KEY")
+    }
+    env["OPSBOT_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'opsbot.db'}"
+    out = tmp_path / "modules.json"
+    what, *args = command
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, what, str(out), ",".join(HEAVY), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text()) == []
