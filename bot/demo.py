@@ -10,10 +10,12 @@ Binaries come from the Debian packages ``prometheus`` and ``prometheus-alertmana
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -24,6 +26,8 @@ from types import TracebackType
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import start_http_server
+
+from opsbot.demo_cluster import BackgroundCluster
 
 PROMETHEUS_BIN = "prometheus"
 ALERTMANAGER_BINS = ("prometheus-alertmanager", "alertmanager")
@@ -143,7 +147,8 @@ def wait_ready(
 
 @dataclass
 class LocalStack:
-    """Exporter + Prometheus + Alertmanager in ``workdir`` (a temporary folder by default)."""
+    """Exporter + Prometheus + Alertmanager in ``workdir`` (a temporary folder by default),
+    and the emulated Kubernetes API of the same shop unless ``kubernetes=False``."""
 
     workdir: Path | None = None
     exporter: DemoExporter | None = None
@@ -151,6 +156,11 @@ class LocalStack:
     alertmanager_url: str = ""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory[str] | None = None
+    #: also run the emulated Kubernetes API (opsbot.demo_cluster) and export KUBECONFIG
+    kubernetes: bool = True
+    cluster: BackgroundCluster | None = None
+    kubeconfig: Path | None = None
+    _kubeconfig_before: str | None = None
 
     def start(self) -> LocalStack:
         missing = missing_binaries()
@@ -221,7 +231,26 @@ class LocalStack:
         except Exception:
             self.stop()
             raise
+        if self.kubernetes:
+            try:
+                self._start_cluster(work)
+            except Exception as exc:
+                self.stop()
+                raise RuntimeError(f"the emulated Kubernetes API did not start: {exc}") from exc
         return self
+
+    def _start_cluster(self, work: Path) -> None:
+        """The shop as a Kubernetes API (:mod:`opsbot.demo_cluster`); ``KUBECONFIG`` points
+        this process (the bot) at it until :meth:`stop`."""
+        self.cluster = BackgroundCluster(work / "kubeconfig").start()
+        self.kubeconfig = self.cluster.kubeconfig
+        self._kubeconfig_before = os.environ.get("KUBECONFIG")
+        os.environ["KUBECONFIG"] = str(self.kubeconfig)
+        print(
+            f"local Kubernetes API (emulated) {self.cluster.url}, kubeconfig {self.kubeconfig}\n"
+            f"  try: kubectl --kubeconfig {self.kubeconfig} get deploy -n shop",
+            file=sys.stderr,
+        )
 
     def wait_for_alert(self, alertname: str = "HighErrorRate", timeout: float = 60.0) -> None:
         """Block until Alertmanager lists ``alertname`` as active."""
@@ -234,6 +263,13 @@ class LocalStack:
         raise TimeoutError(f"{alertname} did not reach Alertmanager within {timeout:g}s")
 
     def stop(self) -> None:
+        if self.cluster:
+            self.cluster.stop()
+            self.cluster = None
+            if self._kubeconfig_before is None:
+                os.environ.pop("KUBECONFIG", None)
+            else:
+                os.environ["KUBECONFIG"] = self._kubeconfig_before
         for proc in self.procs:
             proc.terminate()
         for proc in self.procs:
