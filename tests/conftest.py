@@ -99,7 +99,7 @@ def stack() -> Iterator[LocalStack]:
     missing = missing_binaries()
     if missing:
         unavailable(f"missing {', '.join(missing)}")
-    with LocalStack() as running:
+    with LocalStack(kubernetes=False) as running:
         running.wait_for_alert("HighErrorRate", timeout=90)
         yield running
 
