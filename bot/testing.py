@@ -32,7 +32,7 @@ requests are routed by the offline router unless a ``planner`` is given.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import AsyncGenerator, Coroutine, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -162,6 +162,7 @@ class TestBot:
         self._engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._own_loop: asyncio.AbstractEventLoop | None = None
+        self._guard: AsyncGenerator[None, None] | None = None
         #: every message posted so far, by thread
         self.threads: dict[str, Messages] = {}
         self._last_thread = ""
@@ -240,6 +241,8 @@ class TestBot:
             registry = SkillRegistry([Meta.from_settings(settings)])
         services = await build_services(settings, registry=registry, policy=policy)
         self._services, self._loop = services, loop
+        self._guard = self._close_with_loop()
+        await anext(self._guard)
         try:
             for backend in self._backends:
                 self._add_backend(backend)
@@ -252,21 +255,34 @@ class TestBot:
         self._engine = Engine(services, self._planner)
         return services
 
+    async def _close_with_loop(self) -> AsyncGenerator[None, None]:
+        """Suspended for as long as the bot runs. An event loop that ends the way
+        ``asyncio.run``, ``asyncio.Runner``, pytest-asyncio and anyio end theirs (shutting
+        down its async generators) resumes it, so the bot's clients and store are closed in
+        the loop they were opened in, even when the fixture's teardown comes after the
+        loop's (as with pytest-asyncio's per-test loops)."""
+        try:
+            yield
+        finally:
+            services, self._services, self._engine = self._services, None, None
+            if services is not None:
+                await services.close()
+
     async def aclose(self) -> None:
         """Close the backends' clients and the store."""
-        services, self._services, self._engine = self._services, None, None
-        if services is not None:
-            await services.close()
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            await guard.aclose()
 
     def close(self) -> None:
-        """Close from synchronous code (the fixture's teardown), in the loop it started in
-        when that loop is still open."""
+        """Close from synchronous code (the fixture's teardown): in the loop the bot started
+        in while that loop is open (otherwise its shutdown has closed the bot already)."""
         try:
-            if self._services is not None:
+            if self._guard is not None:
                 loop = self._loop
                 if loop is not None and not loop.is_closed() and not loop.is_running():
                     loop.run_until_complete(self.aclose())
-                else:
+                else:  # a loop that ended without closing its async generators
                     asyncio.run(self.aclose())
         finally:
             if self._own_loop is not None:
