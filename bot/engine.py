@@ -424,7 +424,7 @@ class Engine:
     ) -> None:
         """Post a result in the thread (its audit record is ``execute``'s); suggested-action
         buttons in it are kept so a click on any replica can run them."""
-        details = [b for b in result.blocks if not (getattr(b, "text", None) == result.summary)]
+        details = [b for b in result.blocks if getattr(b, "text", None) != result.summary]
         for block in details:
             if isinstance(block, ActionButton):
                 await self.actions.offer(block, thread=trail.thread, channel=trail.channel)

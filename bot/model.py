@@ -224,6 +224,20 @@ class ApprovalCard(BaseModel):
     def open(self) -> bool:
         return self.state == "pending"
 
+    def head(self) -> str:
+        """The card's first line (neutral markup): what, who asked, and, while it is open,
+        who may decide until when; once decided, its state."""
+        if self.open:
+            return (
+                f"Approval `{self.approval_id}` needed: `{self.summary}` requested by "
+                f"{self.requester}. Needs {self.min_approvals} of {', '.join(self.approvers)} "
+                f"(not the requester); expires {self.expires_at:%H:%M:%S} UTC."
+            )
+        return (
+            f"Approval `{self.approval_id}` **{self.state}**: `{self.summary}` requested by "
+            f"{self.requester}."
+        )
+
 
 Block = Text | Code | Table | Image | ApprovalCard | ActionButton
 
@@ -284,11 +298,7 @@ class Message(BaseModel):
 
 def card_text(card: ApprovalCard) -> str:
     """An approval card as plain lines (logs, tests, the terminal)."""
-    lines = [
-        f"Approval `{card.approval_id}` ({card.state}): `{card.summary}` requested by "
-        f"{card.requester}; needs {card.min_approvals} of {', '.join(card.approvers)} "
-        f"(not the requester); expires {card.expires_at:%H:%M:%S} UTC."
-    ]
+    lines = [card.head()]
     if card.preview:
         lines.append(card.preview)
     if card.status:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import discord
 
-from opsbot.adapters.markup import Dialect, card_head, card_votes, convert, mention
+from opsbot.adapters.markup import Dialect, card_votes, convert, mention
 from opsbot.model import ActionButton, ApprovalCard, Code, Image, Message, Step, Table, Text
 
 MAX_EMBEDS = 10
@@ -83,7 +83,7 @@ def _code(code: str) -> str:
 
 def card_text(card: ApprovalCard) -> str:
     """The approval card's lines (head, preview, status, votes) as Discord markdown."""
-    parts = [markdown(card_head(card))]
+    parts = [markdown(card.head())]
     if card.preview:
         parts.append(_code(card.preview))
     if card.status:

@@ -56,21 +56,6 @@ def convert(text: str, dialect: Dialect) -> str:
     return "".join(out)
 
 
-def card_head(card: ApprovalCard) -> str:
-    """The approval card's first line (neutral markup): what, who asked, and, while it is
-    open, who may decide until when; once decided, its state."""
-    if card.open:
-        return (
-            f"Approval `{card.approval_id}` needed: `{card.summary}` requested by "
-            f"{card.requester}. Needs {card.min_approvals} of {', '.join(card.approvers)} "
-            f"(not the requester); expires {card.expires_at:%H:%M:%S} UTC."
-        )
-    return (
-        f"Approval `{card.approval_id}` **{card.state}**: `{card.summary}` requested by "
-        f"{card.requester}."
-    )
-
-
 def card_votes(card: ApprovalCard, who: Callable[[str], str]) -> str:
     """The votes so far as one line (empty without votes); ``who`` names a voter the way the
     platform mentions people (``slack:U1`` -> ``<@U1>``)."""

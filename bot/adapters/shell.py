@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table as RichTable
 
-from opsbot.adapters.markup import Dialect, card_head, card_votes, convert
+from opsbot.adapters.markup import Dialect, card_votes, convert
 from opsbot.engine import Engine
 from opsbot.model import (
     ActionButton,
@@ -123,7 +123,7 @@ class ShellRenderer:
         line with the new state and the votes: the change itself is a message of its own."""
         first = card.approval_id not in self._cards
         self._cards.add(card.approval_id)
-        self._say(prefix, to_rich(card_head(card)), style)
+        self._say(prefix, to_rich(card.head()), style)
         if first and card.preview:
             self._code(card.preview, prefix, plain)
         if first and card.status:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from opsbot.adapters.markup import Dialect, card_head, card_votes, convert, mention
+from opsbot.adapters.markup import Dialect, card_votes, convert, mention
 from opsbot.model import (
     ActionButton,
     ApprovalCard,
@@ -144,7 +144,7 @@ def approval_actions(approval_id: str) -> dict[str, Any]:
 
 def card_blocks(card: ApprovalCard) -> list[dict[str, Any]]:
     """The approval card: its lines, the preview, the votes; buttons only while it is open."""
-    blocks = [section(mrkdwn(card_head(card)))]
+    blocks = [section(mrkdwn(card.head()))]
     if card.preview:
         blocks.append(section(_code(card.preview)))
     if card.status:
@@ -174,7 +174,7 @@ def fallback(message: Message) -> str:
         if isinstance(block, Text):
             parts.append(mrkdwn(block.text))
         elif isinstance(block, ApprovalCard):
-            parts.append(mrkdwn(card_head(block)))
+            parts.append(mrkdwn(block.head()))
             parts.extend(line for line in (escape(block.preview), mrkdwn(block.status)) if line)
         elif isinstance(block, ActionButton):
             parts.append(f"[{escape(block.label)}]")
