@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import re
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,17 @@ from opsbot.adapters.shell import ShellRenderer, interactive, run_command, to_ri
 from opsbot.cli import app
 from opsbot.demo import LocalStack
 from opsbot.engine import Engine
-from opsbot.model import ActionButton, Actor, ApprovalCard, Invocation, Message, Step, Text
+from opsbot.model import (
+    ActionButton,
+    Actor,
+    ApprovalCard,
+    Invocation,
+    Message,
+    Request,
+    Step,
+    Text,
+)
+from opsbot.policy import NeedsApproval
 from opsbot.services import Services
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,3 +230,21 @@ def test_shell_prints_a_card_once_then_its_new_state(tmp_path: Path) -> None:
     first, later = console.file.getvalue().split("Approval `abc234` expired")  # type: ignore[attr-defined]
     assert "restart deployment shop/checkout" in first and "type `approve abc234`" in first
     assert "approve abc234" not in later and "restart deployment" not in later  # no buttons
+
+
+async def test_shell_announces_approvals_that_expired(
+    sqlite_services: Services, tmp_path: Path
+) -> None:
+    """The shell sweeps expiries before each line (the engine no longer does it per request)."""
+    request = Request(actor=Actor(id="shell:alice"), channel="shell", text="silence X")
+    decision = NeedsApproval(
+        rule="r", approvers=("group:oncall",), min_approvals=1, ttl=timedelta(0)
+    )
+    approval = await sqlite_services.approvals.open(
+        request, Invocation(skill="alerts.silence", args={"matchers": {"alertname": "X"}}), decision
+    )
+    console = ScriptedConsole(["help", "/quit"])
+    await interactive(Engine(sqlite_services), console, Actor(id="shell:bob"), tmp_path)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert f"Approval `{approval.id}` expired without enough approvals; nothing was run." in out
+    assert (await sqlite_services.approvals.get(approval.id)).state.value == "expired"  # type: ignore[union-attr]

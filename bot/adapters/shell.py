@@ -226,4 +226,6 @@ async def interactive(engine: Engine, console: Console, actor: Actor, chart_dir:
             actor = Actor(id=identity)
             console.print(f"now acting as {actor.id}", markup=False)
             continue
+        # every thread here is this terminal's, so the shell is where its expiries are told
+        await engine.sweep_expired(renderer)
         await run_command(engine, renderer, actor, line)
