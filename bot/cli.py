@@ -106,6 +106,26 @@ def _actor(identity: str) -> Actor:
     return Actor(id=identity)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"opsbot {version('opsbot')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
 def main() -> None:
     configure_logging("WARNING")
     app()
