@@ -8,7 +8,7 @@ on a SQLite file in ``tmp_path``, with no adapter and no network::
         opsbot_bot.add_backend(MyBackend, url="http://127.0.0.1:9999")
         opsbot_bot.use_policy(POLICY_YAML)        # default: opsbot's bundled policy
         reply = await opsbot_bot.ask("restart web in shop", as_="shell:alice")
-        assert "needs approval" in reply.text
+        assert "Needs approval by 1 of group:oncall" in reply.text
         [approval] = opsbot_bot.approvals
         refused = await opsbot_bot.click(approval, as_="shell:alice")   # the requester
         assert "someone else must approve" in refused.text

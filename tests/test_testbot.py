@@ -110,6 +110,7 @@ def bot(opsbot_bot: TestBot) -> TestBot:
 async def test_approval_card_requester_refused_approver_runs_once(bot: TestBot) -> None:
     asked = await bot.ask("restart web in shop", as_="shell:alice")
     assert "would restart web in shop" in asked.text
+    assert "Needs approval by 1 of group:oncall" in asked.text
     [approval_id] = asked.approvals
     assert bot.approvals == [approval_id]
     card = asked.card(approval_id)
