@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -16,6 +15,8 @@ from aiohttp import web
 from opsbot.testing import TestBot
 
 # --- README: Writing a backend (from here to the end marker, verbatim) ---------------------
+from typing import Any
+
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
