@@ -27,3 +27,14 @@ eval: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) charts .pytest_cache .mypy_cache .ruff_cache
+
+# `make chart`: helm lint/template, kubernetes-validate, checkov, promtool on the chart (tools
+# fetched into build/tools). `make image`: build the image (buildah from a local Debian base,
+# or docker), then run it (tests/test_image.py). Both also run in `make test`.
+.PHONY: chart image
+chart: $(VENV)/.installed
+	VENV=$(VENV) scripts/chart.sh
+
+image: $(VENV)/.installed
+	scripts/image.sh
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/test_image.py
