@@ -34,6 +34,8 @@ REQUIRE = "1" in (
     os.environ.get("OPSBOT_REQUIRE_CHART_TOOLS"),
 )
 RELEASE, NAMESPACE = "opsbot", "opsbot"
+# the first run fetches the tools (about a minute: checkov is large)
+pytestmark = pytest.mark.timeout(900)
 
 #: the Kubernetes minor versions the chart supports (Chart.yaml kubeVersion: >=1.29)
 KUBE_VERSIONS = [f"1.{minor}.0" for minor in range(29, 38)]

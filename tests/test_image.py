@@ -31,6 +31,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE = os.environ.get("OPSBOT_REQUIRE_REAL_SERVERS") == "1"
 MAX_SIZE = 350_000_000  # bytes, as `buildah images` counts them
+# a first build (debootstrap, then every wheel from PyPI) takes 2-3 minutes on 2 cores
+pytestmark = pytest.mark.timeout(1200)
 
 
 def unavailable(reason: str) -> None:
