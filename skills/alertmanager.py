@@ -1,10 +1,17 @@
-"""Alertmanager skills: ``alerts.list`` and ``alerts.silence`` (Alertmanager API v2).
+"""Alertmanager skills: ``alerts.list``, ``alerts.silence``, ``alerts.silences`` and
+``alerts.unsilence`` (Alertmanager API v2).
 
 Endpoints (https://github.com/prometheus/alertmanager/blob/main/api/v2/openapi.yaml):
-``GET /api/v2/alerts?active=&silenced=&inhibited=&filter=<matcher>`` and
+``GET /api/v2/alerts?active=&silenced=&inhibited=&filter=<matcher>``;
 ``POST /api/v2/silences`` with ``{matchers: [{name, value, isRegex, isEqual}], startsAt,
-endsAt, createdBy, comment}`` answering ``{silenceID}``. Pending alerts are not sent to
-Alertmanager; they are read from Prometheus' ``ALERTS{alertstate="pending"}`` series.
+endsAt, createdBy, comment}`` answering ``{silenceID}``; ``GET /api/v2/silences`` (each with
+``id``, ``status.state`` active|pending|expired, ``matchers``, ``createdBy``, ``startsAt``,
+``endsAt``, ``comment``) and ``DELETE /api/v2/silence/{id}`` (expires it). Pending alerts are
+not sent to Alertmanager; they are read from Prometheus' ``ALERTS{alertstate="pending"}`` series.
+
+What is already silenced is always said: ``alerts.list`` names the silenced alerts its matchers
+also match (and until when), and a silence's preview counts apart the alerts it would newly
+mute and those another silence already mutes.
 """
 
 from __future__ import annotations
@@ -18,13 +25,15 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from opsbot.durations import Duration, format_duration, parse_duration
-from opsbot.model import Code, SkillResult, Table, Text
+from opsbot.model import Block, Code, SkillResult, Table, Text
 from opsbot.skills.base import Backend, BackendSettings, Risk, Skill, SkillContext, SkillError
 from opsbot.skills.prometheus import Prometheus
 
 LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 SEVERITY_ORDER = {"critical": 0, "page": 0, "error": 1, "warning": 2, "info": 3}
 MAX_SILENCE = timedelta(days=7)
+#: alert names listed in one line before "and N more"
+SHOWN_NAMES = 5
 
 
 class AlertmanagerConfig(BackendSettings):
@@ -80,6 +89,34 @@ class Alertmanager(Backend[AlertmanagerConfig]):
             "alertname": {a["labels"]["alertname"] for a in alerts if "alertname" in a["labels"]}
         }
 
+    async def alerts(
+        self,
+        matchers: dict[str, str],
+        *,
+        active: bool = True,
+        silenced: bool = True,
+        inhibited: bool = True,
+    ) -> list[dict[str, Any]]:
+        """``GET /api/v2/alerts``: the alerts ``matchers`` match, in the states asked for
+        (``active``: firing and neither silenced nor inhibited)."""
+        params = [
+            ("active", _flag(active)),
+            ("silenced", _flag(silenced)),
+            ("inhibited", _flag(inhibited)),
+            *filters(matchers),
+        ]
+        found: list[dict[str, Any]] = await self.request("GET", "/api/v2/alerts", params=params)
+        return found
+
+    async def silences(self) -> list[dict[str, Any]]:
+        """``GET /api/v2/silences``: every silence Alertmanager keeps, expired ones included."""
+        found: list[dict[str, Any]] = await self.request("GET", "/api/v2/silences")
+        return found
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
 
 def _validate_matchers(value: dict[str, str]) -> dict[str, str]:
     for name in value:
@@ -96,14 +133,145 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _age(iso: str) -> str:
+def _when(iso: str) -> datetime | None:
     try:
-        started = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(UTC)
     except ValueError:
+        return None
+
+
+def _age(iso: str) -> str:
+    started = _when(iso)
+    if started is None:
         return "?"
     return format_duration(
         timedelta(seconds=max(0, int((datetime.now(UTC) - started).total_seconds())))
     )
+
+
+def clock(iso: str) -> str:
+    """A silence's start or end as people read it: ``14:02 UTC`` today, else with the date
+    (``Nov 25 14:02 UTC``)."""
+    when = _when(iso)
+    if when is None:
+        return "?"
+    if when.date() == datetime.now(UTC).date():
+        return f"{when:%H:%M} UTC"
+    return f"{when:%b %d %H:%M} UTC"
+
+
+def _relative(iso: str) -> str:
+    """``in 47m`` or ``2h ago`` (to the minute)."""
+    when = _when(iso)
+    if when is None:
+        return ""
+    seconds = int((when - datetime.now(UTC)).total_seconds())
+    span = format_duration(timedelta(seconds=max(60, abs(seconds)) // 60 * 60))
+    return f"in {span}" if seconds >= 0 else f"{span} ago"
+
+
+def _matcher_text(matchers: dict[str, str]) -> str:
+    return "{" + ", ".join(f'{k}="{v}"' for k, v in matchers.items()) + "}"
+
+
+def silence_matchers(silence: dict[str, Any]) -> str:
+    """A silence's matchers in PromQL-like notation: ``{alertname="X", env=~"prod.*"}``."""
+    ops = {(True, False): "=", (True, True): "=~", (False, False): "!=", (False, True): "!~"}
+    return (
+        "{"
+        + ", ".join(
+            f'{m["name"]}{ops[(m.get("isEqual", True), m.get("isRegex", False))]}"{m["value"]}"'
+            for m in silence.get("matchers", [])
+        )
+        + "}"
+    )
+
+
+def _alert_name(alert: dict[str, Any]) -> str:
+    return str(alert["labels"].get("alertname", "?"))
+
+
+def _alert_label(alert: dict[str, Any]) -> str:
+    """``HighErrorRate{service="checkout"}``: the alert name and its identifying labels."""
+    labels = ", ".join(
+        f'{k}="{v}"'
+        for k, v in sorted(alert["labels"].items())
+        if k not in ("alertname", "severity")
+    )
+    return _alert_name(alert) + (f"{{{labels}}}" if labels else "")
+
+
+def _silenced_until(alert: dict[str, Any], silences: dict[str, dict[str, Any]]) -> str:
+    """When the last of the silences muting ``alert`` ends (as :func:`clock` says it)."""
+    ends = [silences[i]["endsAt"] for i in alert["status"].get("silencedBy", []) if i in silences]
+    return (
+        clock(max(ends, key=lambda e: _when(e) or datetime.min.replace(tzinfo=UTC)))
+        if ends
+        else "?"
+    )
+
+
+def silenced_summary(
+    alerts: list[dict[str, Any]], silences: dict[str, dict[str, Any]], what: str = "silenced"
+) -> str:
+    """``1 silenced: HighErrorRate until 14:02 UTC``: silenced alerts by name and end."""
+    groups: dict[tuple[str, str], int] = {}
+    for alert in alerts:
+        key = (_alert_name(alert), _silenced_until(alert, silences))
+        groups[key] = groups.get(key, 0) + 1
+    parts = [
+        f"{name}{f' ({n})' if n > 1 else ''} until {when}"
+        for (name, when), n in sorted(groups.items())
+    ]
+    shown = ", ".join(parts[:SHOWN_NAMES])
+    more = f" and {len(parts) - SHOWN_NAMES} more" if len(parts) > SHOWN_NAMES else ""
+    return f"{len(alerts)} {what}: {shown}{more}"
+
+
+def _names(alerts: list[dict[str, Any]]) -> str:
+    names = sorted({_alert_name(a) for a in alerts})
+    more = f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else ""
+    return ", ".join(names[:SHOWN_NAMES]) + more
+
+
+def _silenced(alert: dict[str, Any]) -> bool:
+    return bool(alert.get("status", {}).get("silencedBy"))
+
+
+def _by_id(silences: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {s["id"]: s for s in silences}
+
+
+def _sorted(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Most severe first, then the oldest."""
+    return sorted(
+        alerts,
+        key=lambda a: (
+            SEVERITY_ORDER.get(a["labels"].get("severity", ""), 9),
+            a.get("startsAt", ""),
+        ),
+    )
+
+
+def _rows(alerts: list[dict[str, Any]]) -> list[list[str]]:
+    """Table rows (alert, severity, other labels, for, summary), most severe first."""
+    return [
+        [
+            a["labels"].get("alertname", ""),
+            a["labels"].get("severity", ""),
+            ", ".join(
+                f"{k}={v}"
+                for k, v in sorted(a["labels"].items())
+                if k not in ("alertname", "severity")
+            )[:120],
+            _age(a.get("startsAt", "")),
+            (
+                a.get("annotations", {}).get("summary")
+                or a.get("annotations", {}).get("description", "")
+            )[:120],
+        ]
+        for a in _sorted(alerts)
+    ]
 
 
 class ListArgs(BaseModel):
@@ -149,57 +317,71 @@ class AlertsList(Skill[ListArgs, Alertmanager]):
     async def run(self, args: ListArgs, ctx: SkillContext[Alertmanager]) -> SkillResult:
         if args.state == "pending":
             return await self._pending(args, ctx)
-        silenced = args.state == "silenced"
-        params: list[tuple[str, str]] = [
-            ("active", "false" if silenced else "true"),
-            ("silenced", "true" if silenced else "false"),
-            ("inhibited", "false"),
-            *filters(args.matchers),
-        ]
-        alerts: list[dict[str, Any]] = await ctx.backend.request(
-            "GET", "/api/v2/alerts", params=params
+        am = ctx.backend
+        only_silenced = args.state == "silenced"
+        firing = (
+            [] if only_silenced else await am.alerts(args.matchers, silenced=False, inhibited=False)
         )
-        if silenced:
-            alerts = [a for a in alerts if a.get("status", {}).get("silencedBy")]
-        alerts.sort(
-            key=lambda a: (
-                SEVERITY_ORDER.get(a["labels"].get("severity", ""), 9),
-                a.get("startsAt", ""),
-            )
-        )
-        what = "silenced" if silenced else "firing"
+        suppressed = await am.alerts(args.matchers, active=False)
+        silenced = [a for a in suppressed if _silenced(a)]
+        inhibited = [a for a in suppressed if not _silenced(a)]
+        silences = _by_id(await am.silences()) if silenced else {}
         where = "".join(f" {k}={v}" for k, v in args.matchers.items())
+        if only_silenced:
+            return self._silenced(silenced, silences, where, ctx.settings.max_rows)
+        # what the matchers also match but does not notify: said, so "no alerts" is not read
+        # as "all clear" while a silence hides one
+        aside = "; ".join(
+            ([silenced_summary(silenced, silences)] if silenced else [])
+            + ([f"{len(inhibited)} inhibited: {_names(inhibited)}"] if inhibited else [])
+        )
+        if not firing:
+            summary = f"no firing alerts{where}" + (f"; {aside}" if aside else "")
+            return SkillResult(
+                summary=summary,
+                blocks=[Text(text=f"No firing alerts{where}" + (f"; {aside}." if aside else "."))],
+                data={"count": 0, "silenced": len(silenced), "inhibited": len(inhibited)},
+            )
+        rows = _rows(firing)
+        table = Table.bounded(
+            ["alert", "severity", "labels", "for", "summary"], rows, ctx.settings.max_rows, "alerts"
+        )
+        blocks: list[Block] = [table]
+        if aside:
+            blocks.append(Text(text=f"Also {aside}."))
+        return SkillResult(
+            summary=f"{len(firing)} firing alert(s){where}" + (f"; also {aside}" if aside else ""),
+            blocks=blocks,
+            data={
+                "count": len(firing),
+                "alertnames": sorted({r[0] for r in rows}),
+                "silenced": len(silenced),
+                "inhibited": len(inhibited),
+            },
+        )
+
+    @staticmethod
+    def _silenced(
+        alerts: list[dict[str, Any]], silences: dict[str, dict[str, Any]], where: str, limit: int
+    ) -> SkillResult:
         if not alerts:
             return SkillResult(
-                summary=f"no {what} alerts{where}",
-                blocks=[Text(text=f"No {what} alerts{where}.")],
+                summary=f"no silenced alerts{where}",
+                blocks=[Text(text=f"No silenced alerts{where}.")],
                 data={"count": 0},
             )
         rows = [
-            [
-                a["labels"].get("alertname", ""),
-                a["labels"].get("severity", ""),
-                ", ".join(
-                    f"{k}={v}"
-                    for k, v in sorted(a["labels"].items())
-                    if k not in ("alertname", "severity")
-                )[:120],
-                _age(a.get("startsAt", "")),
-                (
-                    a.get("annotations", {}).get("summary")
-                    or a.get("annotations", {}).get("description", "")
-                )[:120],
-            ]
-            for a in alerts
+            [*row[:4], _silenced_until(alert, silences), row[4]]
+            for row, alert in zip(_rows(alerts), _sorted(alerts), strict=True)
         ]
         table = Table.bounded(
-            ["alert", "severity", "labels", "for", "summary"],
+            ["alert", "severity", "labels", "for", "silenced until", "summary"],
             rows,
-            ctx.settings.max_rows,
+            limit,
             "alerts",
         )
         return SkillResult(
-            summary=f"{len(alerts)} {what} alert(s){where}",
+            summary=f"{len(alerts)} silenced alert(s){where}",
             blocks=[table],
             data={"count": len(alerts), "alertnames": sorted({r[0] for r in rows})},
         )
@@ -283,19 +465,22 @@ class AlertsSilence(Skill[SilenceArgs, Alertmanager]):
         return found
 
     async def preview(self, args: SilenceArgs, ctx: SkillContext[Alertmanager]) -> str:
-        alerts: list[dict[str, Any]] = await ctx.backend.request(
-            "GET",
-            "/api/v2/alerts",
-            params=[("active", "true"), *filters(args.matchers)],
-        )
-        names = sorted({a["labels"].get("alertname", "?") for a in alerts})
-        matchers = ", ".join(f'{k}="{v}"' for k, v in args.matchers.items())
-        lines = [f"silence {{{matchers}}} for {args.duration}"]
-        lines.append(
-            f"would mute {len(alerts)} alert(s) firing now: {', '.join(names)[:300]}"
-            if alerts
-            else "matches no alert firing right now"
-        )
+        alerts = await ctx.backend.alerts(args.matchers)
+        firing = [a for a in alerts if not _silenced(a) and not a["status"].get("inhibitedBy")]
+        silenced = [a for a in alerts if _silenced(a)]
+        inhibited = [a for a in alerts if not _silenced(a) and a["status"].get("inhibitedBy")]
+        lines = [f"silence {_matcher_text(args.matchers)} for {args.duration}"]
+        if firing:
+            lines.append(f"would mute {len(firing)} alert(s) firing now: {_names(firing)}")
+        elif alerts:
+            lines.append("would mute no new alert: none it matches is firing unsilenced")
+        else:
+            lines.append("matches no alert firing right now")
+        if silenced:
+            silences = _by_id(await ctx.backend.silences())
+            lines.append(silenced_summary(silenced, silences, "already silenced"))
+        if inhibited:
+            lines.append(f"{len(inhibited)} inhibited now: {_names(inhibited)}")
         return "\n".join(lines)
 
     async def run(self, args: SilenceArgs, ctx: SkillContext[Alertmanager]) -> SkillResult:
@@ -313,9 +498,9 @@ class AlertsSilence(Skill[SilenceArgs, Alertmanager]):
         }
         answer = await ctx.backend.request("POST", "/api/v2/silences", json=body)
         silence_id = answer.get("silenceID", "")
-        matchers = ", ".join(f'{k}="{v}"' for k, v in args.matchers.items())
         return SkillResult(
-            summary=f"silence {silence_id} created for {{{matchers}}} until {end:%H:%M} UTC",
+            summary=f"silence {silence_id} created for {_matcher_text(args.matchers)} "
+            f"until {end:%H:%M} UTC",
             blocks=[],
             data={"silence_id": silence_id, "ends_at": end.isoformat()},
         )
