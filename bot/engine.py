@@ -26,20 +26,25 @@ from opsbot.approvals import Approval, VoteOutcome, VoteStatus
 from opsbot.audit import AuditEvent
 from opsbot.intent.base import Planner, ToolRunner
 from opsbot.intent.offline import OfflineRouter
+from opsbot.intent.speech import write_mood
 from opsbot.model import (
     ActionButton,
     Actor,
     Answer,
     Audience,
+    Block,
     Clarify,
+    Code,
     Image,
     Invocation,
     Message,
+    Outcome,
     Plan,
     Request,
     Run,
     SkillResult,
     Step,
+    Text,
 )
 from opsbot.policy import Allow, Deny, NeedsApproval
 from opsbot.services import Services
@@ -50,6 +55,7 @@ from opsbot.usage import Usage
 log = structlog.get_logger(__name__)
 
 SKILL_TIMEOUT_FACTOR = 3  # a skill may take this many backend timeouts before it is abandoned
+BUTTON = "button"  # the planner name of a suggested action clicked by a person
 
 __all__ = ["Engine", "Reply", "default_planner", "result_text"]
 
@@ -112,8 +118,9 @@ class Engine:
 
     # -- one request ---------------------------------------------------------------------
 
-    async def handle(self, request: Request, reply: Reply) -> None:
-        """Run one request to its end; never raises for bad input or a failing backend."""
+    async def handle(self, request: Request, reply: Reply) -> Outcome:
+        """Run one request to its end and say how it ended; never raises for bad input or a
+        failing backend."""
         trail = self.trail(request, reply)
 
         async def plan() -> Plan:
@@ -123,7 +130,7 @@ class Engine:
                 tools=self._tool_runner(request, trail),
             )
 
-        await self._run_request(request, trail, plan)
+        return await self._run_request(request, trail, plan)
 
     async def click(self, action_id: str, clicker: Actor, reply: Reply, *, channel: str) -> None:
         """A suggested-action button was clicked: run its invocation as ``clicker``'s own
@@ -152,14 +159,14 @@ class Engine:
         async def planned() -> Plan:
             return Run(
                 invocations=[offered.invocation.model_copy(update={"rationale": "suggested"})],
-                planner="button",
+                planner=BUTTON,
             )
 
         await self._run_request(request, trail, planned)
 
     async def _run_request(
         self, request: Request, trail: Trail, plan: Callable[[], Awaitable[Plan]]
-    ) -> None:
+    ) -> Outcome:
         started = time.monotonic()
         outcome = "ok"
         try:
@@ -170,7 +177,7 @@ class Engine:
                 log.exception("planner.failed", request_id=request.id)
                 await self._error(trail, wording.planner_failed(exc))
                 outcome = "error"
-                return
+                return Outcome.ERROR
             outcome = await self._follow_plan(request, trail, planned)
         except Exception as exc:  # the last line of defence: answer, log, keep serving
             log.exception("engine.failed", request_id=request.id)
@@ -180,6 +187,7 @@ class Engine:
         finally:
             telemetry.REQUESTS.labels(request.actor.platform, outcome).inc()
             telemetry.REQUEST_LATENCY.observe(time.monotonic() - started)
+        return Outcome.of(outcome)
 
     async def _follow_plan(self, request: Request, trail: Trail, plan: Plan) -> str:
         for note in plan.notes:
@@ -194,10 +202,13 @@ class Engine:
         if isinstance(plan, Answer):
             if plan.unmatched and await self._explain_refusal(request, trail):
                 return "denied"
+            if plan.about is not None:
+                await self._about_write(request, trail, plan.about, plan.text)
+                return "ok"
             await trail.step(
                 Step.ANSWER, AuditEvent.PLAN, plan.text, outcome="answer", detail=plan.text
             )
-            return "ok"
+            return Outcome.UNMATCHED if plan.unmatched else Outcome.OK
         if isinstance(plan, Clarify):
             await trail.step(
                 Step.ANSWER,
@@ -207,16 +218,56 @@ class Engine:
                 outcome="clarify",
                 detail=plan.question,
             )
-            return "ok"
+            return Outcome.CLARIFY
         if plan.text:
             await trail.step(
                 Step.ANSWER, AuditEvent.PLAN, plan.text, outcome="answer", detail=plan.text
             )
         outcome = "ok"
+        mood = write_mood(request.text)
         for invocation in plan.invocations:
+            skill = self.services.registry.get(invocation.skill)
+            if (
+                plan.planner != BUTTON
+                and skill is not None
+                and skill.risk is not Risk.READ
+                and not mood.asks_for_write
+            ):  # whatever a planner proposed: no write from a negation, question or report
+                await self._about_write(request, trail, invocation, wording.about_write(invocation))
+                continue
             await self._announce(trail, invocation, plan.planner)
-            outcome, _ = await self._invoke(request, trail, invocation)
+            ended, _ = await self._invoke(request, trail, invocation)
+            outcome = ended if outcome == "ok" else outcome  # the first that did not succeed
         return outcome
+
+    async def _about_write(
+        self, request: Request, trail: Trail, invocation: Invocation, text: str
+    ) -> None:
+        """A request talked about a write without asking for it: say so, show its dry run
+        when the actor may call it, and plan nothing (audited as ``about``)."""
+        mood = write_mood(request.text)
+        blocks: list[Block] = [Text(text=text)]
+        skill = self.services.registry.get(invocation.skill)
+        permitted = {s.name for s in self.catalog(request.actor, request.channel)}
+        if skill is not None and skill.name in permitted:
+            try:
+                args = skill.parse_args(invocation.args)
+                preview = await asyncio.wait_for(
+                    skill.preview(args, self.context(skill, request)), self._skill_timeout()
+                )
+            except (ValidationError, SkillError, TimeoutError):
+                preview = ""
+            if preview:
+                blocks.append(Code(code=preview, language="text"))
+        await trail.step(
+            Step.ANSWER,
+            AuditEvent.PLAN,
+            blocks,
+            skill=invocation.skill,
+            args=invocation.args,
+            outcome="about",
+            detail=f"not planned: the request is {mood.value}, not a request for it",
+        )
 
     async def _explain_refusal(self, request: Request, trail: Trail) -> bool:
         """When nothing the actor may call fits, but a skill policy withholds does, say so

@@ -91,15 +91,23 @@ class Run(_Planned):
 
 
 class Clarify(_Planned):
-    """The planner needs the human to say more before anything runs."""
+    """The planner needs the human to say more before anything runs.
+
+    With ``skill``, ``args`` (gathered so far) and ``missing`` (required, not given), the
+    engine keeps the request in the thread so a short answer ("shop") completes it;
+    ``choices`` are complete invocations to offer as buttons when the answers are known."""
 
     kind: Literal["clarify"] = "clarify"
     question: str
     skill: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    missing: list[str] = Field(default_factory=list)
+    choices: list[Invocation] = Field(default_factory=list)
 
 
 class Answer(_Planned):
-    """The planner answers in text without calling a skill (chit-chat, refusals).
+    """The planner answers in text without calling a skill (chit-chat, refusals, questions
+    about a write).
 
     ``unmatched``: nothing the actor may call fits the request (the engine then asks the
     planner whether a skill the policy withholds would have, to explain the refusal)."""
@@ -107,6 +115,9 @@ class Answer(_Planned):
     kind: Literal["answer"] = "answer"
     text: str
     unmatched: bool = False
+    #: a write the request asks *about* ("should we roll back checkout?"): the engine shows
+    #: its dry run and how to ask for it; it is never planned
+    about: Invocation | None = None
 
 
 #: what the intent layer proposes (DESIGN.md): invocations to run, a question, or an answer
@@ -315,3 +326,22 @@ class SkillResult(BaseModel):
     summary: str = ""
     blocks: list[Block] = Field(default_factory=list)
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Outcome(StrEnum):
+    """How a request ended (``Engine.handle`` returns it; ``opsbot ask`` maps it to its exit
+    code, and it labels ``opsbot_requests_total``)."""
+
+    OK = "ok"  #: done: a skill ran and succeeded, or the bot answered
+    APPROVAL = "approval"  #: an approval request was opened; nothing ran yet
+    DENIED = "denied"  #: policy refused it
+    CLARIFY = "clarify"  #: the bot asked a question; nothing ran
+    UNMATCHED = "unmatched"  #: nothing the actor may call fits the request
+    FAILED = "failed"  #: the skill ran and failed (the backend said no, or is not configured)
+    ERROR = "error"  #: it could not be run (invalid arguments, planner or internal error)
+
+    @classmethod
+    def of(cls, value: str) -> Outcome:
+        """The outcome named ``value``; a name this enum does not know counts as an error, so
+        that nothing unexpected passes for a success."""
+        return cls._value2member_map_.get(value, cls.ERROR)  # type: ignore[return-value]

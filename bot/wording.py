@@ -121,3 +121,13 @@ def expired(approval_id: str) -> str:
 
 def unknown_action(action_id: str) -> str:
     return f"That suggested action ({action_id}) is no longer known; ask again."
+
+
+def about_write(about: Invocation | str) -> str:
+    """The answer to a question about a write: nothing is planned, and how to ask for it."""
+    what = f"`{describe(about)}`" if isinstance(about, Invocation) else f"`{about}`"
+    return (
+        f"You asked about {what}; I plan a write only when asked to do it, so nothing was "
+        "planned. To do it, say it as a request (e.g. `restart checkout in shop`); it will "
+        "still need approval."
+    )

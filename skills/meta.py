@@ -81,6 +81,7 @@ class Help(Skill[HelpArgs, Meta]):
         "commands": 2.0,
         "capabilities": 2.0,
         "how do i use": 2.0,
+        "how do i": 1.5,
         "usage": 1.0,
         "skills": 1.5,
     }
@@ -185,6 +186,9 @@ class AuditSearch(Skill[AuditArgs, Meta]):
     keywords = {
         "audit": 3.0,
         "who": 2.0,
+        "anyone": 1.5,
+        "someone": 1.0,
+        "<write-talk>": 1.0,
         "=restarted": 1.5,
         "=scaled": 1.5,
         "=rolled": 1.5,

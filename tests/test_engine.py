@@ -102,3 +102,22 @@ async def test_every_step_is_posted_in_the_thread_and_audited(opsbot_bot: TestBo
         AuditEvent.RESULT,
     ]
     assert all(r.thread == "T1" for r in await opsbot_bot.services.audit.search())
+
+
+async def test_no_planner_can_open_a_write_from_a_question(opsbot_bot: TestBot) -> None:
+    """Structural: whatever a planner (a model included) proposes, a write reaches policy and
+    approval only from an imperative request; a question gets what it would do, audited."""
+    restart = Run(
+        invocations=[
+            Invocation(skill="k8s.restart", args={"name": "checkout", "namespace": "shop"})
+        ],
+        planner="scripted",
+    )
+    alice = Actor(id="shell:alice")
+    asked = await run(opsbot_bot, Scripted(restart), "should we restart checkout in shop?", alice)
+    assert "nothing was planned" in asked.text
+    assert Step.POLICY not in [m.step for m in asked]
+    [about] = await opsbot_bot.services.audit.search(event=AuditEvent.PLAN)
+    assert about.outcome == "about" and about.skill == "k8s.restart"
+    ordered = await run(opsbot_bot, Scripted(restart), "restart checkout in shop", alice)
+    assert Step.POLICY in [m.step for m in ordered]  # the imperative goes on to policy

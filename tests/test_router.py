@@ -10,6 +10,7 @@ import pytest
 from opsbot.evaluation import evaluate, load_cases
 from opsbot.grounding import ground
 from opsbot.intent import extract as ex
+from opsbot.intent import speech
 from opsbot.intent.offline import OfflineRouter
 from opsbot.inventory import Inventory
 from opsbot.model import Actor, Answer, Clarify, Plan, Request, Run, first_invocation
@@ -38,6 +39,57 @@ async def test_accuracy_on_installed_skills(dataset: Path) -> None:
     for r in report.results:
         if not r.installed:
             assert not r.ok and r.reason.endswith("is not installed")
+
+
+WRITES = {s.name for s in REGISTRY if s.risk.value != "read"} | {"alerts.unsilence"}
+
+
+async def test_no_write_is_planned_that_the_request_did_not_ask_for() -> None:
+    """Issue 10, defect: 12 of 12 negations, questions and removals planned a write (the
+    router scored "restart" in "don't restart checkout", "should we roll back", "did anyone
+    restart"). Over the adversarial set a write is planned only where the case expects that
+    very write, and the cases on installed skills all pass but one read (see eval/results.md)."""
+    report = await evaluate(
+        load_cases(ROOT / "eval" / "routing-adversarial.yaml"), OfflineRouter(), REGISTRY
+    )
+    unasked = [
+        (r.case.text, r.skill)
+        for r in report.results
+        if r.skill in WRITES and r.skill != r.case.expect.skill
+    ]
+    assert unasked == []
+    assert report.installed_accuracy >= 0.97, [r.reason for r in report.installed if not r.ok]
+
+
+@pytest.mark.parametrize(
+    ("text", "mood"),
+    [
+        ("restart checkout in shop", "imperative"),
+        ("please do a rolling restart of payments in shop", "imperative"),
+        ("kubectl rollout undo deployment/cart -n shop", "imperative"),
+        ("no, not checkout: restart payments in shop", "imperative"),
+        ("don't restart checkout in shop, just check its pods", "negated"),
+        ("should we roll back checkout in shop?", "question"),
+        ("did anyone restart checkout today?", "report"),
+        ("fyi we rolled back payments an hour ago", "report"),
+        ("if it gets worse we might need to roll it back", "hypothetical"),
+        ('the runbook says "restart checkout", still right?', "quoted"),
+        ("restart count of the checkout pods", "noun"),
+        ("checkout to 5 replicas in shop", "imperative"),
+        ("do it", "none"),
+    ],
+)
+def test_write_mood(text: str, mood: str) -> None:
+    assert speech.write_mood(text).value == mood
+
+
+async def test_a_question_about_a_write_is_answered_with_what_it_would_do() -> None:
+    plan = await OfflineRouter().plan(
+        request("should we roll back checkout in shop?"), list(REGISTRY)
+    )
+    assert isinstance(plan, Answer) and plan.about is not None
+    assert plan.about.skill == "k8s.rollback" and plan.about.args["name"] == "checkout"
+    assert "nothing was planned" in plan.text
 
 
 @pytest.mark.parametrize(

@@ -579,4 +579,9 @@ def candidate_names(parsed: Parsed, vocabulary: set[str], skip: set[str]) -> lis
         if before.endswith(("-n", "--namespace", "namespace", "ns")):
             continue
         out.append(token.rstrip(".,"))
-    return out
+    # a word right before a kind ("the checkout pods", "payments deployment") names it
+    kinds = "|".join(re.escape(k) for k in KIND_ALIASES)
+    named = {
+        m.group(1).lower() for m in re.finditer(rf"\b([\w.-]+)\s+(?:{kinds})\b", parsed.rest, re.I)
+    }
+    return sorted(out, key=lambda name: name.lower() not in named)

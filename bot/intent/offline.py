@@ -25,14 +25,24 @@ from rapidfuzz import fuzz
 from opsbot import wording
 from opsbot.grounding import ground
 from opsbot.intent import extract as ex
+from opsbot.intent import speech
 from opsbot.intent.base import ToolRunner
 from opsbot.inventory import Inventory
-from opsbot.model import Answer, Clarify, Invocation, Plan, Request, Run
-from opsbot.skills.base import Skill
+from opsbot.model import Answer, Clarify, Invocation, Plan, Request, Run, first_invocation
+from opsbot.skills.base import Risk, Skill
 
 THRESHOLD = 1.0
 AMBIGUITY_MARGIN = 0.1
-SIGNALS = ("<promql>", "<logql>", "<selector>", "<expr>", "<alertname>", "<matcher>", "<number>")
+SIGNALS = (
+    "<promql>",
+    "<logql>",
+    "<selector>",
+    "<expr>",
+    "<alertname>",
+    "<matcher>",
+    "<number>",
+    "<write-talk>",  # the request talks about a write that was done (a report, a noun)
+)
 
 _COURTESY = {
     "thanks": "You're welcome.",
@@ -43,6 +53,7 @@ _COURTESY = {
     "hello": "Hello! Type `help` to see what I can do.",
     "hey": "Hey! Type `help` to see what I can do.",
 }
+NOTHING_ASKED = "Noted. I act only on requests; say what you need, or type `help`."
 NO_SKILL = (
     "I can't map that to any skill you may use here. Type `help` to see what I can do, "
     "or give a PromQL expression after `promql:`."
@@ -128,6 +139,8 @@ class OfflineRouter:
 
     def _signals(self, parsed: ex.Parsed) -> set[str]:
         signals = set()
+        if speech.write_mood(parsed.text) in (speech.Mood.REPORT, speech.Mood.NOUN):
+            signals.add("<write-talk>")
         if parsed.expr:
             signals.add("<expr>")
             signals.add(f"<{parsed.expr_kind}>")
@@ -180,21 +193,76 @@ class OfflineRouter:
         parsed = ex.parse(text)
         if not parsed.tokens and not parsed.expr:
             return Answer(text=wording.EMPTY)
-        ranked = self.rank(parsed, catalog)
+        asked = self._what_is_asked(text, parsed, catalog)
+        if asked is None:
+            return Answer(text=NOTHING_ASKED)
+        ranked = self.rank(*asked)
+        mood = speech.write_mood(text)
+        if mood is speech.Mood.IMPERATIVE:
+            parsed = asked[0]  # its names, not those of a negated clause
+        if (not ranked or ranked[0].score < self.threshold) and mood in (
+            speech.Mood.QUESTION,
+            speech.Mood.HYPOTHETICAL,
+        ):
+            return await self._about_write(parsed, catalog)
         if not ranked or ranked[0].score < self.threshold:
             first = ex.stem(parsed.tokens[0]) if parsed.tokens else ""
             return Answer(text=_COURTESY.get(first, NO_SKILL), unmatched=True)
         top = ranked[0]
         if len(ranked) > 1 and top.score - ranked[1].score < AMBIGUITY_MARGIN:
             other = ranked[1].skill
+            vocabulary = self._vocabulary(catalog)
+            built = [await self.build(s, parsed, vocabulary) for s in (top.skill, other)]
             return Clarify(
                 question=(
                     f"Did you mean `{top.skill.name}` ({top.skill.summary}) or "
                     f"`{other.name}` ({other.summary})?"
-                )
+                ),
+                choices=[p.invocations[0] for p in built if isinstance(p, Run)],
             )
         vocabulary = self._vocabulary(catalog)
         return await self.build(top.skill, parsed, vocabulary)
+
+    async def _about_write(self, parsed: ex.Parsed, catalog: Sequence[Skill[Any, Any]]) -> Plan:
+        """A question about a write no read answers ("should we roll back checkout in shop?"):
+        the write it is about, for the engine to preview, and nothing planned."""
+        writes = [s for s in catalog if s.risk is not Risk.READ]
+        ranked = self.rank(parsed, writes)
+        if not ranked or ranked[0].score < self.threshold:
+            return Answer(text=NO_SKILL, unmatched=True)
+        built = await self.build(ranked[0].skill, parsed, self._vocabulary(catalog))
+        about = first_invocation(built)
+        return Answer(text=wording.about_write(about or ranked[0].skill.name), about=about)
+
+    @staticmethod
+    def _what_is_asked(
+        text: str, parsed: ex.Parsed, catalog: Sequence[Skill[Any, Any]]
+    ) -> tuple[ex.Parsed, Sequence[Skill[Any, Any]]] | None:
+        """What to rank, and among which skills (None: nothing is asked). A request that only
+        talks about a write (negated, asked, reported, imagined, quoted) is ranked among the
+        read skills; negated clauses are left out of the text ("don't restart X, just check
+        its pods"; "no, not checkout: restart payments"); a report or a plan for later that
+        asks nothing ("fyi we rolled back payments") maps to no skill."""
+        mood = speech.write_mood(text)
+        if mood is speech.Mood.IMPERATIVE:
+            rest = speech.without_negated(text)
+            return (ex.parse(rest) if rest != text else parsed), catalog
+        if mood.asks_for_write:
+            return parsed, catalog
+        reads = [s for s in catalog if s.risk is Risk.READ]
+        if mood in (speech.Mood.REPORT, speech.Mood.HYPOTHETICAL) and not speech.asks_something(
+            text
+        ):
+            return None
+        if mood is speech.Mood.NEGATED and not speech.asks_something(
+            speech.without_write_talk(text)
+        ):
+            return None
+        rest = {
+            speech.Mood.NEGATED: speech.without_write_talk(text),
+            speech.Mood.QUOTED: speech.unquoted(text),
+        }.get(mood, text)
+        return ex.parse(rest) if rest.strip() and rest != text else parsed, reads
 
     def _vocabulary(self, catalog: Sequence[Skill[Any, Any]]) -> set[str]:
         vocab: set[str] = set()
@@ -203,13 +271,20 @@ class OfflineRouter:
                 vocab.update(s.lstrip("=") for s in kw.stems if s not in SIGNALS and s != "*")
         return vocab
 
-    async def build(self, skill: Skill[Any, Any], parsed: ex.Parsed, vocabulary: set[str]) -> Plan:
-        """Extract, refine, ground and validate the arguments of ``skill`` from ``parsed``."""
+    async def build(
+        self,
+        skill: Skill[Any, Any],
+        parsed: ex.Parsed,
+        vocabulary: set[str],
+        given: dict[str, Any] | None = None,
+    ) -> Plan:
+        """Extract, refine, ground and validate the arguments of ``skill`` from ``parsed``;
+        arguments already ``given`` (an earlier message, a choice) are not read again."""
         fields = skill.Args.model_fields
         inventory = await self.inventory.snapshot() if self.inventory else {}
-        raw: dict[str, Any] = {}
-        skip: set[str] = set()
-        if "namespace" in fields:
+        raw: dict[str, Any] = dict(given or {})
+        skip: set[str] = {v.lower() for v in raw.values() if isinstance(v, str)}
+        if "namespace" in fields and "namespace" not in raw:
             namespace = ex.extract_namespace(parsed, inventory.get("namespace"))
             if namespace:
                 raw["namespace"] = namespace
@@ -227,8 +302,16 @@ class OfflineRouter:
                 names = ex.candidate_names(parsed, vocabulary, skip)
                 kind = "service" if field_name == "service" else raw.get("kind", "deployment")
                 chosen = self._pick_name(names, inventory.get(kind, set()))
-                if isinstance(chosen, Clarify):
-                    return chosen
+                if isinstance(chosen, tuple):  # close names: ask which, one button each
+                    return Clarify(
+                        question=f"Which one do you mean: {', '.join(chosen)}?",
+                        skill=skill.name,
+                        args=raw,
+                        missing=[field_name],
+                        choices=await self._choices(
+                            skill, parsed, vocabulary, raw, field_name, chosen
+                        ),
+                    )
                 if chosen:
                     raw[field_name] = chosen
         if "namespace" in fields and "namespace" not in raw and "name" in raw:
@@ -243,6 +326,9 @@ class OfflineRouter:
                 return Clarify(
                     question=f"{raw['name']} exists in several namespaces: {', '.join(homes)}. Which one?",
                     skill=skill.name,
+                    args=raw,
+                    missing=["namespace"],
+                    choices=await self._choices(skill, parsed, vocabulary, raw, "namespace", homes),
                 )
         if "kind" in fields and "kind" not in raw:
             name = str(raw.get("name", ""))
@@ -252,15 +338,39 @@ class OfflineRouter:
         try:
             args = skill.parse_args(raw)
         except ValidationError as exc:
-            return Clarify(question=_question(skill, exc), skill=skill.name)
+            return Clarify(
+                question=_question(skill, exc),
+                skill=skill.name,
+                args=raw,
+                missing=wording.missing_fields(exc),
+            )
         return Run(
             invocations=[
                 Invocation(skill=skill.name, args=args.model_dump(mode="json", exclude_none=True))
             ]
         )
 
+    async def _choices(
+        self,
+        skill: Skill[Any, Any],
+        parsed: ex.Parsed,
+        vocabulary: set[str],
+        raw: dict[str, Any],
+        field_name: str,
+        values: Sequence[str],
+    ) -> list[Invocation]:
+        """The complete invocation for each of ``values`` of ``field_name`` (those that build)."""
+        choices = []
+        for value in values:
+            plan = await self.build(skill, parsed, vocabulary, {**raw, field_name: value})
+            if isinstance(plan, Run):
+                choices.append(plan.invocations[0])
+        return choices
+
     @staticmethod
-    def _pick_name(names: list[str], known: set[str]) -> str | Clarify | None:
+    def _pick_name(names: list[str], known: set[str]) -> str | tuple[str, ...] | None:
+        """The name among ``names`` grounded in ``known``; the close candidates when one is
+        ambiguous; None when there is no name."""
         if not names:
             return None
         if not known:
@@ -273,7 +383,7 @@ class OfflineRouter:
             if grounded.value:
                 return grounded.value
             if grounded.candidates:
-                return Clarify(question=f"Which one do you mean: {', '.join(grounded.candidates)}?")
+                return grounded.candidates
         return names[0]
 
 
@@ -284,7 +394,11 @@ def _question(skill: Skill[Any, Any], exc: ValidationError) -> str:
         for name in missing:
             info = skill.Args.model_fields[name]
             described.append(f"`{name}`" + (f" ({info.description})" if info.description else ""))
-        return f"To run `{skill.name}` I need {', '.join(described)}. Could you say it again with that?"
+        them = "it" if len(missing) == 1 else "them"
+        return (
+            f"To run `{skill.name}` I need {', '.join(described)}. "
+            f"Just answer with {them} here; I keep the rest of your request."
+        )
     return f"`{skill.name}`: {wording.validation_problems(exc)}"
 
 

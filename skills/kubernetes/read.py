@@ -388,9 +388,6 @@ class K8sRolloutHistory(Skill[WorkloadArgs, "Kubernetes"]):
         "revision": 1.5,
         "rollout history": 1.5,
         "version": 0.5,
-        "rollback": -2.0,
-        "roll back": -2.0,
-        "undo": -2.0,
     }
 
     async def run(self, args: WorkloadArgs, ctx: SkillContext[Kubernetes]) -> SkillResult:

@@ -1,0 +1,250 @@
+"""Is this request an imperative for a write, or only talk about one?
+
+A write (restart, scale, roll back, silence, unsilence) is planned only from an imperative
+request for it: "restart checkout in shop", "please roll back payments", "kubectl rollout
+undo deploy/cart -n shop". Not from a negation ("don't restart checkout"), a question
+("should we roll back checkout?", "did anyone restart it?"), a report ("I restarted cart
+yesterday"), a hypothetical ("if it gets worse we might scale it") or quoted text (a runbook
+line, a pasted command in backticks), nor from a write word used as a noun ("restart count").
+
+:func:`write_mood` classifies a request by the clauses that hold a write word; the router
+ranks only read skills unless the mood is imperative, and the engine refuses to open an
+approval for any planner's write (the offline router's or a model's) otherwise, answering
+with what it would do and how to ask for it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+
+
+class Mood(StrEnum):
+    IMPERATIVE = "imperative"  # asks for the write
+    NONE = "none"  # no write word at all (e.g. "do it", "checkout to 5 replicas")
+    NEGATED = "negated"
+    QUESTION = "question"
+    REPORT = "report"
+    HYPOTHETICAL = "hypothetical"
+    QUOTED = "quoted"
+    NOUN = "noun"  # "restart count", "the rollback history"
+
+    @property
+    def asks_for_write(self) -> bool:
+        return self in (Mood.IMPERATIVE, Mood.NONE)
+
+
+#: base forms that start an imperative for a write (first word of a clause)
+WRITE_VERBS = frozenset(
+    {
+        "restart", "bounce", "kick", "cycle", "recycle", "reboot", "redeploy", "scale",
+        "bump", "resize", "rollback", "undo", "revert", "silence", "mute", "snooze", "shush",
+        "unsilence", "unmute", "expire", "delete", "remove", "lift", "drain", "downscale",
+        "upscale",
+    }
+)  # fmt: skip
+#: "roll back", "take down", "roll out restart": two-word verbs (first word, second word)
+PHRASAL = {("roll", "back"), ("take", "down"), ("spin", "down"), ("scale", "down")}
+#: other forms of the write words: their presence makes a clause about a write
+WRITE_FORMS = WRITE_VERBS | frozenset(
+    {
+        "restarted", "restarts", "restarting", "bounced", "bouncing", "kicked", "kicking",
+        "cycled", "cycling", "rebooted", "redeployed", "scaled", "scaling", "bumped", "rolled",
+        "rolling", "rollbacks", "undid", "undoing", "reverted", "reverting", "silenced",
+        "silencing", "silences", "muted", "muting", "snoozed", "unsilenced", "expired",
+        "deleted", "removed", "lifted", "drained", "replicas",
+    }
+)  # fmt: skip
+PAST = frozenset(
+    {
+        "restarted", "bounced", "kicked", "cycled", "rebooted", "redeployed", "scaled",
+        "bumped", "rolled", "undid", "reverted", "silenced", "muted", "snoozed", "unsilenced",
+        "deleted", "removed", "lifted", "drained", "ran", "did",
+    }
+)  # fmt: skip
+NEGATIONS = frozenset(
+    {"not", "don't", "dont", "do not", "never", "no", "without", "nobody", "hold off", "avoid",
+     "stop", "cancel", "won't", "shouldn't", "mustn't", "can't", "cannot", "no need"}
+)  # fmt: skip
+QUESTION_STARTS = frozenset(
+    {
+        "should", "could", "can", "would", "will", "shall", "did", "does", "do", "is", "are",
+        "was", "were", "has", "have", "had", "who", "what", "when", "why", "how", "which",
+        "whether", "may", "might", "any", "anyone", "anybody", "someone",
+    }
+)  # fmt: skip
+#: verbs that make an imperative of a write noun: "do a rolling restart", "set replicas to 3"
+DOING = frozenset(
+    {"do", "perform", "run", "trigger", "issue", "give", "set", "make", "bring", "take", "put"}
+)
+PRONOUNS = frozenset({"you", "we", "i", "they", "he", "she", "it", "anyone", "people"})
+HYPOTHETICAL = re.compile(
+    r"\b(if|in case|suppose|supposing|maybe|perhaps|might|would|could we|what if|"
+    r"the plan is|plan is to|later|tomorrow|eventually|in the future)\b"
+)
+#: words that may stand before the verb of an imperative
+LEAD_INS = (
+    "please", "pls", "plz", "kindly", "ok", "okay", "now", "go ahead and", "also", "and",
+    "then", "just", "quickly", "i want to", "i'd like to", "i would like to", "let's",
+    "lets", "we need to", "need to", "i need", "we need", "i want", "we want", "time to", "kubectl", "k", "rollout", "opsbot",
+    "@opsbot", "hey opsbot", "yes", "yes,", "right,", "ops",
+)  # fmt: skip
+
+_CLAUSE = re.compile(r"[,;:.!?\n]+|\s[-–—]\s|\b(?:but|instead|so|and then|then)\b")
+_QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”|'[^']{3,}'|`[^`]*`")
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+@dataclass(frozen=True)
+class Clause:
+    text: str
+    mood: Mood
+
+
+def _words(text: str) -> list[str]:
+    found = (w.strip("'") for w in _WORD.findall(text.lower().replace("’", "'")))
+    return [w for w in found if w]
+
+
+def _phrasal_at(words: list[str], i: int) -> bool:
+    """A two-word write verb starting at ``words[i]``, up to two words apart ("roll it back",
+    "take the payments pods down")."""
+    return any((words[i], w) in PHRASAL for w in words[i + 1 : i + 4])
+
+
+def _has_write(words: list[str]) -> bool:
+    return any(w in WRITE_FORMS or _phrasal_at(words, i) for i, w in enumerate(words))
+
+
+def _negated(text: str, words: list[str]) -> bool:
+    joined = " ".join(words)
+    return any(
+        (" " in n and f" {n} " in f" {joined} ") or (" " not in n and n in words) for n in NEGATIONS
+    ) or bool(re.search(r"\w+n't\b", text))
+
+
+def _strip_lead_ins(words: list[str]) -> list[str]:
+    changed = True
+    while changed and words:
+        changed = False
+        for lead in LEAD_INS:
+            parts = lead.split()
+            if words[: len(parts)] == parts and len(words) > len(parts):
+                words = words[len(parts) :]
+                changed = True
+    return words
+
+
+def _asks(words: list[str]) -> bool:
+    """Whether words (lead-ins stripped) open a question: "should we", "did anyone", "do you"
+    (but "do a rolling restart" is an order)."""
+    if not words or words[0] not in QUESTION_STARTS:
+        return False
+    return not (words[0] == "do" and len(words) > 1 and words[1] not in PRONOUNS)
+
+
+def _clause_mood(text: str) -> Mood:
+    words = _words(text)
+    if not _has_write(words):
+        return Mood.NONE
+    if _negated(text, words):
+        return Mood.NEGATED
+    if HYPOTHETICAL.search(" ".join(words)):
+        return Mood.HYPOTHETICAL
+    rest = _strip_lead_ins(words)
+    if not rest:
+        return Mood.NONE
+    first = rest[0]
+    second = rest[1] if len(rest) > 1 else ""
+    if _asks(rest):
+        if first in ("did", "was", "were", "has", "have", "had") or any(w in PAST for w in rest):
+            return Mood.REPORT  # a question about what was done: "did anyone restart it?"
+        return Mood.QUESTION
+    if first in DOING:
+        return Mood.IMPERATIVE  # "do a rolling restart of ...", "set replicas of cart to 0"
+    if first.isdigit() and second in ("replicas", "replica", "pods", "instances"):
+        return Mood.IMPERATIVE  # "(I need) 3 replicas of payments"
+    if re.search(r"\bto \d+ (?:replicas?|pods|instances)\b", " ".join(rest)):
+        return Mood.IMPERATIVE  # "checkout to 5 replicas in shop"
+    if first in WRITE_VERBS or _phrasal_at(rest, 0):
+        if len(rest) > 1 and rest[1] in ("count", "counts", "history", "status", "loop"):
+            return Mood.NOUN  # "restart count of ...", "rollback history"
+        return Mood.IMPERATIVE
+    if any(w in PAST for w in rest):
+        return Mood.REPORT
+    return Mood.NOUN
+
+
+def clauses(text: str) -> list[Clause]:
+    """The request cut at punctuation and conjunctions, each with its mood."""
+    return [Clause(part.strip(), _clause_mood(part)) for part in _CLAUSE.split(text) if part]
+
+
+@lru_cache(maxsize=256)
+def write_mood(text: str) -> Mood:
+    """How ``text`` stands toward a write: :attr:`Mood.IMPERATIVE` only when a clause asks for
+    it in the imperative and the request as a whole is neither a question, a hypothetical nor
+    quoted words; :attr:`Mood.NONE` when no write word appears."""
+    lowered = text.strip().lower()
+    unquoted = _QUOTED.sub(" ", lowered)
+    if not _has_write(_words(unquoted)):
+        return Mood.QUOTED if _has_write(_words(lowered)) else Mood.NONE
+    parts = [c for c in clauses(unquoted) if c.mood is not Mood.NONE]
+    if any(c.mood is Mood.IMPERATIVE for c in parts):
+        if lowered.endswith("?") or _asks(_strip_lead_ins(_words(unquoted))):
+            return Mood.QUESTION
+        return Mood.IMPERATIVE
+    for mood in (Mood.NEGATED, Mood.QUESTION, Mood.HYPOTHETICAL, Mood.REPORT):
+        if any(c.mood is mood for c in parts):
+            return mood
+    if lowered.endswith("?"):
+        return Mood.QUESTION
+    return Mood.NOUN
+
+
+#: verbs that ask to read something ("show", "check"...): a clause opening with one asks
+READ_VERBS = frozenset(
+    {
+        "show", "list", "get", "check", "describe", "tell", "display", "graph", "plot",
+        "chart", "find", "look", "investigate", "dig", "give", "what's", "whats", "how's",
+        "hows", "explain", "diagnose", "query", "fetch", "print", "watch",
+    }
+)  # fmt: skip
+
+
+def asks_something(text: str) -> bool:
+    """Whether ``text`` asks for anything: a question, or a clause that opens with a read
+    verb ("just check its pods", "show me its history"). "All good now" asks nothing."""
+    if text.strip().endswith("?"):
+        return True
+    for clause in _CLAUSE.split(unquoted(text)):
+        words = _strip_lead_ins(_words(clause or ""))
+        if words and (words[0] in READ_VERBS or _asks(words) or words[0] in ("why", "what")):
+            return True
+    return False
+
+
+def without_negated(text: str) -> str:
+    """``text`` without its negated clauses ("no, not checkout: restart payments in shop" ->
+    "restart payments in shop"), so their names are not taken for the request's."""
+    kept = [c for c in _CLAUSE.split(text) if c and c.strip() and not _negated(c, _words(c))]
+    return ", ".join(c.strip() for c in kept) or text
+
+
+def unquoted(text: str) -> str:
+    """``text`` without quoted words ("...", '...', `...`): what the person says themselves."""
+    return _QUOTED.sub(" ", text)
+
+
+def without_write_talk(text: str) -> str:
+    """``text`` without the clauses that talk about a write without asking for it ("don't
+    restart checkout in shop, just check its pods" -> "just check its pods"): what is left is
+    what the request does ask for."""
+    kept = [
+        c.text
+        for c in clauses(_QUOTED.sub(" ", text))
+        if c.mood is Mood.NONE and not _negated(c.text, _words(c.text))
+    ]
+    return ", ".join(kept)
