@@ -9,7 +9,7 @@
 ARG DEBIAN=debian:bookworm-slim
 
 FROM ${DEBIAN} AS base
-RUN if ! command -v python3 >/dev/null || ! python3 -c "import ensurepip, venv"; then \
+RUN if ! dpkg -s python3 python3-venv ca-certificates >/dev/null 2>&1; then \
       apt-get update \
       && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
       && rm -rf /var/lib/apt/lists/*; \
@@ -49,6 +49,11 @@ RUN PIP_ONLY_BINARY= /opt/opsbot/bin/pip install -q --no-compile --no-deps . \
 
 # -- the image: Debian + python3, the virtualenv, a non-root user; no compiler, no pip --------
 FROM base
+ARG VERSION=dev
+LABEL org.opencontainers.image.title="opsbot" \
+      org.opencontainers.image.description="ChatOps bot: permission-scoped skills, human approvals, tamper-evident audit" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}"
 RUN groupadd --gid 10001 opsbot \
     && useradd --uid 10001 --gid 10001 --no-log-init --home-dir /home/opsbot --create-home \
        --shell /usr/sbin/nologin opsbot \

@@ -71,11 +71,11 @@ make_base() {
 
 build() {
   if have_docker; then
-    docker build -t "$IMAGE" . >&2
+    docker build --build-arg "VERSION=$VERSION" -t "$IMAGE" . >&2
   else
     make_base
     buildah bud --isolation chroot --format docker --pull=never --layers \
-      --build-arg "DEBIAN=$BASE" -v "$CA:$CA:ro" -t "$IMAGE" . >&2
+      --build-arg "DEBIAN=$BASE" --build-arg "VERSION=$VERSION" -v "$CA:$CA:ro" -t "$IMAGE" . >&2
   fi
   echo "$IMAGE"
 }
