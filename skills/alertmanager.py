@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from opsbot.durations import Duration, format_duration, parse_duration
@@ -34,6 +34,11 @@ SEVERITY_ORDER = {"critical": 0, "page": 0, "error": 1, "warning": 2, "info": 3}
 MAX_SILENCE = timedelta(days=7)
 #: alert names listed in one line before "and N more"
 SHOWN_NAMES = 5
+#: at most this many silences are expired by one alerts.unsilence (else: by id, or narrower)
+MAX_EXPIRE = 10
+SILENCE_ID = r"^[0-9a-fA-F][0-9a-fA-F-]{7,35}$"
+_UUID = re.compile(r"\b[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}\b|\b[0-9a-f]{8}\b", re.I)
+SILENCE_STATES = ("active", "pending", "expired")
 
 
 class AlertmanagerConfig(BackendSettings):
@@ -76,7 +81,7 @@ class Alertmanager(Backend[AlertmanagerConfig]):
             raise SkillError(
                 f"Alertmanager answered {response.status_code}: {response.text.strip()[:300]}"
             )
-        return response.json()
+        return response.json() if response.content else None  # DELETE answers an empty 200
 
     async def probe(self) -> str:
         """``GET /api/v2/status``: the server's version."""
@@ -305,7 +310,7 @@ class AlertsList(Skill[ListArgs, Alertmanager]):
         "show": 0.3,
         "critical": 0.5,
         "=silenced": 2.5,
-        "=silences": 2.5,
+        "=silences": -1.0,
         "=muted": 2.0,
         "=suppressed": 2.0,
         "<alertname>": 0.3,
@@ -457,6 +462,16 @@ class AlertsSilence(Skill[SilenceArgs, Alertmanager]):
         "=muted": -2.5,
         "list": -1.0,
         "who": -1.5,
+        # removing a silence is alerts.unsilence, never a new silence
+        "=unsilence": -4.0,
+        "=unmute": -4.0,
+        "=expire": -3.0,
+        "remove * silence": -3.0,
+        "delete * silence": -3.0,
+        "lift * silence": -3.0,
+        "end * silence": -3.0,
+        "cancel * silence": -3.0,
+        "kill * silence": -3.0,
     }
 
     def route_args(self, parsed: Any, found: dict[str, Any]) -> dict[str, Any]:
@@ -506,4 +521,319 @@ class AlertsSilence(Skill[SilenceArgs, Alertmanager]):
         )
 
 
-Alertmanager.skills = (AlertsList, AlertsSilence)
+# -- silences: list and expire ---------------------------------------------------------------
+
+
+def _mentions(silence: dict[str, Any], matchers: dict[str, str]) -> bool:
+    """Whether each ``label=value`` of ``matchers`` is matched by one of the silence's own
+    (non-negated) matchers: ``{alertname="X"}`` and ``{alertname=~"X|Y"}`` mention X."""
+    for name, value in matchers.items():
+        if not any(
+            m["name"] == name
+            and m.get("isEqual", True)
+            and (_regex_matches(m["value"], value) if m.get("isRegex") else m["value"] == value)
+            for m in silence.get("matchers", [])
+        ):
+            return False
+    return True
+
+
+def _regex_matches(pattern: str, value: str) -> bool:
+    try:
+        return re.fullmatch(pattern, value) is not None
+    except re.error:
+        return False
+
+
+async def silences_on(
+    am: Alertmanager, matchers: dict[str, str]
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Every silence (newest end first) that ``matchers`` select, and the alerts each one
+    mutes now. With matchers: the silences whose own matchers name those labels, and the
+    silences muting an alert that has them (a silence on ``service=checkout`` is "on"
+    ``HighErrorRate{service="checkout"}``)."""
+    silences = await am.silences()
+    muted = await am.alerts(matchers, active=False, inhibited=False)
+    mutes: dict[str, list[dict[str, Any]]] = {}
+    for alert in muted:
+        for silence_id in alert["status"].get("silencedBy", []):
+            mutes.setdefault(silence_id, []).append(alert)
+    if matchers:
+        silences = [s for s in silences if s["id"] in mutes or _mentions(s, matchers)]
+    order = {"active": 0, "pending": 1, "expired": 2}
+    silences.sort(key=lambda s: (order.get(s["status"]["state"], 3), s.get("endsAt", "")))
+    return silences, mutes
+
+
+def _ends(silence: dict[str, Any]) -> str:
+    state = silence["status"]["state"]
+    if state == "pending":
+        return f"starts {clock(silence['startsAt'])}, ends {clock(silence['endsAt'])}"
+    if state == "expired":
+        return f"ended {clock(silence['endsAt'])} ({_relative(silence['endsAt'])})"
+    return f"{clock(silence['endsAt'])} ({_relative(silence['endsAt'])})"
+
+
+def _mutes(silence: dict[str, Any], mutes: dict[str, list[dict[str, Any]]]) -> str:
+    alerts = mutes.get(silence["id"], [])
+    if not alerts:
+        return "-" if silence["status"]["state"] != "active" else "no alert now"
+    labels = sorted({_alert_label(a) for a in alerts})
+    more = f" and {len(labels) - SHOWN_NAMES} more" if len(labels) > SHOWN_NAMES else ""
+    return ", ".join(labels[:SHOWN_NAMES]) + more
+
+
+class SilencesArgs(BaseModel):
+    state: Literal["active", "pending", "expired"] | None = Field(
+        None,
+        description="active (muting now), pending (starts later) or expired; "
+        "default: active and pending",
+    )
+    matchers: dict[str, str] = Field(
+        default_factory=dict,
+        description="only silences on these labels (their own matchers, or an alert they "
+        "mute), e.g. {alertname: HighErrorRate}",
+    )
+
+    _check = field_validator("matchers")(_validate_matchers)
+
+
+def _silence_state(parsed: Any) -> str | None:
+    """active / pending / expired from the words of a request about silences."""
+    words = {w.lower() for w in getattr(parsed, "tokens", [])}
+    for state, said in (
+        ("expired", {"expired", "old", "past", "ended", "finished", "lifted", "removed"}),
+        ("pending", {"pending", "upcoming", "scheduled", "future", "planned", "later"}),
+        ("active", {"active", "current", "currently", "running", "live", "effective"}),
+    ):
+        if words & said:
+            return state
+    return None
+
+
+class AlertsSilences(Skill[SilencesArgs, Alertmanager]):
+    name = "alerts.silences"
+    summary = "List silences (active, pending or expired) with id, matchers, creator and end"
+    Args = SilencesArgs
+    risk = Risk.READ
+    examples = [
+        "list silences",
+        "show the active silences",
+        "which silences are there for HighErrorRate",
+        "show expired silences",
+        "what silences are pending",
+    ]
+    keywords = {
+        "=silences": 4.0,
+        "silence": 1.0,
+        "list": 0.5,
+        "show": 0.3,
+        "=active": 0.8,
+        "=expired": 1.5,
+        "=pending": 0.8,
+        "<alertname>": 0.3,
+        "=silenced": -2.0,
+        "unsilence": -4.0,
+        "unmute": -4.0,
+        "who": -1.0,
+    }
+
+    def route_args(self, parsed: Any, found: dict[str, Any]) -> dict[str, Any]:
+        # the router's own "state" reads firing/pending/silenced, alerts' states
+        found.pop("state", None)
+        if state := _silence_state(parsed):
+            found["state"] = state
+        return found
+
+    async def run(self, args: SilencesArgs, ctx: SkillContext[Alertmanager]) -> SkillResult:
+        found, mutes = await silences_on(ctx.backend, args.matchers)
+        states = (args.state,) if args.state else ("active", "pending")
+        shown = [s for s in found if s["status"]["state"] in states]
+        hidden = len(found) - len(shown)
+        where = f" on {_matcher_text(args.matchers)}" if args.matchers else ""
+        what = f"{args.state} silences" if args.state else "active or pending silences"
+        counts = {s: sum(1 for x in shown if x["status"]["state"] == s) for s in states}
+        data: dict[str, Any] = {**counts, "ids": [s["id"] for s in shown]}
+        note = (
+            f"{hidden} expired not shown (ask for expired silences)"
+            if hidden and not args.state
+            else ""
+        )
+        if not shown:
+            text = f"No {what}{where}." + (f" {note[0].upper()}{note[1:]}." if note else "")
+            return SkillResult(summary=f"no {what}{where}", blocks=[Text(text=text)], data=data)
+        rows = [
+            [
+                s["id"],
+                s["status"]["state"],
+                silence_matchers(s),
+                s.get("createdBy", ""),
+                _ends(s),
+                _mutes(s, mutes),
+                s.get("comment", "")[:120],
+            ]
+            for s in shown
+        ]
+        table = Table.bounded(
+            ["id", "state", "matchers", "created by", "ends", "mutes now", "comment"],
+            rows,
+            ctx.settings.max_rows,
+            "silences",
+        )
+        if note:
+            table.note = "; ".join(filter(None, [table.note, note]))
+        breakdown = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+        return SkillResult(
+            summary=f"{len(shown)} silence(s){where} ({breakdown})",
+            blocks=[table],
+            data=data,
+        )
+
+
+class UnsilenceArgs(BaseModel):
+    id: str | None = Field(
+        None,
+        pattern=SILENCE_ID,
+        description="the silence's id as alerts.silences shows it (its first 8 characters do)",
+    )
+    matchers: dict[str, str] = Field(
+        default_factory=dict,
+        description="expire the active or pending silences on these labels (their own "
+        "matchers, or an alert they mute), e.g. {alertname: HighErrorRate}",
+    )
+
+    _check = field_validator("matchers")(_validate_matchers)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> UnsilenceArgs:
+        if not self.id and not self.matchers:
+            raise ValueError("say which silence: its id, or the labels it is on")
+        return self
+
+
+class AlertsUnsilence(Skill[UnsilenceArgs, Alertmanager]):
+    name = "alerts.unsilence"
+    summary = "Expire a silence (by id, or the silences on given labels) so its alerts notify again"
+    Args = UnsilenceArgs
+    risk = Risk.WRITE
+    examples = [
+        "unsilence HighErrorRate",
+        "remove the silence on KubePodCrashLooping",
+        "expire silence 3f2a9c1e",
+        "delete the silence for service checkout",
+        "lift the mute on HighLatency",
+    ]
+    keywords = {
+        # exact words: as stems, "unsilenc" would also fuzzily match "silenc" (a new silence)
+        "=unsilence": 5.0,
+        "=unmute": 5.0,
+        "=expire": 3.0,
+        "=expired": -3.0,
+        "silence": 1.0,
+        "remove * silence": 3.5,
+        "delete * silence": 3.5,
+        "lift * silence": 3.5,
+        "end * silence": 3.0,
+        "cancel * silence": 3.5,
+        "kill * silence": 3.5,
+        "drop * silence": 3.0,
+        "clear * silence": 3.0,
+        "remove * mute": 3.0,
+        "lift * mute": 3.0,
+        "<alertname>": 0.5,
+        "=silences": -1.0,
+        "list": -1.5,
+        "who": -1.5,
+    }
+
+    def route_args(self, parsed: Any, found: dict[str, Any]) -> dict[str, Any]:
+        text = str(getattr(parsed, "text", ""))
+        if m := _UUID.search(text):
+            return {"id": m.group(0).lower()}  # an id names one silence: no label guesses
+        if not found.get("matchers"):
+            # "the silence on checkout", "silence for cart": a bare name, taken as a service
+            m = re.search(r"\b(?:on|for|of)\s+([a-z][a-z0-9_.-]*[a-z0-9])\b", text)
+            if m and m.group(1) not in _NOT_NAMES:
+                found["matchers"] = {"service": m.group(1)}
+        return found
+
+    async def _targets(
+        self, args: UnsilenceArgs, am: Alertmanager
+    ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+        """The silences this request expires, and the alerts each mutes now; raises
+        :class:`SkillError` saying why when there is none (or too many) to expire."""
+        found, mutes = await silences_on(am, args.matchers)
+        if args.id:
+            wanted = args.id.lower()
+            found = [s for s in found if s["id"] == wanted or s["id"].startswith(wanted)]
+            if not found:
+                on = f" on {_matcher_text(args.matchers)}" if args.matchers else ""
+                raise SkillError(f"No silence{on} has id {args.id}; `alerts.silences` lists them.")
+            if len(found) > 1:
+                raise SkillError(
+                    f"{len(found)} silences have ids starting {args.id}: "
+                    f"{', '.join(s['id'] for s in found[:SHOWN_NAMES])}; give more of the id."
+                )
+            [silence] = found
+            if silence["status"]["state"] == "expired":
+                raise SkillError(
+                    f"Silence {silence['id']} {silence_matchers(silence)} already ended "
+                    f"{clock(silence['endsAt'])}."
+                )
+            return found, mutes
+        live = [s for s in found if s["status"]["state"] != "expired"]
+        where = _matcher_text(args.matchers)
+        if not live:
+            ended = len(found) - len(live)
+            raise SkillError(
+                f"No active or pending silence is on {where}"
+                + (f" ({ended} expired already)." if ended else ".")
+            )
+        if len(live) > MAX_EXPIRE:
+            raise SkillError(
+                f"{len(live)} silences are on {where}; expire at most {MAX_EXPIRE} at once: "
+                "narrow the labels, or give a silence's id (`alerts.silences` lists them)."
+            )
+        return live, mutes
+
+    async def preview(self, args: UnsilenceArgs, ctx: SkillContext[Alertmanager]) -> str:
+        targets, mutes = await self._targets(args, ctx.backend)
+        lines = [f"would expire {len(targets)} silence(s):"]
+        for s in targets:
+            muting = mutes.get(s["id"], [])
+            lines.append(
+                f"- {s['id']} {silence_matchers(s)} ({s['status']['state']}, by "
+                f"{s.get('createdBy', '?')}, ends {clock(s['endsAt'])}): "
+                + (
+                    f"mutes {len(muting)} alert(s) now, which would notify again: "
+                    f"{_mutes(s, mutes)}"
+                    if muting
+                    else "mutes no alert right now"
+                )
+            )
+        return "\n".join(lines)
+
+    async def run(self, args: UnsilenceArgs, ctx: SkillContext[Alertmanager]) -> SkillResult:
+        targets, mutes = await self._targets(args, ctx.backend)
+        for s in targets:
+            await ctx.backend.request("DELETE", f"/api/v2/silence/{s['id']}")
+        released = sorted({_alert_label(a) for s in targets for a in mutes.get(s["id"], [])})
+        rows = [[s["id"], silence_matchers(s), s.get("createdBy", "")] for s in targets]
+        blocks: list[Block] = [
+            Table(columns=["expired silence", "matchers", "created by"], rows=rows)
+        ]
+        if released:
+            blocks.append(Text(text=f"Notifying again: {', '.join(released[:SHOWN_NAMES])}."))
+        ids = ", ".join(s["id"] for s in targets)
+        return SkillResult(
+            summary=f"expired {len(targets)} silence(s): {ids}",
+            blocks=blocks,
+            data={"expired": [s["id"] for s in targets], "released": released},
+        )
+
+
+#: words after "silence on/for" that name no service ("the silence for now")
+_NOT_NAMES = {"now", "today", "tonight", "this", "that", "it", "them", "all", "every", "everything"}
+
+
+Alertmanager.skills = (AlertsList, AlertsSilence, AlertsSilences, AlertsUnsilence)
