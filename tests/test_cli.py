@@ -98,7 +98,9 @@ def test_malformed_policy_is_refused_at_start(
 def test_ask_then_audit_list_show_verify_export(env: Path) -> None:
     asked = runner.invoke(app, ["ask", "--as", "shell:eve", "help"])
     assert asked.exit_code == 0 and "Skills you (shell:eve) may use here" in asked.output
-    assert "alerts.silence" not in asked.output  # eve may not silence, so help does not offer it
+    # eve may not silence (nor unsilence), so help does not offer it; she may list silences
+    assert "alerts.silence |" not in asked.output and "alerts.unsilence" not in asked.output
+    assert "alerts.silences |" in asked.output
     listed = runner.invoke(app, ["audit", "list", "--actor", "eve"])
     assert "request.received" in listed.output and "skill.result" in listed.output
     shown = runner.invoke(app, ["audit", "show", "1"])
