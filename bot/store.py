@@ -172,6 +172,25 @@ class ActionRow(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class ClarificationRow(Base):
+    """A request waiting for the answer to the bot's question in its thread (one per
+    thread): the skill, the arguments gathered so far and the required ones missing."""
+
+    __tablename__ = "pending_clarifications"
+
+    thread: Mapped[str] = mapped_column(String(200), primary_key=True)
+    id: Mapped[str] = mapped_column(String(32))
+    requester: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(200))
+    request_id: Mapped[str] = mapped_column(String(64))
+    skill: Mapped[str] = mapped_column(String(100))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    missing: Mapped[list[str]] = mapped_column(JSON)
+    question: Mapped[str] = mapped_column(Text)
+    asked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 async def first_time(store: Store, key: str) -> bool:
     """Record ``key``; False when some replica already did (the event is a repeat)."""
     async with store.sessions() as session:
