@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from opsbot import telemetry, wording
 from opsbot.actions import Actions
 from opsbot.approvals import Approval, VoteOutcome, VoteStatus
 from opsbot.audit import AuditEvent
+from opsbot.clarify import Clarifications
 from opsbot.intent.base import Planner, ToolRunner
 from opsbot.intent.offline import OfflineRouter
 from opsbot.intent.speech import write_mood
@@ -93,6 +95,8 @@ class Engine:
         self.services = services
         self.planner: Planner = planner or default_planner(services)
         self.actions = Actions(services.store)
+        #: requests waiting in their thread for the answer to the bot's question
+        self.clarifications = Clarifications(services.store, OfflineRouter(services.inventory))
 
     # -- catalog -------------------------------------------------------------------------
 
@@ -124,13 +128,21 @@ class Engine:
         trail = self.trail(request, reply)
 
         async def plan() -> Plan:
+            catalog = self.catalog(request.actor, request.channel)
+            answered = await self.clarifications.answer(request, catalog)
+            if answered is not None:  # it answers the question the thread was left with
+                return answered
             return await self.planner.plan(
-                request,
-                self.catalog(request.actor, request.channel),
-                tools=self._tool_runner(request, trail),
+                request, catalog, tools=self._tool_runner(request, trail)
             )
 
         return await self._run_request(request, trail, plan)
+
+    async def awaits_answer(self, thread: str, actor: Actor) -> bool:
+        """Whether ``thread`` holds a question of the bot's that ``actor`` was asked and has
+        not answered yet (an adapter without threads, the shell, sends the next line there)."""
+        pending = await self.clarifications.pending(thread)
+        return pending is not None and pending.requester == actor.id
 
     async def click(self, action_id: str, clicker: Actor, reply: Reply, *, channel: str) -> None:
         """A suggested-action button was clicked: run its invocation as ``clicker``'s own
@@ -155,6 +167,7 @@ class Engine:
             thread=offered.thread,
         )
         trail = self.trail(request, reply)
+        await self.clarifications.drop(offered.thread)  # a click settles a question there
 
         async def planned() -> Plan:
             return Run(
@@ -210,14 +223,7 @@ class Engine:
             )
             return Outcome.UNMATCHED if plan.unmatched else Outcome.OK
         if isinstance(plan, Clarify):
-            await trail.step(
-                Step.ANSWER,
-                AuditEvent.PLAN,
-                plan.question,
-                skill=plan.skill or "",
-                outcome="clarify",
-                detail=plan.question,
-            )
+            await self._ask(request, trail, plan)
             return Outcome.CLARIFY
         if plan.text:
             await trail.step(
@@ -267,6 +273,34 @@ class Engine:
             args=invocation.args,
             outcome="about",
             detail=f"not planned: the request is {mood.value}, not a request for it",
+        )
+
+    async def _ask(self, request: Request, trail: Trail, plan: Clarify) -> None:
+        """Ask the planner's question: the request waits in the thread for a short answer
+        (:mod:`opsbot.clarify`), and each known choice is a button that runs it whole, as
+        the clicker's own request."""
+        kept = await self.clarifications.keep(plan, request)
+        buttons = [
+            ActionButton(
+                id=uuid.uuid4().hex[:12], label=wording.describe(choice), invocation=choice
+            )
+            for choice in plan.choices
+        ]
+        for button in buttons:
+            await self.actions.offer(button, thread=trail.thread, channel=trail.channel)
+        waiting = (
+            f" (waits for {', '.join(kept.missing)} until {kept.expires_at:%H:%M:%S} UTC)"
+            if kept
+            else ""
+        )
+        await trail.step(
+            Step.ANSWER,
+            AuditEvent.PLAN,
+            [Text(text=plan.question), *buttons],
+            skill=plan.skill or "",
+            args=plan.args,
+            outcome="clarify",
+            detail=plan.question + waiting,
         )
 
     async def _explain_refusal(self, request: Request, trail: Trail) -> bool:
