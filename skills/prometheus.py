@@ -30,13 +30,22 @@ from pydantic_settings import SettingsConfigDict
 T = TypeVar("T")
 LABEL_VALUE = r"^[A-Za-z0-9_.:-]+$"
 MAX_POINTS = 240
+#: known services listed when one is not found
+MAX_KNOWN = 30
 
 
 class HealthTemplates(BaseModel):
     """PromQL templates of ``service.health`` (RED: rate, errors, duration).
 
     ``{selector}`` is replaced by the label matchers of the service (and namespace), e.g.
-    ``service="checkout",namespace="shop"``; ``{window}`` by the rate window.
+    ``service="checkout",namespace="shop"``; ``{window}`` by the rate window; ``{step}`` (in
+    ``first_sample`` only) by a resolution of about a 300th of the window.
+
+    ``errors`` counts a service that has no 5xx series at all as 0 (``or vector(0)``), not
+    as missing data. ``first_sample`` is the time of the oldest sample of the service's
+    request counter within the window: when the data covers less than the window (a new
+    service, a Prometheus started minutes ago), the rates are taken over the part the data
+    covers, since ``rate()`` over the whole window would under-report.
     """
 
     service_label: str = "service"
@@ -44,7 +53,7 @@ class HealthTemplates(BaseModel):
     window: str = "5m"
     rate: str = "sum(rate(http_requests_total{{{selector}}}[{window}]))"
     errors: str = (
-        'sum(rate(http_requests_total{{{selector},code=~"5.."}}[{window}]))'
+        '(sum(rate(http_requests_total{{{selector},code=~"5.."}}[{window}])) or vector(0))'
         " / sum(rate(http_requests_total{{{selector}}}[{window}]))"
     )
     p95: str = (
@@ -54,6 +63,9 @@ class HealthTemplates(BaseModel):
     p99: str = (
         "histogram_quantile(0.99, sum by (le) "
         "(rate(http_request_duration_seconds_bucket{{{selector}}}[{window}])))"
+    )
+    first_sample: str = (
+        "min(min_over_time(timestamp(http_requests_total{{{selector}}})[{window}:{step}]))"
     )
 
 
@@ -122,6 +134,12 @@ class Prometheus(Backend[PrometheusConfig]):
             ).json()
         )
         return str(info.get("data", {}).get("version", "")) if isinstance(info, dict) else ""
+
+    async def label_values(self, label: str, match: str | None = None) -> list[str]:
+        """``GET /api/v1/label/<label>/values`` (of the series ``match`` selects), sorted."""
+        params = {"match[]": match} if match else {}
+        values: list[str] = await self.call(lambda p: p.get_label_values(label, params=params))
+        return sorted(values)
 
     async def inventory(self) -> dict[str, set[str]]:
         """Names to ground on: values of the service, job and namespace labels."""
@@ -351,47 +369,96 @@ class ServiceHealth(Skill[HealthArgs, Prometheus]):
     }
 
     async def run(self, args: HealthArgs, ctx: SkillContext[Prometheus]) -> SkillResult:
-        tpl = ctx.backend.config.health
+        prom = ctx.backend
+        tpl = prom.config.health
         selector = f'{tpl.service_label}="{args.service}"'
         if args.namespace:
             selector += f',{tpl.namespace_label}="{args.namespace}"'
-        queries = {
-            "request rate": tpl.rate.format(selector=selector, window=tpl.window),
-            "error ratio": tpl.errors.format(selector=selector, window=tpl.window),
-            "p95 latency": tpl.p95.format(selector=selector, window=tpl.window),
-            "p99 latency": tpl.p99.format(selector=selector, window=tpl.window),
-        }
-        results = await asyncio.gather(*(ctx.backend.instant(q) for q in queries.values()))
-        rows: list[list[str]] = []
-        values: dict[str, float | None] = {}
-        for (label, _query), result in zip(queries.items(), results, strict=True):
-            value = float(result[0]["value"][1]) if result else None
-            values[label] = value
-            rows.append([label, _unit(label, value)])
         where = f"{args.service}" + (f" in {args.namespace}" if args.namespace else "")
+        window, since = await self._window(prom, tpl, selector)
+        queries = {
+            "request rate": tpl.rate.format(selector=selector, window=window),
+            "error ratio": tpl.errors.format(selector=selector, window=window),
+            "p95 latency": tpl.p95.format(selector=selector, window=window),
+            "p99 latency": tpl.p99.format(selector=selector, window=window),
+        }
+        results = await asyncio.gather(*(prom.instant(q) for q in queries.values()))
+        values: dict[str, float | None] = {
+            label: float(result[0]["value"][1]) if result else None
+            for label, result in zip(queries, results, strict=True)
+        }
         if all(v is None for v in values.values()):
+            if since is not None:  # one sample or two: no rate yet
+                return SkillResult(
+                    ok=False,
+                    summary=f"too little data for {where} yet",
+                    blocks=[
+                        Text(
+                            text=f"Prometheus has data for {where} only since "
+                            f"{since:%H:%M:%S} UTC, too little for a rate: ask again in a minute."
+                        )
+                    ],
+                )
             return SkillResult(
                 ok=False,
                 summary=f"no metrics for {where}",
-                blocks=[
-                    Text(
-                        text=f"Prometheus has no request metrics for {where}. "
-                        "Check the name, or the service.health templates (health.*)."
-                    )
-                ],
+                blocks=[Text(text=await self._unknown(prom, tpl, args, where))],
             )
-        blocks: list[Block] = [
-            Text(text=f"*{where}* over the last {tpl.window}"),
-            Table(columns=["signal", "value"], rows=rows),
-        ]
+        idle = values["request rate"] == 0
+        rows = [[label, _unit(label, value, idle)] for label, value in values.items()]
+        head = f"*{where}* over the last {window}"
+        if since is not None:
+            head += (
+                f": Prometheus has data for it only since {since:%H:%M:%S} UTC, "
+                f"so the {tpl.window} window would under-report"
+            )
+        blocks: list[Block] = [Text(text=head), Table(columns=["signal", "value"], rows=rows)]
         return SkillResult(
             summary=f"{where}: " + ", ".join(f"{r[0]} {r[1]}" for r in rows),
             blocks=blocks,
-            data={k: v for k, v in values.items()},
+            data={**values, "window": window},
         )
 
+    @staticmethod
+    async def _window(
+        prom: Prometheus, tpl: HealthTemplates, selector: str
+    ) -> tuple[str, datetime | None]:
+        """The rate window: the configured one, or the part of it the service's data covers
+        (with the time of its first sample) when that is shorter."""
+        configured = parse_duration(tpl.window)
+        step = max(1, int(configured.total_seconds()) // 300)
+        first = await prom.instant(
+            tpl.first_sample.format(selector=selector, window=tpl.window, step=f"{step}s")
+        )
+        if not first:
+            return tpl.window, None
+        oldest = datetime.fromtimestamp(float(first[0]["value"][1]), UTC)
+        covered = math.ceil((datetime.now(UTC) - oldest).total_seconds())
+        if covered >= configured.total_seconds() - step:
+            return tpl.window, None
+        return format_duration(timedelta(seconds=max(2 * step, covered))), oldest
 
-def _unit(label: str, value: float | None) -> str:
+    @staticmethod
+    async def _unknown(prom: Prometheus, tpl: HealthTemplates, args: HealthArgs, where: str) -> str:
+        """Why there is nothing for ``where``: the namespaces the service has metrics in, or
+        the services Prometheus knows (its ``service`` label values)."""
+        text = f"Prometheus has no request metrics for {where}."
+        if args.namespace:
+            homes = await prom.label_values(
+                tpl.namespace_label, f'{{{tpl.service_label}="{args.service}"}}'
+            )
+            if homes:
+                return f"{text} {args.service} has metrics in namespace {', '.join(homes)}."
+        known = await prom.label_values(tpl.service_label)
+        if not known:
+            return f"{text} No series has a {tpl.service_label} label: check the service.health templates (health.*)."
+        more = f" and {len(known) - MAX_KNOWN} more" if len(known) > MAX_KNOWN else ""
+        return f"{text} Known services: {', '.join(known[:MAX_KNOWN])}{more}."
+
+
+def _unit(label: str, value: float | None, idle: bool = False) -> str:
+    if label != "request rate" and idle:
+        return "n/a (no requests)"
     if value is None or math.isnan(value):
         return "no data"
     if label == "request rate":

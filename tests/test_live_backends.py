@@ -21,6 +21,7 @@ from opsbot.model import Actor, Image, Request
 from opsbot.policy import Policy
 from opsbot.services import build_services
 from tests.conftest import Thread, make_settings
+from tests.test_silences import run
 
 ALICE, BOB = Actor(id="shell:alice"), Actor(id="shell:bob")
 
@@ -67,6 +68,45 @@ async def test_service_health_reports_red_signals(live: Engine) -> None:
     assert "request rate | no data" not in thread.text, thread.text
     unknown = await say(live, "health of nosuchservice")
     assert "no request metrics for nosuchservice" in unknown.text
+
+
+async def test_service_health_error_ratio_without_5xx_series_is_zero(live: Engine) -> None:
+    # cart never fails in the demo: Prometheus has no code=~"5.." series for it at all
+    thread = await run(live, "service.health", {"service": "cart", "namespace": "shop"})
+    assert "error ratio | 0.00 %" in thread.text, thread.text
+
+
+async def test_unknown_service_lists_the_known_ones(live: Engine) -> None:
+    unknown = await run(live, "service.health", {"service": "nosuchservice"})
+    assert "Known services: cart, checkout, payments." in unknown.text, unknown.text
+    elsewhere = await run(live, "service.health", {"service": "checkout", "namespace": "prod"})
+    assert "no request metrics for checkout in prod" in elsewhere.text
+    assert "checkout has metrics in namespace shop." in elsewhere.text, elsewhere.text
+
+
+async def test_service_health_rates_over_the_window_the_data_covers(
+    stack: LocalStack, tmp_path: Path, policy: Policy
+) -> None:
+    """A 1h window on a stack started minutes ago: rate() over 1h would divide a minute of
+    requests by an hour (checkout serves about 60 req/s; the 1h rate read about 1)."""
+    settings = make_settings(
+        f"sqlite+aiosqlite:///{tmp_path / 'w.db'}",
+        tmp_path,
+        prometheus_url=stack.prometheus_url,
+        alertmanager_url=stack.alertmanager_url,
+    )
+    settings.backends["prometheus"]["health"] = {"window": "1h"}
+    services = await build_services(settings, policy=policy)
+    try:
+        thread = await run(Engine(services), "service.health", {"service": "checkout"})
+    finally:
+        await services.close()
+    [result] = [m for m in thread.messages if m.step.value == "result"]
+    rate = float(thread.text.split("request rate | ")[1].split(" req/s")[0])
+    assert 30 < rate < 90, thread.text
+    assert "over the last " in thread.text and "the 1h window would under-report" in thread.text
+    assert "Prometheus has data for it only since" in thread.text, thread.text
+    assert result.blocks
 
 
 async def test_firing_alert_is_listed(live: Engine) -> None:
