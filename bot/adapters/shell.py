@@ -5,6 +5,8 @@ In the shell, a line is a request by the current identity, except:
 ``/as shell:bob`` switches identity, ``approve ID`` / ``deny ID [reason]`` decide an approval
 as the current identity, ``run ID`` clicks a suggested action shown in this shell (it runs as
 the current identity's own request), ``/help`` lists these, ``/quit`` (or Ctrl-D) leaves.
+The line after the bot asked the current identity a question goes into that question's
+thread, so a short answer ("shop") completes the request.
 Text is converted from the neutral markup to rich's by :func:`to_rich` (styles are dropped
 when the output is not a terminal). An approval card is printed in full the first time and as
 its state line on every later change. Charts are written under ``OPSBOT_CHART_DIR`` and their
@@ -88,6 +90,8 @@ class ShellRenderer:
         self.messages: list[Message] = []
         #: suggested actions shown here, which ``run ID`` may click
         self.offered: set[str] = set()
+        #: the thread whose question each identity was asked last: their next line goes there
+        self.asked: dict[str, str] = {}
         self._cards: set[str] = set()
 
     async def __call__(self, message: Message) -> None:
@@ -181,7 +185,8 @@ async def run_command(
     engine: Engine, renderer: ShellRenderer, actor: Actor, line: str, channel: str = "shell"
 ) -> None:
     """One shell line by ``actor``: an approval command, a click on a suggested action shown
-    in this shell (``run ID``), or a request."""
+    in this shell (``run ID``), or a request. A request right after a question the bot asked
+    ``actor`` goes into that question's thread, so a short answer ("shop") completes it."""
     words = (
         shlex.split(line) if line.count('"') % 2 == 0 and line.count("'") % 2 == 0 else line.split()
     )
@@ -195,10 +200,14 @@ async def run_command(
             words[1], actor, verdict, renderer, reason=" ".join(words[2:]), channel=channel
         )
         return
+    asked = renderer.asked.pop(actor.id, "")
     if len(words) == 2 and words[0].lower() == "run" and words[1] in renderer.offered:
         await engine.click(words[1], actor, renderer, channel=channel)
         return
-    await engine.handle(Request(actor=actor, channel=channel, text=line), renderer)
+    request = Request(actor=actor, channel=channel, text=line, thread=asked)
+    await engine.handle(request, renderer)
+    if await engine.awaits_answer(request.thread_key, actor):
+        renderer.asked[actor.id] = request.thread_key
 
 
 async def interactive(engine: Engine, console: Console, actor: Actor, chart_dir: Path) -> None:
