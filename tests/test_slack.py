@@ -592,3 +592,35 @@ def test_approval_card_blocks_follow_its_state() -> None:
     shown = json.dumps(blocks)
     assert "Approval `abc234` *denied*" in shown and "denied by <@UBOB>: *freeze*" in shown
     assert "denied by <@UBOB>: *freeze*" in text
+
+
+async def test_a_question_takes_a_short_answer_in_its_thread(rig: SlackRig) -> None:
+    """Issue 10, item 6: the bot's question offers the known choices as buttons, and a
+    mention in its thread that answers it ("shop") runs the whole request there."""
+    await rig.mention("UEVE", "show me the errors in the checkout logs")
+    [question] = await rig.slack.wait_for("chat.postMessage", 1)
+    assert question["thread_ts"] == "1700000000.000100"
+    assert "checkout exists in several namespaces: shop, staging" in question["text"]
+    buttons = [b["elements"][0] for b in question["blocks"] if b["type"] == "actions"]
+    assert [(e["action_id"], e["text"]["text"]) for e in buttons] == [
+        ("opsbot_action", "k8s.logs name=checkout namespace=shop tail=100"),
+        ("opsbot_action", "k8s.logs name=checkout namespace=staging tail=100"),
+    ]
+    await rig.event(
+        {
+            "type": "app_mention",
+            "user": "UEVE",
+            "text": "<@UBOT> shop",
+            "ts": "1700000000.000200",
+            "thread_ts": "1700000000.000100",
+            "channel": CHANNEL,
+            "event_ts": "1700000000.000200",
+        },
+        event_id="Ev2",
+    )
+    posts = await rig.slack.wait_for("chat.postMessage", 4)
+    assert {p["thread_ts"] for p in posts} == {"1700000000.000100"}
+    assert posts[1]["text"].startswith(
+        "Plan (offline): `k8s.logs name=checkout namespace=shop tail=100`"
+    )
+    assert posts[2]["text"].startswith("Allowed by rule *everyone reads*")
