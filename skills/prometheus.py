@@ -39,7 +39,8 @@ class HealthTemplates(BaseModel):
 
     ``{selector}`` is replaced by the label matchers of the service (and namespace), e.g.
     ``service="checkout",namespace="shop"``; ``{window}`` by the rate window; ``{step}`` (in
-    ``first_sample`` only) by a resolution of about a 300th of the window.
+    ``first_sample`` only) by a resolution of about a 300th of the window (1s to 15s; data
+    younger than one such step is looked for again at 1s).
 
     ``errors`` counts a service that has no 5xx series at all as 0 (``or vector(0)``), not
     as missing data. ``first_sample`` is the time of the oldest sample of the service's
@@ -426,17 +427,22 @@ class ServiceHealth(Skill[HealthArgs, Prometheus]):
         """The rate window: the configured one, or the part of it the service's data covers
         (with the time of its first sample) when that is shorter."""
         configured = parse_duration(tpl.window)
-        step = max(1, int(configured.total_seconds()) // 300)
-        first = await prom.instant(
-            tpl.first_sample.format(selector=selector, window=tpl.window, step=f"{step}s")
-        )
+        step = min(15, max(1, int(configured.total_seconds()) // 300))
+        first: list[dict[str, Any]] = []
+        tries = [(tpl.window, step)] + ([(f"{step}s", 1)] if step > 1 else [])
+        for window, resolution in tries:
+            first = await prom.instant(
+                tpl.first_sample.format(selector=selector, window=window, step=f"{resolution}s")
+            )
+            if first:
+                break
         if not first:
             return tpl.window, None
         oldest = datetime.fromtimestamp(float(first[0]["value"][1]), UTC)
         covered = math.ceil((datetime.now(UTC) - oldest).total_seconds())
         if covered >= configured.total_seconds() - step:
             return tpl.window, None
-        return format_duration(timedelta(seconds=max(2 * step, covered))), oldest
+        return format_duration(timedelta(seconds=max(2, covered))), oldest
 
     @staticmethod
     async def _unknown(prom: Prometheus, tpl: HealthTemplates, args: HealthArgs, where: str) -> str:
