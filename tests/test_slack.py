@@ -597,7 +597,7 @@ def test_approval_card_blocks_follow_its_state() -> None:
 async def test_a_question_takes_a_short_answer_in_its_thread(rig: SlackRig) -> None:
     """Issue 10, item 6: the bot's question offers the known choices as buttons, and a
     mention in its thread that answers it ("shop") runs the whole request there."""
-    await rig.mention("UEVE", "show me the errors in the checkout logs")
+    await rig.mention("UEVE", "show the checkout pod logs")
     [question] = await rig.slack.wait_for("chat.postMessage", 1)
     assert question["thread_ts"] == "1700000000.000100"
     assert "checkout exists in several namespaces: shop, staging" in question["text"]
