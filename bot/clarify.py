@@ -11,7 +11,8 @@ approval like any other request of the requester.
 
 Anything else drops the pending request and is handled as a new one: a message that asks for
 another skill ("show firing alerts") or fills nothing, a click on a button in the thread. A
-message from someone else in the thread leaves it for the requester. It expires after ``TTL``.
+message from someone else in the thread leaves it for the requester. It expires after ``TTL``
+(expired ones are deleted whenever a new question is kept).
 """
 
 from __future__ import annotations
@@ -101,7 +102,11 @@ class Clarifications:
             expires_at=at + self.ttl,
         )
         async with self.store.sessions() as session:
-            await session.execute(delete(ClarificationRow).where(ClarificationRow.thread == thread))
+            await session.execute(  # this thread's earlier question, and any that expired
+                delete(ClarificationRow).where(
+                    (ClarificationRow.thread == thread) | (ClarificationRow.expires_at <= at)
+                )
+            )
             session.add(row)
             await session.commit()
         return Pending.of(row)
