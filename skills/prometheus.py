@@ -164,6 +164,58 @@ def prometheus_error(exc: Exception) -> str:
     return f"Prometheus error: {text}"
 
 
+def _balanced(text: str) -> bool:
+    """Whether the brackets of ``text`` (outside quotes) close, in order."""
+    stack: list[str] = []
+    quote = ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'`":
+            quote = ch
+        elif ch in "([{":
+            stack.append(")]}"["([{".index(ch)])
+        elif ch in ")]}" and (not stack or stack.pop() != ch):
+            return False
+    return not stack and not quote
+
+
+_OPENING = re.compile(r"(?:[A-Za-z_:][\w:]*\s*)?[(\[{]\s*$")
+
+
+def as_written(text: str, expr: str | None) -> str | None:
+    """The PromQL expression the user wrote, where the router picked a balanced piece of an
+    unbalanced one (``http_requests_total[5m]`` out of ``rate(http_requests_total[5m]``) or
+    found none: such an expression does not parse, and Prometheus should say so about what
+    was written rather than answer a different query. ``expr`` otherwise."""
+    if expr and expr in text:
+        start = text.index(expr)
+        end = start + len(expr)
+    elif m := re.search(r"[A-Za-z_:][\w:]*\s*[(\[{]|\{", text):
+        start = end = m.start()
+    else:
+        return expr
+    while m := _OPENING.search(text[:start]):  # "sum(rate(" glued before it
+        start = m.start()
+    tail = text[end:]
+    closing = max(tail.rfind(c) for c in "()[]{}")
+    if closing >= 0:  # " by service)" after it: up to the end of that word
+        stop = re.search(r"\s|$", tail[closing:])
+        end += closing + (stop.start() if stop else 0)
+    written = text[start:end].strip()
+    if written == expr or _balanced(written):
+        return expr
+    return written
+
+
+def _route_query(parsed: Any, found: dict[str, Any]) -> dict[str, Any]:
+    """``route_args`` of the PromQL skills: the query as the user wrote it."""
+    query = as_written(str(getattr(parsed, "text", "")), found.get("query"))
+    if query:
+        found["query"] = query
+    return found
+
+
 def series_label(metric: dict[str, str]) -> str:
     name = metric.get("__name__", "")
     labels = ",".join(f'{k}="{v}"' for k, v in sorted(metric.items()) if k != "__name__")
@@ -212,20 +264,30 @@ class PrometheusQuery(Skill[QueryArgs, Prometheus]):
         "<logql>": -2.0,
     }
 
+    def route_args(self, parsed: Any, found: dict[str, Any]) -> dict[str, Any]:
+        return _route_query(parsed, found)
+
     async def run(self, args: QueryArgs, ctx: SkillContext[Prometheus]) -> SkillResult:
         params: dict[str, str] = {"time": args.time} if args.time else {}
         result: Any = await ctx.backend.call(lambda p: p.custom_query(args.query, params=params))
         limit = ctx.settings.max_rows
         if result and isinstance(result, list) and isinstance(result[0], dict):
             rows = []
+            # a range vector (``x[5m]``) has "values": its last sample, and how many there are
+            matrix = "values" in result[0]
             for sample in result:
-                value = float(sample.get("value", [0, "nan"])[1])
-                rows.append((value, series_label(sample.get("metric", {}))))
+                points = sample.get("values") or [sample.get("value", [0, "nan"])]
+                rows.append((float(points[-1][1]), series_label(sample.get("metric", {}))))
             rows.sort(key=lambda r: -r[0] if not math.isnan(r[0]) else math.inf)
             table = Table.bounded(
-                ["series", "value"], [[s, fmt(v)] for v, s in rows], limit, "series"
+                ["series", "last value" if matrix else "value"],
+                [[s, fmt(v)] for v, s in rows],
+                limit,
+                "series",
             )
-            summary = f"{len(rows)} series"
+            summary = f"{len(rows)} series" + (
+                " (a range vector: last sample each)" if matrix else ""
+            )
             return SkillResult(
                 summary=summary,
                 blocks=[Code(code=args.query, language="promql"), table],
@@ -276,6 +338,9 @@ class PrometheusRange(Skill[RangeArgs, Prometheus]):
         "log": -2.0,
         "<logql>": -2.0,
     }
+
+    def route_args(self, parsed: Any, found: dict[str, Any]) -> dict[str, Any]:
+        return _route_query(parsed, found)
 
     async def run(self, args: RangeArgs, ctx: SkillContext[Prometheus]) -> SkillResult:
         span = parse_duration(args.since)

@@ -52,6 +52,38 @@ async def test_rejected_promql_shows_prometheus_error(live: Engine) -> None:
     assert errors[-1].outcome == "failed"
 
 
+@pytest.mark.parametrize(
+    ("text", "sent"),
+    [
+        ("query rate(http_requests_total[5m]", "rate(http_requests_total[5m]"),
+        (
+            "query sum(rate(http_requests_total[5m])) by service)",
+            "sum(rate(http_requests_total[5m])) by service)",
+        ),
+        (
+            "graph rate(http_requests_total{service='cart'}[1m] over the last 1h",
+            "rate(http_requests_total{service='cart'}[1m]",
+        ),
+        ('promql: up{job="shop"', 'up{job="shop"'),
+    ],
+)
+async def test_promql_that_does_not_parse_is_sent_as_written(
+    live: Engine, text: str, sent: str
+) -> None:
+    """Never a balanced piece of it instead (``http_requests_total[5m]`` out of
+    ``rate(http_requests_total[5m]``): Prometheus' own error, on what the user wrote."""
+    thread = await say(live, text)
+    assert f"query={sent}" in thread.text.replace("'query': ", "query="), thread.text
+    assert "Prometheus rejected the query (bad_data)" in thread.text, thread.text
+    assert "parse error" in thread.text
+
+
+async def test_range_vector_query_shows_last_samples_not_nan(live: Engine) -> None:
+    thread = await say(live, 'promql: http_requests_total{service="cart"}[30s]')
+    assert "1 series (a range vector: last sample each)" in thread.text, thread.text
+    assert "series | last value" in thread.text and "NaN" not in thread.text
+
+
 async def test_range_chart_is_a_png_with_summary(live: Engine) -> None:
     thread = await say(live, "graph up over the last 30m")
     images = [b for m in thread.messages for b in m.blocks if isinstance(b, Image)]
