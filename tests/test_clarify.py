@@ -180,6 +180,24 @@ async def test_a_typed_namespace_answers_the_choice_as_the_requester(
     assert kmock.objects[kmock.resource(*DEPLOYMENTS), "staging", "checkout"]
 
 
+@pytest.mark.kmock(cls=ClusterEmulator)
+async def test_a_name_or_a_number_answers_what_is_missing(
+    opsbot_bot: TestBot, kmock: KubernetesEmulator, tmp_path: Path
+) -> None:
+    cluster(opsbot_bot, kmock, tmp_path)
+    asked = await opsbot_bot.ask("show the pod logs in shop", as_=ALICE)
+    assert "To run `k8s.logs` I need `name`" in asked.text
+    named = await opsbot_bot.ask("chekout", as_=ALICE, thread=asked[0].thread)  # grounded
+    assert "`k8s.logs name=checkout namespace=shop tail=100`" in named.text
+    assert "logs of 2 pod(s) of checkout" in named.text
+
+    scale = await opsbot_bot.ask("scale checkout in shop", as_=ALICE)
+    assert "To run `k8s.scale` I need `replicas`" in scale.text
+    sized = await opsbot_bot.ask("5", as_=ALICE, thread=scale[0].thread)
+    [approval] = sized.approvals
+    assert sized.card(approval).summary == "k8s.scale name=checkout namespace=shop replicas=5"
+
+
 async def test_close_names_and_tied_skills_are_offered_as_choices() -> None:
     inventory = Inventory()
     inventory.add("namespace", ["shop"])
