@@ -3,7 +3,9 @@
 These are opsbot's own settings; each backend (``opsbot.skills.base.Backend``) reads its own
 (``PROMETHEUS_URL``, ``KUBECONFIG``, ...) with its ``Config``. Variable names follow DESIGN.md ("Configuration"): the ecosystem's usual names where one
 exists (``PROMETHEUS_URL``, ``OPENAI_API_KEY``, ``SLACK_BOT_TOKEN``), ``OPSBOT_*`` otherwise.
-``opsbot.yaml`` (or the file named by ``OPSBOT_CONFIG``) may hold the same keys in lower case.
+``opsbot.yaml`` (or the file named by ``OPSBOT_CONFIG``, which must then exist) may hold the
+same keys in lower case. :func:`load_settings` raises :class:`~opsbot.errors.ConfigError`
+naming the variable (or the file's key) of a setting that does not parse.
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field
+import yaml
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from opsbot.errors import ConfigError
 
 
 def _env(*names: str) -> AliasChoices:
@@ -98,8 +104,17 @@ class Settings(BaseSettings):
     discord_gateway_url: str | None = Field(
         None, validation_alias=_env("DISCORD_GATEWAY_URL", "discord_gateway_url")
     )
-    http_host: str = Field("0.0.0.0", validation_alias=_env("OPSBOT_HTTP_HOST", "http_host"))
-    http_port: int = Field(8080, validation_alias=_env("OPSBOT_HTTP_PORT", "http_port"))
+    http_host: str = Field(
+        "0.0.0.0",
+        validation_alias=_env("OPSBOT_HTTP_HOST", "http_host"),
+        description="address opsbot serve listens on: every interface by default, as a "
+        "container needs; 127.0.0.1 keeps it to this machine",
+    )
+    http_port: int = Field(
+        8080,
+        validation_alias=_env("OPSBOT_HTTP_PORT", "http_port"),
+        description="port opsbot serve listens on",
+    )
 
     rollout_timeout: float = Field(
         300.0,
@@ -129,11 +144,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        yaml_file = Path(os.environ.get("OPSBOT_CONFIG", "opsbot.yaml"))
         return (
             init_settings,
             env_settings,
-            YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file),
+            YamlConfigSettingsSource(settings_cls, yaml_file=config_file()),
         )
 
     @property
@@ -141,6 +155,99 @@ class Settings(BaseSettings):
         return bool(self.openai_api_key or self.openai_base_url) and bool(self.llm_model)
 
 
+def config_file() -> Path:
+    """The settings file: ``OPSBOT_CONFIG``, else ``opsbot.yaml`` (read when it exists)."""
+    return Path(os.environ.get("OPSBOT_CONFIG") or "opsbot.yaml")
+
+
+def check_config_file() -> None:
+    """Raise :class:`ConfigError` when ``OPSBOT_CONFIG`` names a file that does not exist,
+    or the settings file is not YAML or not a mapping of settings."""
+    file = config_file()
+    if not file.is_file():
+        if os.environ.get("OPSBOT_CONFIG"):
+            raise ConfigError(
+                f"OPSBOT_CONFIG names {file}, which is not a file",
+                hint="fix the path, or unset OPSBOT_CONFIG to read ./opsbot.yaml when present",
+            )
+        return
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            f"{file}{where}: not valid YAML: {reason}",
+            hint=f"fix {file} (settings as `key: value` lines, e.g. `http_port: 8080`)",
+        ) from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(
+            f"{file}: settings are a mapping of `key: value` lines, not a {type(data).__name__}",
+            hint=f"fix {file}, e.g. `database_url: sqlite+aiosqlite:///opsbot.db`",
+        )
+
+
+def settings_error(exc: ValidationError, cls: type[BaseSettings], what: str = "") -> ConfigError:
+    """A :class:`ConfigError` naming, for each setting of ``cls`` that does not validate, the
+    environment variable (or settings-file key) it came from, its value and why; the hint says
+    what the first one is for and its default. ``what`` names whose settings these are."""
+    lines: list[str] = []
+    hint = ""
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        name, where, field = _setting_named(cls, loc[0] if loc else "")
+        value = error.get("input")
+        shown = repr(value) if isinstance(value, str | int | float | bool) else "(its value)"
+        path = ".".join([name, *loc[1:]])
+        whose = f" ({what})" if what else ""
+        lines.append(f"{path}={shown}{where}{whose}: {error['msg']}")
+        if not hint:
+            about = [str(field.description)] if field is not None and field.description else []
+            default = field.get_default(call_default_factory=True) if field else None
+            if field is not None and not field.is_required() and len(repr(default)) <= 40:
+                about.append(f"default {default!r}")
+            hint = f"fix or unset {name}" + (f" ({'; '.join(about)})" if about else "")
+    return ConfigError("\n".join(lines), hint=hint)
+
+
+def _setting_named(cls: type[BaseSettings], key: str) -> tuple[str, str, FieldInfo | None]:
+    """The name the user set the setting pydantic calls ``key`` by, where (`` in
+    opsbot.yaml`` or nothing for the environment), and its field: the environment variable
+    when that is set, else its key in the settings file (or the variable, when neither)."""
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    for field_name, info in cls.model_fields.items():
+        alias = info.validation_alias
+        aliases = [str(c) for c in alias.choices] if isinstance(alias, AliasChoices) else []
+        if key not in (field_name, *aliases):
+            continue
+        variables = [a for a in aliases if a.isupper()] or [(prefix + field_name).upper()]
+        in_env = {name.upper() for name in os.environ}
+        if found := next((v for v in variables if v in in_env), None):
+            return found, "", info
+        file = config_file()
+        keys = [a.lower() for a in aliases] or [(prefix + field_name).lower()]
+        written = _file_keys(file)
+        if found := next((k for k in keys if k in written), None):
+            return found, f" in {file}", info
+        return variables[0], "", info
+    return key, "", None
+
+
+def _file_keys(file: Path) -> set[str]:
+    try:
+        data = yaml.safe_load(file.read_text()) if file.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return set()
+    return {str(k).lower() for k in data} if isinstance(data, dict) else set()
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings from the environment and ``opsbot.yaml``; ``overrides`` win over both."""
-    return Settings(**overrides)
+    """Build settings from the environment and ``opsbot.yaml``; ``overrides`` win over both.
+    Raises :class:`ConfigError` for a missing ``OPSBOT_CONFIG`` file, a settings file that is
+    not YAML, or a setting that does not validate."""
+    check_config_file()
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise settings_error(exc, Settings) from None

@@ -2,12 +2,15 @@
 
 SQLite (``sqlite+aiosqlite://``) by default, PostgreSQL (``postgresql+asyncpg://``) by URL.
 The schema is owned by the Alembic migrations in ``bot/migrations``; :func:`open_store`
-upgrades the database to the newest revision before returning.
+upgrades the database to the newest revision before returning, and raises
+:class:`~opsbot.errors.DatabaseError` (naming the URL without its password) for a URL it
+cannot use or a database it cannot reach.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,7 +30,8 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -37,7 +41,13 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from opsbot.errors import DatabaseError
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: the drivers opsbot runs on (the migrations and tests cover these two)
+DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+SUPPORTED = "sqlite+aiosqlite (sqlite://) and postgresql+asyncpg (postgresql://, postgres://)"
+EXAMPLES = "sqlite+aiosqlite:///path/opsbot.db or postgresql+asyncpg://user:password@host/db"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -243,17 +253,65 @@ def _upgrade(sync_conn: Any) -> None:
     command.upgrade(config, "head")
 
 
+def shown_url(url: str | URL) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and logs)."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def database_url(url: str) -> URL:
+    """``url`` parsed, with its async driver; :class:`DatabaseError` when it is not a URL of
+    a supported database, or names an SQLite file in a folder that does not exist."""
+    hint = f"set OPSBOT_DATABASE_URL to e.g. {EXAMPLES}"
+    try:
+        parsed = make_url(normalise_url(url))
+    except ArgumentError:
+        raise DatabaseError(
+            f"OPSBOT_DATABASE_URL {shown_url(url)!r} is not a database URL", hint=hint
+        ) from None
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if DRIVERS.get(backend) != driver:
+        raise DatabaseError(
+            f"unsupported database URL {shown_url(parsed)}: the supported drivers are {SUPPORTED}",
+            hint=hint,
+        )
+    file = parsed.database or ""
+    if backend == "sqlite" and file and file != ":memory:" and not file.startswith("file:"):
+        folder = Path(file).parent
+        if not folder.is_dir():
+            raise DatabaseError(
+                f"cannot open the SQLite database {file}: the folder {folder} does not exist",
+                hint=f"create {folder}, or set OPSBOT_DATABASE_URL to a file in a folder "
+                "that exists",
+            )
+    return parsed
+
+
 async def open_store(url: str, *, migrate: bool = True) -> Store:
     """Connect to ``url`` and (by default) run the Alembic migrations up to ``head``.
 
-    Raises ``sqlalchemy.exc.OperationalError`` (or the driver's error) when the database
-    cannot be reached.
+    Raises :class:`DatabaseError` for a URL that is not one of a supported database, and when
+    the database cannot be reached (the message names the URL without its password).
     """
-    url = normalise_url(url)
+    parsed = database_url(url)
     kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
+    if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
-    engine = create_async_engine(url, **kwargs)
+    engine = create_async_engine(parsed, **kwargs)
+    try:
+        async with engine.connect():
+            pass
+    except (DBAPIError, OSError, TimeoutError) as exc:
+        await engine.dispose()
+        reason = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
+        raise DatabaseError(
+            f"cannot open the database {shown_url(parsed)}: {reason or type(exc).__name__}",
+            hint="check that the server runs and accepts this user, or fix OPSBOT_DATABASE_URL",
+        ) from exc
     if migrate:
         async with engine.begin() as conn:
             await conn.run_sync(_upgrade)

@@ -33,12 +33,13 @@ from typing import Any, ClassVar, Generic
 
 import structlog
 import yaml
-from pydantic import AliasChoices, BaseModel
+from pydantic import AliasChoices, BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from typing_extensions import TypeVar
 
-from opsbot.config import Settings, load_settings
+from opsbot.config import Settings, load_settings, settings_error
+from opsbot.errors import ConfigError
 from opsbot.model import Actor, Request, SkillResult
 
 log = structlog.get_logger(__name__)
@@ -408,7 +409,10 @@ def load_registry(
     """Every backend exposed through the ``opsbot.skills`` entry points (plus the built-ins
     when opsbot runs from a source tree without being installed), configured from the
     environment and ``opsbot.yaml``; ``settings.backends[name]`` and ``overrides[name]`` are
-    keyword settings of that backend that win over both (tests, the demo)."""
+    keyword settings of that backend that win over both (tests, the demo).
+
+    A backend whose settings do not validate is an error (:class:`~opsbot.errors.ConfigError`
+    naming the variable), not a backend silently left out."""
     settings = settings or load_settings()
     overrides = {**settings.backends, **(overrides or {})}
     registry = SkillRegistry()
@@ -432,8 +436,12 @@ def load_registry(
                 continue
             try:
                 backend = cls.from_settings(settings, **(overrides or {}).get(cls.name, {}))
-            except Exception as exc:  # a bad setting: the backend is left out, loudly
-                log.error("backend.config_invalid", backend=cls.name, error=str(exc))
-                continue
+            except ValidationError as exc:  # a bad setting: refuse to start, naming it
+                raise settings_error(exc, cls.Config, f"{cls.name} backend") from None
+            except Exception as exc:
+                raise ConfigError(
+                    f"the {cls.name} backend cannot be configured: {exc}",
+                    hint="fix its settings (`opsbot skills` names them), or uninstall it",
+                ) from exc
             registry.add_backend(backend)
     return registry
