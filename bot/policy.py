@@ -8,13 +8,17 @@ namespace one of its ``namespaces``. A namespaced skill called without a namespa
 matches rules that do not restrict namespaces, so a rule scoped to ``shop`` can never grant
 a cluster-wide call.
 
-Malformed files raise :class:`PolicyError` naming the file, line and reason.
+Malformed files raise :class:`PolicyError` naming the file, line and reason of every
+problem found. :meth:`Policy.warnings` names what is valid but probably not meant: skill
+patterns that match no installed skill, a policy without rules (it denies everything).
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import importlib.resources
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -24,14 +28,27 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from opsbot.durations import Duration, parse_duration
+from opsbot.errors import OpsbotError
 from opsbot.model import Actor
 
 #: the policy a new install runs with: ``policies/`` in the repository, ``opsbot/policies`` installed
 BUNDLED_POLICIES = Path(str(importlib.resources.files("opsbot.policies")))
 
 
-class PolicyError(ValueError):
-    """A policy file that cannot be used; ``str()`` is ``file:line: reason``."""
+class PolicyError(OpsbotError, ValueError):
+    """A policy file that cannot be used; ``str()`` is one ``file:line: reason`` line per
+    problem (:attr:`problems`)."""
+
+    label = "policy error"
+
+    def __init__(
+        self, message: str, hint: str = "fix it, then check it with `opsbot policy check`"
+    ) -> None:
+        super().__init__(message, hint)
+
+    @property
+    def problems(self) -> list[str]:
+        return self.message.splitlines()
 
 
 class Rule(BaseModel):
@@ -120,9 +137,13 @@ Decision = Allow | Deny | NeedsApproval
 class Policy:
     """A loaded policy. Use :meth:`decide` per invocation, :meth:`may_approve` per click."""
 
-    def __init__(self, doc: PolicyDoc, sources: list[str]) -> None:
+    def __init__(
+        self, doc: PolicyDoc, sources: list[str], lines: dict[tuple[int, str], str] | None = None
+    ) -> None:
         self.doc = doc
         self.sources = sources
+        #: (rule's index, skill pattern or "") -> "file:line" where it is written, when loaded
+        self.lines = lines or {}
         self._check_references()
 
     # -- loading -------------------------------------------------------------------------
@@ -141,26 +162,54 @@ class Policy:
         else:
             raise PolicyError(f"{path}: no such policy file or folder")
         merged = PolicyDoc()
+        problems: list[str] = []
+        lines: dict[tuple[int, str], str] = {}
         for file in files:
-            doc = _load_file(file)
+            try:
+                doc, node = _load_file(file)
+            except PolicyError as exc:
+                problems += exc.problems
+                continue
             for group, members in doc.groups.items():
                 merged.groups.setdefault(group, []).extend(members)
             merged.identities.update(doc.identities)
+            for i, rule in enumerate(doc.rules):
+                index = len(merged.rules) + i
+                lines[index, ""] = f"{file}:{_line_of(node, ('rules', i))}"
+                for j, pattern in enumerate(rule.skills):
+                    lines[index, pattern] = f"{file}:{_line_of(node, ('rules', i, 'skills', j))}"
             merged.rules.extend(doc.rules)
-        try:
-            return cls(merged, [str(f) for f in files])
-        except PolicyError as exc:
-            raise PolicyError(f"{', '.join(str(f) for f in files)}: {exc}") from None
+        for index, problem in _reference_problems(merged):
+            problems.append(f"{lines.get((index, ''), ', '.join(map(str, files)))}: {problem}")
+        if problems:
+            raise PolicyError("\n".join(problems))
+        return cls(merged, [str(f) for f in files], lines)
 
     def _check_references(self) -> None:
-        names: set[str] = set()
-        for rule in self.doc.rules:
-            if rule.name in names:
-                raise PolicyError(f"rule names must be unique: {rule.name!r} appears twice")
-            names.add(rule.name)
-            for subject in [*rule.subjects, *rule.approvers]:
-                if subject.startswith("group:") and subject[6:] not in self.doc.groups:
-                    raise PolicyError(f"rule {rule.name!r} names unknown group {subject!r}")
+        if problems := _reference_problems(self.doc):
+            raise PolicyError("\n".join(problem for _, problem in problems))
+
+    def warnings(self, skills: Collection[str]) -> list[str]:
+        """What is valid but probably not meant, given the installed ``skills``: a policy
+        without rules (deny-all), and skill patterns that match no installed skill (a typo,
+        or a skill whose package is not installed), with the closest name when one is close."""
+        if not self.doc.rules:
+            return [
+                f"{', '.join(self.sources)}: no rules, so every request is denied (deny by "
+                "default); add rules (see the bundled policies/default.yaml)"
+            ]
+        found: list[str] = []
+        for index, rule in enumerate(self.doc.rules):
+            for pattern in rule.skills:
+                if any(fnmatch.fnmatchcase(skill, pattern) for skill in skills):
+                    continue
+                where = self.lines.get((index, pattern), ", ".join(self.sources))
+                close = closest(pattern, skills)
+                found.append(
+                    f"{where}: rule {rule.name!r}: {pattern!r} matches no installed skill"
+                    + (f" (did you mean {close}?)" if close else "")
+                )
+        return found
 
     # -- subjects ------------------------------------------------------------------------
 
@@ -264,6 +313,26 @@ class Policy:
         return self._matches_subject(approvers, self.subjects_of(approver))
 
 
+def _reference_problems(doc: PolicyDoc) -> list[tuple[int, str]]:
+    """(rule's index, problem) for each repeated rule name and each unknown group named."""
+    problems: list[tuple[int, str]] = []
+    names: set[str] = set()
+    for index, rule in enumerate(doc.rules):
+        if rule.name in names:
+            problems.append((index, f"rule names must be unique: {rule.name!r} appears twice"))
+        names.add(rule.name)
+        for subject in [*rule.subjects, *rule.approvers]:
+            if subject.startswith("group:") and subject[6:] not in doc.groups:
+                problems.append((index, f"rule {rule.name!r} names unknown group {subject!r}"))
+    return problems
+
+
+def closest(name: str, names: Collection[str]) -> str | None:
+    """The name in ``names`` closest to ``name`` (a likely typo's fix), if one is close."""
+    found = difflib.get_close_matches(name, list(names), n=1, cutoff=0.75)
+    return found[0] if found else None
+
+
 def _glob_in(pattern: str, subjects: set[str]) -> bool:
     return any(fnmatch.fnmatchcase(s, pattern) for s in subjects)
 
@@ -271,7 +340,9 @@ def _glob_in(pattern: str, subjects: set[str]) -> bool:
 # -- file loading with line numbers --------------------------------------------------------
 
 
-def _load_file(file: Path) -> PolicyDoc:
+def _load_file(file: Path) -> tuple[PolicyDoc, yaml.Node | None]:
+    """The file's policy and its YAML node (for line numbers); :class:`PolicyError` naming
+    every problem in it, a misspelt key first (it explains the missing ones that follow)."""
     text = file.read_text()
     try:
         node = yaml.compose(text)
@@ -286,18 +357,23 @@ def _load_file(file: Path) -> PolicyDoc:
     if not isinstance(data, dict):
         raise PolicyError(f"{file}:1: a policy is a mapping with groups, identities and rules")
     try:
-        return PolicyDoc.model_validate(data)
+        return PolicyDoc.model_validate(data), node
     except ValidationError as exc:
-        errors = exc.errors()
-        # a misspelt key explains the "field required" errors that follow it: report it first
-        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-        loc = [str(p) for p in err["loc"]]
-        line = _line_of(node, err["loc"])
-        where = ".".join(loc) or "(top)"
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = f"unknown key {loc[-1]!r}"
-        raise PolicyError(f"{file}:{line}: {where}: {message}") from None
+        errors = sorted(
+            exc.errors(),
+            key=lambda e: (e["type"] != "extra_forbidden", _line_of(node, e["loc"])),
+        )
+        problems: list[str] = []
+        for err in errors:
+            loc = [str(p) for p in err["loc"]]
+            where = ".".join(loc) or "(top)"
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                message = f"unknown key {loc[-1]!r}"
+            problem = f"{file}:{_line_of(node, err['loc'])}: {where}: {message}"
+            if problem not in problems:
+                problems.append(problem)
+        raise PolicyError("\n".join(problems)) from None
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int:

@@ -110,3 +110,52 @@ def test_folder_merges_files_in_order(tmp_path: Path) -> None:
 def test_may_approve_uses_current_groups(policy: Policy) -> None:
     assert policy.may_approve(BOB, ["group:oncall"])
     assert not policy.may_approve(EVE, ["group:oncall"])
+
+
+def test_every_problem_of_a_folder_is_reported_at_once(tmp_path: Path) -> None:
+    (tmp_path / "10-a.yaml").write_text(
+        "rules:\n  - name: a\n    subjects: ['*']\n    skills: [help]\n    effect: maybe\n"
+        "  - name: b\n    subjects: ['*']\n    skils: [help]\n    effect: allow\n"
+    )
+    (tmp_path / "20-b.yaml").write_text("rules: [\n")
+    with pytest.raises(PolicyError) as err:
+        Policy.load(tmp_path)
+    assert err.value.problems == [
+        f"{tmp_path / '10-a.yaml'}:8: rules.1.skils: unknown key 'skils'",
+        f"{tmp_path / '10-a.yaml'}:5: rules.0.effect: Input should be 'allow', 'deny' or 'approve'",
+        f"{tmp_path / '10-a.yaml'}:6: rules.1.skills: Field required",
+        f"{tmp_path / '20-b.yaml'}:2: invalid YAML: expected the node content, but found "
+        "'<stream end>'",
+    ]
+    (tmp_path / "10-a.yaml").write_text(
+        "rules:\n  - {name: a, subjects: [group:x], skills: [help], effect: allow}\n"
+        "  - {name: a, subjects: ['*'], skills: [help], effect: allow, reason: twice}\n"
+        "  - {name: c, subjects: ['*'], skills: [help], effect: approve, approvers: [group:y]}\n"
+    )
+    (tmp_path / "20-b.yaml").unlink()
+    with pytest.raises(PolicyError) as err:
+        Policy.load(tmp_path)
+    where = tmp_path / "10-a.yaml"
+    assert err.value.problems == [
+        f"{where}:2: rule 'a' names unknown group 'group:x'",
+        f"{where}:3: rule names must be unique: 'a' appears twice",
+        f"{where}:4: rule 'c' names unknown group 'group:y'",
+    ]
+
+
+def test_warnings_name_patterns_that_match_no_installed_skill(tmp_path: Path) -> None:
+    skills = ["alerts.list", "alerts.silence", "help", "k8s.restart"]
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - name: readers\n    subjects: ['*']\n    effect: allow\n"
+        "    skills: ['alerts.*', help, alerts.silenc, 'logs.*']\n"
+    )
+    assert Policy.load(path).warnings(skills) == [
+        f"{path}:5: rule 'readers': 'alerts.silenc' matches no installed skill "
+        "(did you mean alerts.silence?)",
+        f"{path}:5: rule 'readers': 'logs.*' matches no installed skill",
+    ]
+    path.write_text("groups: {}\n")
+    [deny_all] = Policy.load(path).warnings(skills)
+    assert deny_all.startswith(f"{path}: no rules, so every request is denied")
