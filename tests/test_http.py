@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
+import structlog
 from aiohttp.test_utils import TestClient, TestServer
 
-from opsbot.adapters.http import make_app
+from opsbot.adapters.http import make_app, serve
 from opsbot.audit import AuditEvent
-from opsbot.services import Services
+from opsbot.policy import Policy
+from opsbot.services import Services, build_services
+from tests.conftest import make_settings
 
 
 async def client_for(services: Services) -> TestClient:  # type: ignore[type-arg]
@@ -44,6 +50,50 @@ async def test_audit_page_shows_records_and_chain_state(sqlite_services: Service
         assert "<script>x" not in page and "&lt;script&gt;" in page
     finally:
         await client.close()
+
+
+async def test_audit_page_answers_a_bad_parameter_with_400(sqlite_services: Services) -> None:
+    client = await client_for(sqlite_services)
+    try:
+        for hours in ("abc", "0", "1e3", "99999"):
+            answer = await client.get(f"/audit?hours={hours}")
+            assert answer.status == 400, hours
+            assert (await answer.text()) == (
+                f"hours must be a whole number from 1 to 2160, not {hours!r}\n"
+            )
+        assert (await client.get("/audit?hours=48")).status == 200
+        assert (await client.get("/audit?hours=")).status == 200  # the form's empty field
+    finally:
+        await client.close()
+
+
+async def test_serve_warns_when_no_chat_adapter_is_configured(
+    tmp_path: Path, policy: Policy, unused_tcp_port: int
+) -> None:
+    settings = make_settings(
+        f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}",
+        tmp_path,
+        http_host="127.0.0.1",
+        http_port=unused_tcp_port,
+        slack_bot_token=None,
+        discord_token=None,
+    )
+    services = await build_services(settings, policy=policy)
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(serve(services))
+        try:
+            for _ in range(100):
+                if any(e["event"] == "http.listening" for e in logs):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await services.close()
+    [warning] = [e for e in logs if e["event"] == "adapter.none_configured"]
+    assert warning["log_level"] == "warning"
+    assert "only the HTTP endpoints answer" in warning["effect"]
+    assert "SLACK_BOT_TOKEN" in warning["fix"] and "DISCORD_TOKEN" in warning["fix"]
 
 
 async def test_alertmanager_webhook_accepts_and_rejects(sqlite_services: Services) -> None:

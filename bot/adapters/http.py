@@ -57,9 +57,23 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """Query parameter ``name`` as a whole number from ``low`` to ``high``; a bad one is
+    answered 400 with a message naming it (never a 500)."""
+    raw = request.query.get(name, "").strip()
+    if not raw:
+        return default
+    value = int(raw) if raw.isdigit() else None
+    if value is None or not low <= value <= high:
+        raise web.HTTPBadRequest(
+            text=f"{name} must be a whole number from {low} to {high}, not {raw[:40]!r}\n"
+        )
+    return value
+
+
 async def audit_page(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    since_h = min(max(int(request.query.get("hours", "24") or 24), 1), 24 * 90)
+    since_h = int_param(request, "hours", 24, 1, 24 * 90)
     records = await services.audit.search(
         since=datetime.now(UTC) - timedelta(hours=since_h),
         actor=request.query.get("actor") or None,
@@ -174,6 +188,12 @@ async def serve(services: Services) -> None:
         bot = DiscordAdapter(engine, settings)
         posters[DISCORD] = bot.post
         tasks.append(asyncio.create_task(bot.run(), name="discord"))
+    if not posters:
+        log.warning(
+            "adapter.none_configured",
+            effect="no chat adapter runs: only the HTTP endpoints answer",
+            fix="set SLACK_BOT_TOKEN with SLACK_APP_TOKEN or SLACK_SIGNING_SECRET, or DISCORD_TOKEN",
+        )
 
     async def announce(message: Any) -> None:
         poster = posters.get(message.thread.split(":", 1)[0])
