@@ -1,30 +1,143 @@
-"""The ``opsbot`` command line (typer), as in DESIGN.md's "Command line" contract."""
+"""The ``opsbot`` command line (typer), as in DESIGN.md's "Command line" contract.
+
+Errors are turned into messages in one place, :class:`Cli` (the command group): a problem the
+user can fix (:class:`~opsbot.errors.OpsbotError`: a bad setting, database URL or policy; a
+bad command line; a port in use; a missing file) prints one or two lines naming it and the
+fix, and exits 1 (64 for a bad command line); ``--debug`` or ``OPSBOT_LOG_LEVEL=debug`` shows
+the traceback instead. ``opsbot ask`` exits with the request's outcome (:data:`ASK_EXIT`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import io
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table as RichTable
+from typer.core import TyperGroup
 
 from opsbot.config import Settings, load_settings
 from opsbot.durations import parse_duration
-from opsbot.model import Actor
-from opsbot.policy import Allow, Deny, Policy, PolicyError
+from opsbot.errors import ConfigError, OpsbotError
+from opsbot.model import Actor, Outcome
+from opsbot.policy import Allow, Deny, Policy, PolicyError, closest
 from opsbot.telemetry import configure_logging
 
 if TYPE_CHECKING:
+    from opsbot.adapters.shell import ShellRenderer
+    from opsbot.model import ApprovalCard, Message
     from opsbot.services import Services
 
 T = TypeVar("T")
+#: the click that typer runs on (recent typers vendor their own copy, ``typer._click``)
+_click: Any = sys.modules[typer.BadParameter.__module__]
+
+#: exit code of a bad command line (sysexits' EX_USAGE): not 2, which ``ask`` uses for "denied"
+USAGE = 64
+#: ``opsbot ask``'s exit code by outcome (README, "Exit codes"); 4: the backend it needs is
+#: not configured (a failure or error whose skill's backend misses settings)
+ASK_EXIT = {
+    Outcome.OK: 0,
+    Outcome.APPROVAL: 0,
+    Outcome.FAILED: 1,
+    Outcome.ERROR: 1,
+    Outcome.DENIED: 2,
+    Outcome.CLARIFY: 3,
+    Outcome.UNMATCHED: 3,
+}
+NOT_CONFIGURED = 4
+
+
+class _Debug:
+    """Whether errors show their traceback: ``--debug`` or ``OPSBOT_LOG_LEVEL=debug``."""
+
+    on = False
+
+
+def _log_level(default: str) -> str:
+    level = os.environ.get("OPSBOT_LOG_LEVEL", "").upper()
+    if _Debug.on:
+        return "DEBUG"
+    return level if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else default
+
+
+def _say(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+def explain_error(exc: BaseException) -> int:
+    """Print what went wrong and how to fix it (one or two lines), return the exit code."""
+    if isinstance(exc, _click.UsageError):
+        command = exc.ctx.command_path if exc.ctx else "opsbot"
+        _say(f"error: {exc.format_message()}")
+        _say(f"  see `{command} --help`")
+        return USAGE
+    if isinstance(exc, _click.ClickException):
+        _say(f"error: {exc.format_message()}")
+        return int(exc.exit_code)
+    if isinstance(exc, typer.Abort):
+        _say("aborted")
+        return 1
+    if isinstance(exc, OpsbotError):
+        for line in exc.message.splitlines():
+            _say(f"{exc.label}: {line}")
+        if exc.hint:
+            _say(f"  {exc.hint}")
+        return 1
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        _say(f"error: cannot listen: {exc.strerror or exc}")
+        _say("  another process listens there: stop it, or set OPSBOT_HTTP_PORT (OPSBOT_HTTP_HOST)")
+        return 1
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        _say(f"error: {exc.strerror or exc}{where}")
+        return 1
+    _say(f"error: unexpected {type(exc).__name__}: {exc}")
+    _say("  this is a bug in opsbot; run again with --debug to see where")
+    return 1
+
+
+class Cli(TyperGroup):
+    """opsbot's command group: the one place where errors become messages and exit codes."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        _Debug.on = os.environ.get("OPSBOT_LOG_LEVEL", "").lower() == "debug"
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.Exit as exc:
+            code = exc.exit_code
+        except Exception as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # ``opsbot``: the help is printed
+                code = USAGE
+            elif _Debug.on and not isinstance(exc, _click.ClickException):
+                raise
+            else:
+                code = explain_error(exc)
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
 app = typer.Typer(
+    cls=Cli,
+    name="opsbot",
     no_args_is_help=True,
     add_completion=False,
     help="opsbot: ChatOps with approvals and an audit log.",
@@ -34,7 +147,35 @@ policy_app = typer.Typer(no_args_is_help=True, help="Validate and explain polici
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
 
-AsOption = Annotated[str, typer.Option("--as", help="identity, e.g. shell:alice")]
+
+def _identity(value: str | None) -> str | None:
+    if value is not None and (":" not in value or value.startswith(":") or value.endswith(":")):
+        raise typer.BadParameter(f"takes platform:user (e.g. shell:alice), not {value!r}")
+    return value
+
+
+def _duration(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_duration(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+AsOption = Annotated[
+    str,
+    typer.Option("--as", help="Who you are: platform:user, e.g. shell:alice.", callback=_identity),
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(help="Only records newer than this, e.g. 30m, 2h, 1d.", callback=_duration),
+]
+ActorFilter = Annotated[
+    str | None, typer.Option("--actor", help="Only records whose actor contains this.")
+]
+SkillFilter = Annotated[str | None, typer.Option("--skill", help="Only records of this skill.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
 
 
 def _run(fn: Callable[[], Awaitable[T]]) -> T:
@@ -70,12 +211,7 @@ async def _services(
 ) -> Services:
     from opsbot.services import build_services
 
-    settings = settings or load_settings()
-    try:
-        return await build_services(settings, backends=backends)
-    except PolicyError as exc:
-        typer.echo(f"policy error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    return await build_services(settings or load_settings(), backends=backends)
 
 
 async def _engine(services: Services) -> Any:
@@ -100,9 +236,6 @@ async def _engine(services: Services) -> Any:
 
 
 def _actor(identity: str) -> Actor:
-    if ":" not in identity:
-        typer.echo(f"--as takes platform:user (e.g. shell:alice), not {identity!r}", err=True)
-        raise typer.Exit(2)
     return Actor(id=identity)
 
 
@@ -122,12 +255,21 @@ def _options(
             "--version", callback=_print_version, is_eager=True, help="Print the version."
         ),
     ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help="Show the traceback of an error, and debug logs (also: OPSBOT_LOG_LEVEL=debug).",
+        ),
+    ] = False,
 ) -> None:
-    pass
+    if debug:
+        _Debug.on = True
+        configure_logging("DEBUG")
 
 
 def main() -> None:
-    configure_logging("WARNING")
+    configure_logging(_log_level("WARNING"))
     app()
 
 
@@ -143,19 +285,21 @@ def shell(as_: AsOption = "shell:alice") -> None:
 
 @app.command()
 def demo(as_: AsOption = "shell:alice") -> None:
-    """The terminal chat against a local real Prometheus + Alertmanager with live data
-    (started here and stopped on exit), unless PROMETHEUS_URL/ALERTMANAGER_URL are set."""
+    """The terminal chat against a local real Prometheus + Alertmanager with live data and an
+    emulated Kubernetes API (started here, stopped on exit), unless PROMETHEUS_URL or
+    ALERTMANAGER_URL are set. Approvals and audit go to a database of this stack's own,
+    unless OPSBOT_DATABASE_URL (or database_url in opsbot.yaml) names one."""
     from opsbot.demo import LocalStack
 
     actor = _actor(as_)
+    settings = load_settings()
     stack = None
     backends: dict[str, dict[str, Any]] = {}
     if not (os.environ.get("PROMETHEUS_URL") or os.environ.get("ALERTMANAGER_URL")):
         try:
             stack = LocalStack().start()
         except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
-            typer.echo(f"cannot start the local stack: {exc}", err=True)
-            raise typer.Exit(1) from None
+            raise ConfigError(f"cannot start the local stack: {exc}") from None
         backends = {
             "prometheus": {"url": stack.prometheus_url},
             "alertmanager": {"url": stack.alertmanager_url},
@@ -165,28 +309,124 @@ def demo(as_: AsOption = "shell:alice") -> None:
             "(HighErrorRate fires within seconds)",
             err=True,
         )
+        if "database_url" not in settings.model_fields_set:
+            settings = load_settings(database_url=stack.database_url)
+            typer.echo(
+                f"this demo's own database: {stack.database_url} (approve from another "
+                f"terminal with OPSBOT_DATABASE_URL={stack.database_url} opsbot approve ID "
+                "--as shell:bob)",
+                err=True,
+            )
 
     try:
-        _with_services(lambda services: _chat(services, actor), backends=backends)
+        _with_services(lambda services: _chat(services, actor), settings, backends=backends)
     finally:
         if stack:
             stack.stop()
 
 
+def _ask_renderer(console: Console, services: Services) -> ShellRenderer:
+    """The shell's renderer, except that an open approval card says how to decide it with
+    this command line (``opsbot approve ID --as ...``), naming who may."""
+    from opsbot.adapters.markup import card_votes
+    from opsbot.adapters.shell import ShellRenderer, to_rich
+
+    class AskRenderer(ShellRenderer):
+        def _card(self, card: ApprovalCard, prefix: str, style: str, plain: bool) -> None:
+            first = card.approval_id not in self._cards
+            self._cards.add(card.approval_id)
+            self._say(prefix, to_rich(card.head()), style)
+            if first and card.preview:
+                self._code(card.preview, prefix, plain)
+            if first and card.status:
+                self._say(prefix, to_rich(card.status), style)
+            if votes := card_votes(card, str):
+                self._say(prefix, to_rich(votes), style)
+            if card.open:
+                who = _approvers(services.policy, card.approvers, card.requester)
+                example = who[0] if who else "APPROVER"
+                self._literal(
+                    f"{prefix}to approve: opsbot approve {card.approval_id} --as {example}"
+                    + (f"  (any of {', '.join(who)})" if len(who) > 1 else "")
+                )
+                self._literal(
+                    f"{prefix}to deny:    opsbot deny {card.approval_id} --as {example} "
+                    "--reason WHY"
+                )
+
+    return AskRenderer(console, services.settings.chart_dir)
+
+
+def _approvers(policy: Policy, approvers: list[str], requester: str) -> list[str]:
+    """The identities the policy's groups name among ``approvers`` (not the requester)."""
+    found: list[str] = []
+    for subject in approvers:
+        members = policy.doc.groups.get(subject[6:], []) if subject.startswith("group:") else []
+        for member in members or [subject]:
+            if member != requester and "*" not in member and member not in found:
+                found.append(member)
+    return found
+
+
 @app.command()
-def ask(text: str, as_: AsOption = "shell:alice", channel: str = "shell") -> None:
-    """Send one request; print the bot's messages (and any approval id)."""
-    from opsbot.adapters.shell import ShellRenderer
+def ask(
+    text: Annotated[str, typer.Argument(help="The request, in your own words.")],
+    as_: AsOption = "shell:alice",
+    channel: Annotated[
+        str, typer.Option(help="Channel the request counts as made in (policies may scope to it).")
+    ] = "shell",
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the outcome and the thread's messages as JSON."),
+    ] = False,
+) -> None:
+    """Send one request; print the bot's messages (and how to approve it, if it needs that).
+
+    Exits 0 when done or when an approval was opened, 1 when it failed, 2 when policy denied
+    it, 3 when the bot needs more input (it asked a question or did not understand), 4 when the
+    backend it needs is not configured.
+    """
     from opsbot.engine import Engine
     from opsbot.model import Request
 
     actor = _actor(as_)
+    request = Request(actor=actor, channel=channel, text=text)
 
-    async def go(services: Services) -> None:
-        renderer = ShellRenderer(Console(), services.settings.chart_dir)
-        await Engine(services).handle(Request(actor=actor, channel=channel, text=text), renderer)
+    async def go(services: Services) -> tuple[Outcome, int, list[Message]]:
+        console = Console(file=io.StringIO()) if as_json else Console()
+        renderer = _ask_renderer(console, services)
+        outcome = await Engine(services).handle(request, renderer)
+        code = ASK_EXIT.get(outcome, 1)
+        if code == 1 and await _backend_missing(services, request.id):
+            code = NOT_CONFIGURED
+        return outcome, code, renderer.messages
 
-    _with_services(go)
+    outcome, code, messages = _with_services(go)
+    if as_json:
+        dumped = [
+            m.model_dump(mode="json", exclude={"blocks": {"__all__": {"data"}}}) for m in messages
+        ]
+        print(
+            json.dumps(
+                {
+                    "outcome": outcome.value,
+                    "exit_code": code,
+                    "request_id": request.id,
+                    "messages": dumped,
+                },
+                indent=2,
+            )
+        )
+    raise typer.Exit(code)
+
+
+async def _backend_missing(services: Services, request_id: str) -> bool:
+    """Whether a skill this request planned belongs to a backend that is not configured."""
+    records = await services.audit.search(request_id=request_id, limit=1000)
+    for name in {r.skill for r in records if r.skill}:
+        if services.registry.get(name) and services.registry.backend_of(name).missing():
+            return True
+    return False
 
 
 def _decide(approval_id: str, identity: str, verdict: str, reason: str) -> None:
@@ -208,32 +448,43 @@ def _decide(approval_id: str, identity: str, verdict: str, reason: str) -> None:
         raise typer.Exit(1)
 
 
+ApprovalId = Annotated[str, typer.Argument(help="The approval's id, as `opsbot ask` printed it.")]
+
+
 @app.command()
-def approve(approval_id: str, as_: AsOption, reason: str = "") -> None:
+def approve(
+    approval_id: ApprovalId,
+    as_: AsOption,
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")] = "",
+) -> None:
     """Approve a pending request as an approver; runs it once enough approvals are in."""
     _decide(approval_id, as_, "approve", reason)
 
 
 @app.command()
-def deny(approval_id: str, as_: AsOption, reason: str = "") -> None:
+def deny(
+    approval_id: ApprovalId,
+    as_: AsOption,
+    reason: Annotated[str, typer.Option(help="Why (shown in the thread and the audit log).")] = "",
+) -> None:
     """Deny a pending request."""
     _decide(approval_id, as_, "deny", reason)
 
 
 @app.command()
 def serve() -> None:
-    """Run the configured adapters and the HTTP server (health, metrics, audit, webhooks)."""
+    """Run the configured adapters and the HTTP server (health, metrics, audit, webhooks) on
+    OPSBOT_HTTP_HOST:OPSBOT_HTTP_PORT (default 0.0.0.0:8080)."""
     from opsbot.adapters.http import serve as serve_http
 
-    configure_logging("INFO")
+    configure_logging(_log_level("INFO"))
     _with_services(serve_http)
 
 
 @app.command()
-def skills() -> None:
+def skills(as_json: JsonOption = False) -> None:
     """List installed skills with their risk, and their backend's health (configured?
     reachable? version)."""
-    from opsbot.model import Table
     from opsbot.skills.base import load_registry
 
     async def health() -> Any:
@@ -255,17 +506,27 @@ def skills() -> None:
             state = f"unreachable: {h.detail[:80]}"
         else:
             state = "ok" + (f" ({h.version})" if h.version else "")
-        rows.append([skill.name, skill.risk.value, backend.name, skill.summary, state])
-    _print_table(Table(columns=["skill", "risk", "backend", "summary", "status"], rows=rows))
+        rows.append([skill.name, skill.risk.value, backend.name, state, skill.summary])
+    columns = ["skill", "risk", "backend", "status", "summary"]
+    if as_json:
+        print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], indent=2))
+        return
+    _print_table(columns, rows, title=f"{len(rows)} skills")
 
 
-def _print_table(table: Any) -> None:
-    from opsbot.adapters.shell import ShellRenderer
-    from opsbot.model import Message, Step
-
-    ShellRenderer(Console(), Path(".")).render(
-        Message(thread="-", step=Step.RESULT, blocks=[table])
-    )
+def _print_table(
+    columns: list[str], rows: list[list[str]], *, title: str = "", note: str = ""
+) -> None:
+    """A rich table on stdout (wide enough not to wrap when piped), then ``note``."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 200))
+    table = RichTable(*columns, title=title or None, title_justify="left", header_style="bold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if note:
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
 
 
 # -- eval ----------------------------------------------------------------------------------
@@ -273,21 +534,38 @@ def _print_table(table: Any) -> None:
 
 @app.command("eval")
 def eval_(
-    dataset: Path,
-    planner: Annotated[str, typer.Option(help="offline | llm")] = "offline",
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable report")] = False,
+    dataset: Annotated[
+        Path,
+        typer.Argument(
+            help="YAML list of cases (text, expect: {skill, args}), e.g. eval/routing-dev.yaml.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ],
+    planner: Annotated[str, typer.Option(help="Which planner routes: offline | llm.")] = "offline",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
 ) -> None:
     """Measure routing accuracy on a dataset; one line per miss, then the accuracy.
 
     ``--planner llm`` asks the configured model (OPENAI_BASE_URL, OPSBOT_LLM_MODEL) to route each
     case (its first tool call is the plan; nothing is executed) and reports tokens and latency.
     """
+    import yaml
+    from pydantic import ValidationError
+
     from opsbot.evaluation import load_cases
 
     if planner not in ("offline", "llm"):
-        typer.echo(f"unknown planner {planner!r}: use offline or llm", err=True)
-        raise typer.Exit(2)
-    cases = load_cases(dataset)
+        raise typer.BadParameter(f"unknown planner {planner!r}: use offline or llm")
+    try:
+        cases = load_cases(dataset)
+    except (yaml.YAMLError, ValueError, ValidationError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise OpsbotError(
+            f"{dataset} is not an eval dataset: {reason}",
+            hint="a YAML list of `- text: ...` / `expect: {skill: ..., args: {...}}` cases",
+        ) from None
     report, sizes = _run(lambda: _evaluate(cases, planner))
     if as_json:
         print(
@@ -333,20 +611,17 @@ async def _evaluate(cases: list[Any], planner_name: str) -> tuple[Any, dict[str,
             planner: Any = OfflineRouter()
             if planner_name == "llm":
                 if not settings.llm_configured:
-                    typer.echo(
-                        "--planner llm needs OPENAI_BASE_URL or OPENAI_API_KEY, and OPSBOT_LLM_MODEL",
-                        err=True,
+                    raise ConfigError(
+                        "--planner llm needs a model",
+                        hint="set OPENAI_BASE_URL or OPENAI_API_KEY, and OPSBOT_LLM_MODEL",
                     )
-                    raise typer.Exit(2)
                 try:
                     planner = LLMPlanner(services, fallback=OfflineRouter())
                 except LLMUnavailable as exc:
-                    typer.echo(f"LLM planner unavailable: {exc}", err=True)
-                    raise typer.Exit(2) from None
+                    raise ConfigError(f"LLM planner unavailable: {exc}") from None
                 problem = await planner.check()
                 if problem:
-                    typer.echo(f"LLM planner unavailable: {problem}", err=True)
-                    raise typer.Exit(2)
+                    raise ConfigError(f"LLM planner unavailable: {problem}")
             report = await evaluate(cases, planner, registry, policy)
             full = list(registry)
             reader = Actor(id="eval:read-only")
@@ -370,39 +645,70 @@ async def _evaluate(cases: list[Any], planner_name: str) -> tuple[Any, dict[str,
 def _load_policy(path: Path | None) -> Policy:
     from opsbot.services import policy_path
 
-    target = path or policy_path(load_settings())
-    try:
-        return Policy.load(target)
-    except PolicyError as exc:
-        typer.echo(f"policy error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    return Policy.load(path or policy_path(load_settings()))
+
+
+def _skill_names() -> list[str]:
+    from opsbot.skills.base import load_registry
+
+    return [skill.name for skill in load_registry()]
 
 
 @policy_app.command("check")
 def policy_check(
-    path: Annotated[Path | None, typer.Argument(help="file or folder")] = None,
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="Policy file or folder (default: OPSBOT_POLICY_PATH, else bundled)."),
+    ] = None,
+    strict: Annotated[bool, typer.Option(help="Exit 1 on warnings too (for CI).")] = False,
 ) -> None:
-    """Validate a policy file or folder (file:line: reason on error)."""
-    policy = _load_policy(path)
+    """Validate a policy file or folder: every problem as file:line: reason, then warnings
+    (skill patterns that match no installed skill, a policy without rules)."""
+    try:
+        policy = _load_policy(path)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(f"policy error: {problem}")
+        print(f"policy invalid: {len(exc.problems)} problem(s)")
+        raise typer.Exit(1) from None
     print(
         f"ok: {len(policy.doc.rules)} rules, {len(policy.doc.groups)} groups in {', '.join(policy.sources)}"
     )
+    warnings = policy.warnings(_skill_names())
+    for warning in warnings:
+        print(f"warning: {warning}")
+    if warnings and strict:
+        raise typer.Exit(1)
 
 
 @policy_app.command("explain")
 def policy_explain(
-    skill: str,
+    skill: Annotated[str, typer.Argument(help="Skill name, e.g. k8s.scale.")],
     as_: AsOption,
-    namespace: str | None = None,
-    channel: str = "",
-    path: Annotated[Path | None, typer.Option(help="policy file or folder")] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="Namespace of the call, for namespaced skills.")
+    ] = None,
+    channel: Annotated[str, typer.Option(help="Channel the call is made in.")] = "",
+    path: Annotated[
+        Path | None,
+        typer.Option(help="Policy file or folder (default: OPSBOT_POLICY_PATH, else bundled)."),
+    ] = None,
 ) -> None:
     """Show which rule decides a call and what it says."""
     from opsbot.skills.base import load_registry
 
     policy = _load_policy(path)
     actor = _actor(as_)
-    known = load_registry().get(skill)
+    registry = load_registry()
+    known = registry.get(skill)
+    if known is None:
+        close = closest(skill, [s.name for s in registry])
+        typer.echo(
+            f"warning: no installed skill is named {skill!r}"
+            + (f" (did you mean {close}?)" if close else " (`opsbot skills` lists them)")
+            + "; explaining the name as given",
+            err=True,
+        )
     namespaced = known.namespaced if known else namespace is not None
     decision = policy.decide(
         actor, skill, channel=channel, namespace=namespace, namespaced=namespaced
@@ -428,20 +734,37 @@ def _since(since: str | None) -> datetime | None:
 
 @audit_app.command("list")
 def audit_list(
-    since: str | None = None,
-    actor: str | None = None,
-    skill: str | None = None,
-    limit: int = 50,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    since: SinceOption = None,
+    actor: ActorFilter = None,
+    skill: SkillFilter = None,
+    limit: Annotated[
+        int, typer.Option(min=1, help="Show at most this many records (the newest).")
+    ] = 50,
+    offset: Annotated[
+        int, typer.Option(min=0, help="Skip this many of the newest records (to page back).")
+    ] = 0,
+    as_json: JsonOption = False,
 ) -> None:
-    """Recent audit records, oldest first."""
-    from opsbot.model import Table
-
+    """Recent audit records, oldest first; says when older ones are left out and how to see
+    them."""
     records = _with_services(
-        lambda s: s.audit.search(since=_since(since), actor=actor, skill=skill, limit=limit)
+        lambda s: s.audit.search(
+            since=_since(since), actor=actor, skill=skill, limit=limit + offset + 1
+        )
     )
+    page = records[: max(len(records) - offset, 0)]
+    more = len(page) > limit
+    page = page[-limit:]
+    note = ""
+    if more:
+        note = (
+            f"older records are not shown: see them with --offset {offset + limit}"
+            f" (--limit {limit}), or narrow with --since/--actor/--skill"
+        )
     if as_json:
-        print(json.dumps([r.as_dict() for r in records], indent=2))
+        print(json.dumps([r.as_dict() for r in page], indent=2))
+        if note:
+            typer.echo(note, err=True)
         return
     rows = [
         [
@@ -453,17 +776,19 @@ def audit_list(
             r.outcome,
             r.detail[:60],
         ]
-        for r in records
+        for r in page
     ]
+    shown = f"seq {page[0].seq}-{page[-1].seq}" if page else "none"
     _print_table(
-        Table(
-            columns=["seq", "at (UTC)", "event", "actor", "skill", "outcome", "detail"], rows=rows
-        )
+        ["seq", "at (UTC)", "event", "actor", "skill", "outcome", "detail"],
+        rows,
+        title=f"{len(page)} audit records ({shown})",
+        note=note,
     )
 
 
 @audit_app.command("show")
-def audit_show(seq: int) -> None:
+def audit_show(seq: Annotated[int, typer.Argument(help="The record's sequence number.")]) -> None:
     """One record in full (JSON)."""
 
     record = _with_services(lambda s: s.audit.get(seq))
@@ -489,7 +814,7 @@ def audit_verify() -> None:
 
 @audit_app.command("export")
 def audit_export(
-    since: str | None = None, actor: str | None = None, skill: str | None = None
+    since: SinceOption = None, actor: ActorFilter = None, skill: SkillFilter = None
 ) -> None:
     """Every matching record as JSON lines on stdout (with hashes, for external anchoring)."""
 

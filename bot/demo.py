@@ -239,6 +239,14 @@ class LocalStack:
                 raise RuntimeError(f"the emulated Kubernetes API did not start: {exc}") from exc
         return self
 
+    @property
+    def database_url(self) -> str:
+        """A SQLite database of this stack's own, in its work folder: approvals left pending
+        by an earlier demo never act on this stack (its objects are new)."""
+        if self.workdir is None:
+            raise RuntimeError("the stack has no work folder before it starts")
+        return f"sqlite+aiosqlite:///{self.workdir / 'opsbot.db'}"
+
     def _start_cluster(self, work: Path) -> None:
         """The shop as a Kubernetes API (:mod:`opsbot.demo_cluster`); ``KUBECONFIG`` points
         this process (the bot) at it until :meth:`stop`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -85,6 +86,57 @@ def test_policy_check_and_explain(env: Path, tmp_path: Path) -> None:
     assert failed.exit_code == 1 and f"{bad}:5: rules.0.effect" in failed.output
 
 
+def test_policy_check_reports_every_error_and_warns(env: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "rules:\n"
+        "  - name: a\n    subjects: ['*']\n    skills: [help]\n    effect: perhaps\n"
+        "  - name: b\n    subjects: ['*']\n    skills: [help]\n    effect: allow\n"
+        "    ttl: soon\n    colour: red\n"
+    )
+    failed = runner.invoke(app, ["policy", "check", str(bad)])
+    assert failed.exit_code == 1
+    assert failed.output.splitlines() == [
+        f"policy error: {bad}:11: rules.1.colour: unknown key 'colour'",
+        f"policy error: {bad}:5: rules.0.effect: Input should be 'allow', 'deny' or 'approve'",
+        f"policy error: {bad}:10: rules.1.ttl: not a duration: 'soon' (use e.g. 30s, 15m, "
+        "1h30m, 2d)",
+        "policy invalid: 3 problem(s)",
+    ]
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(
+        "rules:\n  - name: mute\n    subjects: ['*']\n    skills: [help, alerts.silenc, 'foo.*']\n"
+        "    effect: allow\n"
+    )
+    warned = runner.invoke(app, ["policy", "check", str(typo)])
+    assert warned.exit_code == 0, warned.output
+    assert warned.output.splitlines()[1:] == [
+        f"warning: {typo}:4: rule 'mute': 'alerts.silenc' matches no installed skill "
+        "(did you mean alerts.silence?)",
+        f"warning: {typo}:4: rule 'mute': 'foo.*' matches no installed skill",
+    ]
+    assert runner.invoke(app, ["policy", "check", "--strict", str(typo)]).exit_code == 1
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("groups: {sre: [shell:alice]}\n")
+    deny_all = runner.invoke(app, ["policy", "check", str(empty)])
+    assert deny_all.output.splitlines()[1] == (
+        f"warning: {empty}: no rules, so every request is denied (deny by default); add rules "
+        "(see the bundled policies/default.yaml)"
+    )
+
+
+def test_policy_explain_warns_about_an_unknown_skill(env: Path) -> None:
+    explained = runner.invoke(
+        app, ["policy", "explain", "k8s.scal", "--as", "shell:alice", "--namespace", "shop"]
+    )
+    assert explained.exit_code == 0
+    assert (
+        "warning: no installed skill is named 'k8s.scal' (did you mean k8s.scale?); explaining "
+        "the name as given" in explained.stderr
+    )
+    assert "deny — no policy rule allows shell:alice to call k8s.scal" in explained.stdout
+
+
 def test_malformed_policy_is_refused_at_start(
     env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -92,7 +144,10 @@ def test_malformed_policy_is_refused_at_start(
     bad.write_text("groups: [oops]\n")
     monkeypatch.setenv("OPSBOT_POLICY_PATH", str(bad))
     result = runner.invoke(app, ["ask", "help"])
-    assert result.exit_code == 2 and f"policy error: {bad}:1: groups" in result.output
+    assert result.exit_code == 1 and result.output.splitlines() == [
+        f"policy error: {bad}:1: groups: Input should be a valid dictionary",
+        "  fix it, then check it with `opsbot policy check`",
+    ]
 
 
 def test_ask_then_audit_list_show_verify_export(env: Path) -> None:
@@ -125,9 +180,12 @@ def test_silence_through_the_cli_needs_another_identity(
     asked = runner.invoke(
         app, ["ask", "--as", "shell:alice", "silence HighErrorRate for 1h, cli test"]
     )
-    match = re.search(r"approve ([a-z0-9]{6})", asked.output)
+    assert asked.exit_code == 0, asked.output  # an approval was opened
+    match = re.search(r"to approve: opsbot approve ([a-z0-9]{6}) --as shell:bob", asked.output)
     assert match, asked.output
     approval_id = match.group(1)
+    assert f"to deny:    opsbot deny {approval_id} --as shell:bob --reason WHY" in asked.output
+    assert "type `approve" not in asked.output  # the shell's syntax is not this command line's
     self_approved = runner.invoke(app, ["approve", approval_id, "--as", "shell:alice"])
     assert self_approved.exit_code == 1 and "someone else must approve" in self_approved.output
     approved = runner.invoke(app, ["approve", approval_id, "--as", "shell:bob"])
@@ -143,6 +201,106 @@ def test_silence_through_the_cli_needs_another_identity(
 def test_skills_lists_catalog(env: Path) -> None:
     result = runner.invoke(app, ["skills"])
     assert "prometheus.range" in result.output and "set PROMETHEUS_URL" in result.output
+    header = next(line for line in result.output.splitlines() if "skill" in line and "┃" in line)
+    assert [c.strip() for c in header.strip("┃ ").split("┃")] == [
+        "skill",
+        "risk",
+        "backend",
+        "status",
+        "summary",
+    ]
+    listed = json.loads(runner.invoke(app, ["skills", "--json"]).output)
+    assert {"skill": "help", "risk": "read", "backend": "meta", "status": "ok"}.items() <= next(
+        row for row in listed if row["skill"] == "help"
+    ).items()
+
+
+def test_audit_list_is_a_table_that_says_when_it_is_truncated(env: Path) -> None:
+    for _ in range(3):
+        assert runner.invoke(app, ["ask", "--as", "shell:eve", "help"]).exit_code == 0
+    newest = runner.invoke(app, ["audit", "list", "--limit", "4"])
+    assert newest.exit_code == 0, newest.output
+    lines = [line.rstrip() for line in newest.output.splitlines()]
+    assert lines[0] == "4 audit records (seq 12-15)" and "┃ seq" in newest.output
+    assert lines[-1] == (
+        "older records are not shown: see them with --offset 4 (--limit 4), or narrow with "
+        "--since/--actor/--skill"
+    )
+    older = runner.invoke(app, ["audit", "list", "--limit", "4", "--offset", "12"])
+    assert older.output.splitlines()[0].rstrip() == "3 audit records (seq 1-3)"
+    assert "older records are not shown" not in older.output
+    beyond = runner.invoke(app, ["audit", "list", "--offset", "40"])
+    assert beyond.output.splitlines()[0].rstrip() == "0 audit records (none)"
+    everything = runner.invoke(app, ["audit", "list", "--json", "--limit", "15"])
+    assert [r["seq"] for r in json.loads(everything.stdout)] == list(range(1, 16))
+    assert everything.stderr == ""
+
+
+def test_every_option_and_argument_says_what_it_is_for() -> None:
+    import typer.main
+
+    def commands(command: Any) -> Any:
+        yield command
+        for sub in getattr(command, "commands", {}).values():
+            yield from commands(sub)
+
+    undocumented = [
+        f"{command.name} {param.name}"
+        for command in commands(typer.main.get_command(app))
+        for param in command.params
+        if not getattr(param, "help", None)
+    ]
+    assert undocumented == []
+
+
+def test_each_demo_stack_has_its_own_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Approvals left pending by an earlier demo run do not act on a new stack."""
+    import opsbot.cli
+    import opsbot.demo
+
+    for var in ("OPSBOT_DATABASE_URL", "PROMETHEUS_URL", "ALERTMANAGER_URL", "OPSBOT_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OPSBOT_POLICY_PATH", str(ROOT / "policies"))
+    monkeypatch.chdir(tmp_path)
+    runs: list[Path] = []
+
+    class Stack(LocalStack):  # the stack's folders and URLs, without its servers
+        def start(self) -> LocalStack:
+            self.workdir = tmp_path / f"stack-{len(runs)}"
+            self.workdir.mkdir()
+            runs.append(self.workdir)
+            self.prometheus_url = self.alertmanager_url = "http://127.0.0.1:9"
+            return self
+
+        def stop(self) -> None:
+            pass
+
+    opened: list[str] = []
+
+    async def chat(services: Services, actor: Actor) -> None:
+        left = [a.id for a in await services.approvals.find()]
+        opened.append(",".join(left))
+        request = Request(actor=actor, channel="shell", text="silence X")
+        decision = NeedsApproval(
+            rule="r", approvers=("group:oncall",), min_approvals=1, ttl=timedelta(hours=1)
+        )
+        await services.approvals.open(request, Invocation(skill="alerts.silence"), decision)
+
+    monkeypatch.setattr(opsbot.demo, "LocalStack", Stack)
+    monkeypatch.setattr(opsbot.cli, "_chat", chat)
+    for _ in range(2):
+        result = runner.invoke(app, ["demo"])
+        assert result.exit_code == 0, result.output
+        assert f"this demo's own database: sqlite+aiosqlite:///{runs[-1]}/opsbot.db" in (
+            result.output
+        )
+    assert opened == ["", ""]  # the second stack does not see the first one's approval
+    assert [(run / "opsbot.db").exists() for run in runs] == [True, True]
+    monkeypatch.setenv("OPSBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'mine.db'}")
+    assert runner.invoke(app, ["demo"]).exit_code == 0  # a configured database is used
+    assert opened[-1] == "" and (tmp_path / "mine.db").exists()
 
 
 class ScriptedConsole(Console):
