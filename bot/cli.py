@@ -285,10 +285,12 @@ def shell(as_: AsOption = "shell:alice") -> None:
 
 @app.command()
 def demo(as_: AsOption = "shell:alice") -> None:
-    """The terminal chat against a local real Prometheus + Alertmanager with live data and an
-    emulated Kubernetes API (started here, stopped on exit), unless PROMETHEUS_URL or
-    ALERTMANAGER_URL are set. Approvals and audit go to a database of this stack's own,
-    unless OPSBOT_DATABASE_URL (or database_url in opsbot.yaml) names one."""
+    """Chat in the terminal against a local demo stack with live data.
+
+    Starts a real Prometheus + Alertmanager and an emulated Kubernetes API (stopped on exit),
+    unless PROMETHEUS_URL or ALERTMANAGER_URL are set. Approvals and audit go to a database of
+    this stack's own, unless OPSBOT_DATABASE_URL (or database_url in opsbot.yaml) names one.
+    """
     from opsbot.demo import LocalStack
 
     actor = _actor(as_)
@@ -473,8 +475,11 @@ def deny(
 
 @app.command()
 def serve() -> None:
-    """Run the configured adapters and the HTTP server (health, metrics, audit, webhooks) on
-    OPSBOT_HTTP_HOST:OPSBOT_HTTP_PORT (default 0.0.0.0:8080)."""
+    """Run the configured chat adapters and the HTTP server.
+
+    The HTTP server (health, metrics, audit, webhooks) listens on OPSBOT_HTTP_HOST:
+    OPSBOT_HTTP_PORT, by default 0.0.0.0:8080 (every interface, as a container needs).
+    """
     from opsbot.adapters.http import serve as serve_http
 
     configure_logging(_log_level("INFO"))
@@ -483,8 +488,10 @@ def serve() -> None:
 
 @app.command()
 def skills(as_json: JsonOption = False) -> None:
-    """List installed skills with their risk, and their backend's health (configured?
-    reachable? version)."""
+    """List installed skills, their risk and their backend's health.
+
+    Health: configured (else which settings to set), reachable, version.
+    """
     from opsbot.skills.base import load_registry
 
     async def health() -> Any:
@@ -662,8 +669,11 @@ def policy_check(
     ] = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 on warnings too (for CI).")] = False,
 ) -> None:
-    """Validate a policy file or folder: every problem as file:line: reason, then warnings
-    (skill patterns that match no installed skill, a policy without rules)."""
+    """Validate a policy file or folder.
+
+    Prints every problem as file:line: reason, then warnings: skill patterns that match no
+    installed skill, a policy without rules.
+    """
     try:
         policy = _load_policy(path)
     except PolicyError as exc:
@@ -745,8 +755,10 @@ def audit_list(
     ] = 0,
     as_json: JsonOption = False,
 ) -> None:
-    """Recent audit records, oldest first; says when older ones are left out and how to see
-    them."""
+    """Recent audit records, oldest first.
+
+    Shows the newest --limit records; says when older ones are left out and how to page back.
+    """
     records = _with_services(
         lambda s: s.audit.search(
             since=_since(since), actor=actor, skill=skill, limit=limit + offset + 1
