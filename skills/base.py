@@ -48,6 +48,7 @@ ENTRY_POINT_GROUP = "opsbot.skills"
 BUILTIN_BACKENDS = (
     "opsbot.skills.prometheus:Prometheus",
     "opsbot.skills.alertmanager:Alertmanager",
+    "opsbot.skills.loki:Loki",
     "opsbot.skills.kubernetes:Kubernetes",
     "opsbot.skills.meta:Meta",
 )

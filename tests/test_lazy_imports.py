@@ -24,6 +24,7 @@ HEAVY = (
     "slack_sdk",
     "discord",
     "aiohttp",
+    "drain3",
 )
 
 PROBE = """
