@@ -418,3 +418,30 @@ async def test_buttons_follow_the_cards_state() -> None:
         rendered = render(Message(thread="discord:1", step=Step.APPROVAL, blocks=[decided]))
         assert view_of(rendered) is None
         assert f"**{state}**" in (rendered.embeds[0].description or "")
+
+
+async def test_a_question_takes_a_short_answer_in_its_thread(rig: DiscordRig) -> None:
+    """Issue 10, item 6: the bot's question offers the known choices as buttons, and a
+    mention in its thread that answers it ("shop") runs the whole request there."""
+    message = await rig.fake.mention(EVE, "show the checkout pod logs")
+    [created] = await rig.fake.wait_for("POST", f"/messages/{message['id']}/threads")
+    await until(lambda: "several namespaces" in rig.text())
+    [question] = [c for c in rig.thread_posts() if c.body.get("components")]
+    buttons = [b for row in question.body["components"] for b in row["components"]]
+    assert [b["label"] for b in buttons] == [
+        "k8s.logs name=checkout namespace=shop tail=100",
+        "k8s.logs name=checkout namespace=staging tail=100",
+    ]
+    thread = created.answer
+    await rig.fake.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
+    answer = rig.fake.message(
+        EVE,
+        f"<@{BOT_ID}> shop",
+        channel_id=thread["id"],
+        mentions=[user(BOT_ID, "opsbot", bot=True)],
+        member={k: v for k, v in rig.fake.member(EVE, []).items() if k != "user"},
+    )
+    await rig.fake.dispatch("MESSAGE_CREATE", answer)
+    await until(lambda: "`k8s.logs name=checkout namespace=shop tail=100`" in rig.text())
+    assert len(rig.fake.of("POST", "/threads")) == 1  # answered in place, no new thread
+    assert {c.path for c in rig.thread_posts()} == {f"/channels/{thread['id']}/messages"}
