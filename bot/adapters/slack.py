@@ -1,29 +1,43 @@
 """Slack adapter on slack-bolt's ``AsyncApp``.
 
-Requests start from an ``app_mention``, a direct message or the ``/ops`` slash command; every
-step is posted into the request's thread (Block Kit from :mod:`opsbot.adapters.slack_blocks`,
-charts uploaded with ``files_upload_v2``). An approval card carries Approve / Deny buttons
-while it is open; Deny asks for a reason in a modal. Every later state of the card (a vote,
-approved, denied, expired, executed) is edited into the message that shows it
-(``chat.update``); the adapter knows that message from posting it or from the click on it.
-A suggested-action button runs its invocation through ``Engine.click`` as the clicker's own
-request. The clicker is the user of Slack's *signed* interaction payload, never a name in
-text; messages meant for the clicker alone (refusals) are ephemeral, in the thread.
+Requests start from an ``app_mention``, a direct message or the slash command (``/ops``,
+``OPSBOT_SLASH_COMMAND``); their text is turned back into what the person typed
+(:func:`~opsbot.adapters.slack_blocks.unescape`: Slack sends ``>`` as ``&gt;``). Every step is
+posted into the request's thread (Block Kit from :mod:`opsbot.adapters.slack_blocks`; charts,
+and the whole output when a message cannot show all of it, uploaded as files). An approval
+card carries Approve / Deny buttons while it is open; Deny asks for a reason in a modal.
+Every later state of the card (a vote, approved, denied, expired, executed) is edited into
+the message that shows it (``chat.update``); where that message is, is kept in the database,
+so a restart or another replica edits it too. A suggested-action button runs its invocation
+through ``Engine.click`` as the clicker's own request. The clicker is the user of Slack's
+*signed* interaction payload, never a name in text; messages meant for the clicker alone
+(refusals) are ephemeral, in the thread (through the interaction's ``response_url`` when
+``chat.postEphemeral`` is refused). When handling a click raises, the thread is told, for
+everyone, and the card says the action failed.
+
+Policies may name ``slack-group:<id>``: user-group membership is read when it is needed
+(a vote, a request), cached for :data:`GROUPS_TTL` seconds and updated at once by Slack's
+``subteam_members_changed`` / ``subteam_updated`` events (subscribe to them in the app's
+manifest; ``usergroups:read``).
 
 Transport: Socket Mode when ``SLACK_APP_TOKEN`` is set, else the Events API on
 ``opsbot serve``'s ``/slack/events`` (bolt verifies ``X-Slack-Signature`` and rejects stale
-timestamps). Retried events (``X-Slack-Retry-Num``) are recognised by ``event_id`` and run
-once, across replicas. Web API calls go to ``SLACK_API_URL`` and are retried on 429 as the
-SDK advises (``Retry-After``).
+timestamps). Either way the request is acknowledged before the work starts
+(``process_before_response`` off, ``ack()`` first): Slack wants its answer within 3 seconds.
+Retried events (``X-Slack-Retry-Num``) are recognised by ``event_id`` and run once, across
+replicas. Web API calls go to ``SLACK_API_URL`` and are retried on 429 as Slack asks
+(``Retry-After``).
 
 Thread keys are ``slack:<channel>:<thread ts>``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections import OrderedDict
+import time
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
@@ -35,7 +49,21 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from opsbot.adapters.slack_blocks import ACTION, APPROVE, DENY, DENY_MODAL, render
+from opsbot.adapters.base import CardRefs, report_failure
+from opsbot.adapters.slack_blocks import (
+    ACTION,
+    APPROVE,
+    DENY,
+    DENY_MODAL,
+    OUTPUT,
+    Upload,
+    context,
+    escape,
+    footer,
+    render,
+    section,
+    unescape,
+)
 from opsbot.config import Settings
 from opsbot.engine import Engine, Reply
 from opsbot.model import Actor, ApprovalCard, Audience, Message, Request
@@ -45,8 +73,10 @@ log = structlog.get_logger(__name__)
 
 PREFIX = "slack"
 REQUIRED_SCOPES = ("app_mentions:read", "chat:write", "commands", "files:write", "im:history")
-MENTION = re.compile(r"<@[A-Z0-9]+>")
-MAX_CARDS = 2000  # approval cards whose message this process remembers (oldest forgotten)
+LEADING_MENTION = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>\s*")
+GROUPS_TTL = 60.0  # seconds a user-group membership read from Slack is trusted
+TOO_BIG = ("invalid_blocks", "msg_too_long", "msg_blocks_too_long")
+NOT_THERE = ("not_in_channel", "channel_not_found", "is_archived")
 
 
 def thread_key(channel: str, ts: str) -> str:
@@ -71,7 +101,69 @@ def off_reason(settings: Settings) -> str | None:
     return None
 
 
+def slash_command(settings: Settings) -> str:
+    """The slash command this app answers (``OPSBOT_SLASH_COMMAND``, default ``/ops``)."""
+    name = str(getattr(settings, "slash_command", "") or "/ops").strip()
+    return name if name.startswith("/") else f"/{name}"
+
+
+class UserGroups:
+    """Who is in which Slack user group, read when asked and trusted for ``ttl`` seconds;
+    ``changed`` applies Slack's membership events at once."""
+
+    def __init__(self, client: AsyncWebClient, ttl: float = GROUPS_TTL) -> None:
+        self.client = client
+        self.ttl = ttl
+        self.members: dict[str, set[str]] = {}  # group id -> user ids
+        self.loaded_at = float("-inf")
+        self.unavailable: str | None = None
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> None:
+        try:
+            groups = await self.client.usergroups_list(include_users=True)
+        except SlackApiError as exc:
+            if self.unavailable is None:
+                log.info(
+                    "slack.usergroups_unavailable",
+                    error=exc.response.get("error"),
+                    needed=exc.response.get("needed"),
+                    effect="policies cannot name slack-group:<id>",
+                )
+            self.unavailable = str(exc.response.get("error"))
+        else:
+            listed: list[dict[str, Any]] = groups.get("usergroups") or []
+            self.members = {g["id"]: set(g.get("users") or []) for g in listed if g.get("id")}
+            self.unavailable = None
+        self.loaded_at = time.monotonic()
+
+    async def of(self, user: str) -> tuple[str, ...]:
+        """The ids of ``user``'s groups, as Slack says now (at most ``ttl`` seconds old)."""
+        if time.monotonic() - self.loaded_at >= self.ttl:
+            async with self._lock:
+                if time.monotonic() - self.loaded_at >= self.ttl:
+                    await self.load()
+        return tuple(sorted(g for g, users in self.members.items() if user in users))
+
+    def changed(
+        self,
+        group: str,
+        *,
+        added: Iterable[str] = (),
+        removed: Iterable[str] = (),
+        users: Iterable[str] | None = None,
+    ) -> None:
+        members = self.members.setdefault(group, set())
+        if users is not None:
+            members.clear()
+            members.update(users)
+        members.update(added)
+        members.difference_update(removed)
+
+
 class SlackAdapter:
+    name = PREFIX
+
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
@@ -83,11 +175,17 @@ class SlackAdapter:
             signing_secret=settings.slack_signing_secret or "socket-mode",
             client=self.client,
             request_verification_enabled=not settings.slack_app_token,
+            process_before_response=False,  # ack first; Slack wants it within 3 seconds
         )
-        self._groups: dict[str, set[str]] = {}
-        #: approval id -> (channel, ts) of the message showing its card, to edit in place
-        self._cards: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self.command = slash_command(settings)
+        self.groups = UserGroups(self.client)
+        self.cards = CardRefs(engine.services.store, PREFIX)
+        self.bot_user = ""
+        self._socket: Any = None
         self._register()
+
+    def owns(self, thread: str) -> bool:
+        return thread.startswith(f"{PREFIX}:")
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -96,6 +194,7 @@ class SlackAdapter:
         missing: list[str] = []
         try:
             response = await self.client.auth_test()
+            self.bot_user = str(response.get("user_id") or "")
             granted = set(
                 (response.headers.get("x-oauth-scopes") or "").replace(" ", "").split(",")
             )
@@ -109,26 +208,15 @@ class SlackAdapter:
         except SlackApiError as exc:
             log.error("slack.auth_failed", error=exc.response.get("error"))
             return ["auth"]
-        try:
-            groups = await self.client.usergroups_list(include_users=True)
-            usergroups: list[dict[str, Any]] = groups.get("usergroups", [])
-            for group in usergroups:
-                for user in group.get("users", []):
-                    self._groups.setdefault(user, set()).add(group["id"])
-        except SlackApiError as exc:
-            log.info(
-                "slack.usergroups_unavailable",
-                error=exc.response.get("error"),
-                needed=exc.response.get("needed"),
-                effect="policies cannot name slack-group:<id>",
-            )
+        await self.groups.load()
         return missing
 
-    def actor(self, user: str) -> Actor:
+    async def actor(self, user: str) -> Actor:
+        """``user`` as policies see them, with their user groups as Slack says now."""
         return Actor(
             id=f"{PREFIX}:{user}",
             display_name=f"<@{user}>",
-            roles=tuple(f"slack-group:{g}" for g in sorted(self._groups.get(user, ()))),
+            roles=tuple(f"slack-group:{g}" for g in await self.groups.of(user)),
         )
 
     async def http_handler(self, request: web.Request) -> web.Response:
@@ -153,65 +241,128 @@ class SlackAdapter:
             )
         return await to_aiohttp_response(bolt_response)
 
-    async def run_socket_mode(self) -> None:
-        """Socket Mode (``SLACK_APP_TOKEN``): no public HTTP endpoint needed."""
+    async def start(self) -> None:
+        """Socket Mode (``SLACK_APP_TOKEN``): connect (no public HTTP endpoint needed).
+        Without it, requests come through ``opsbot serve``'s ``/slack/events``."""
+        if not self.settings.slack_app_token or self._socket is not None:
+            return
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-        handler = AsyncSocketModeHandler(self.app, self.settings.slack_app_token)
-        await handler.start_async()  # type: ignore[no-untyped-call]
+        self._socket = AsyncSocketModeHandler(self.app, self.settings.slack_app_token)
+        await self._socket.connect_async()
+
+    async def stop(self) -> None:
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            await socket.close_async()
+
+    async def run_socket_mode(self) -> None:
+        """Socket Mode until cancelled."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
 
     # -- posting -------------------------------------------------------------------------
 
-    def _remember(self, approval_id: str, channel: str, ts: str) -> None:
-        if approval_id and channel and ts:
-            self._cards[approval_id] = (channel, ts)
-            self._cards.move_to_end(approval_id)
-            while len(self._cards) > MAX_CARDS:
-                self._cards.popitem(last=False)
-
-    async def _edit(self, where: tuple[str, str], blocks: list[Any], text: str) -> bool:
+    async def _edit(self, where: str, blocks: list[Any], text: str) -> bool:
+        channel, _, ts = where.partition(":")
         try:
-            await self.client.chat_update(channel=where[0], ts=where[1], blocks=blocks, text=text)
+            await self.client.chat_update(channel=channel, ts=ts, blocks=blocks, text=text)
         except SlackApiError as exc:
-            log.warning("slack.update_failed", channel=where[0], error=exc.response.get("error"))
+            log.warning("slack.update_failed", channel=channel, error=exc.response.get("error"))
             return False
         return True
 
+    async def update(self, message: Message) -> bool:
+        """Edit the message showing ``message``'s approval card (False: none is known, or
+        Slack refused the edit)."""
+        card = card_of(message)
+        where = await self.cards.recall(card.approval_id) if card is not None else None
+        if where is None:
+            return False
+        blocks, text, _ = render(message)
+        return await self._edit(where, blocks, text)
+
     async def post(self, message: Message) -> None:
-        """Post one engine message into its thread (and upload its charts). A message with an
+        """Post one engine message into its thread (and upload its files). A message with an
         approval card whose message is known replaces that message (``chat.update``)."""
         channel, ts = parse_thread(message.thread)
-        blocks, text, images = render(message)
-        card = card_of(message)
-        where = self._cards.get(card.approval_id) if card else None
+        if card_of(message) is not None and await self.update(message):
+            return
+        blocks, text, uploads = render(message)
         try:
-            if where is None or not await self._edit(where, blocks, text):
+            try:
                 response = await self.client.chat_postMessage(
                     channel=channel, thread_ts=ts, blocks=blocks, text=text
                 )
-                if card is not None:
-                    self._remember(card.approval_id, channel, str(response.get("ts") or ""))
-            for image in images:
+            except SlackApiError as exc:
+                if exc.response.get("error") not in TOO_BIG:
+                    raise
+                log.warning(
+                    "slack.message_refused",
+                    channel=channel,
+                    error=exc.response.get("error"),
+                    errors=exc.response.get("errors"),
+                    effect=f"posted as text, the whole of it attached as {OUTPUT}",
+                )
+                blocks = [
+                    section(text),
+                    context(f"Slack refused this message as it was; all of it is in {OUTPUT}"),
+                    footer(message),
+                ]
+                uploads = [u for u in uploads if u.filename != OUTPUT]
+                uploads.append(Upload(OUTPUT, "the whole output", message.plain.encode()))
+                response = await self.client.chat_postMessage(
+                    channel=channel, thread_ts=ts, blocks=blocks, text=text
+                )
+            card = card_of(message)
+            if card is not None:
+                await self.cards.remember(card.approval_id, f"{channel}:{response.get('ts')}")
+            for upload in uploads:
                 await self.client.files_upload_v2(
                     channel=channel,
                     thread_ts=ts,
-                    content=image.data,
-                    title=image.title,
-                    filename=re.sub(r"[^A-Za-z0-9_.-]+", "-", image.title)[:60] + ".png",
+                    content=upload.data,
+                    title=upload.title,
+                    filename=upload.filename,
                 )
         except SlackApiError as exc:
-            log.error("slack.post_failed", channel=channel, error=exc.response.get("error"))
+            error = exc.response.get("error")
+            log.error(
+                "slack.post_failed",
+                channel=channel,
+                error=error,
+                hint="invite the bot to the channel (/invite @opsbot)"
+                if error in NOT_THERE
+                else "",
+            )
 
     # -- handlers ------------------------------------------------------------------------
 
     def _register(self) -> None:
         self.app.event("app_mention")(self._on_mention)
         self.app.event("message")(self._on_direct_message)
-        self.app.command("/ops")(self._on_command)
+        self.app.event("subteam_members_changed")(self._on_group_members)
+        self.app.event("subteam_updated")(self._on_group_updated)
+        self.app.command(self.command)(self._on_command)
         self.app.action(APPROVE)(self._on_approve)
         self.app.action(DENY)(self._on_deny)
         self.app.action(ACTION)(self._on_action)
         self.app.view(DENY_MODAL)(self._on_deny_reason)
+
+    async def _on_group_members(self, event: dict[str, Any]) -> None:
+        self.groups.changed(
+            str(event.get("subteam_id") or ""),
+            added=list(event.get("added_users") or []),
+            removed=list(event.get("removed_users") or []),
+        )
+
+    async def _on_group_updated(self, event: dict[str, Any]) -> None:
+        subteam = event.get("subteam") or {}
+        if subteam.get("id") and "users" in subteam:
+            self.groups.changed(str(subteam["id"]), users=list(subteam.get("users") or []))
 
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         await self._start(body, event)
@@ -224,6 +375,13 @@ class SlackAdapter:
         ):
             await self._start(body, event)
 
+    def _text(self, raw: str) -> str:
+        """What the person typed: the bot's mention stripped, the rest unescaped."""
+        text = LEADING_MENTION.sub("", raw)
+        if self.bot_user:
+            text = re.sub(rf"<@{re.escape(self.bot_user)}(?:\|[^>]*)?>", "", text)
+        return unescape(text).strip()
+
     async def _start(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         event_id = body.get("event_id") or f"{event.get('channel')}:{event.get('ts')}"
         if not await first_time(self.engine.services.store, f"slack:event:{event_id}"):
@@ -232,77 +390,121 @@ class SlackAdapter:
         if not event.get("user") or not event.get("channel") or not event.get("ts"):
             log.warning("slack.malformed_event", event_id=event_id)
             return
-        text = MENTION.sub("", str(event.get("text", ""))).strip()
         thread = thread_key(event["channel"], event.get("thread_ts") or event["ts"])
         await self.engine.handle(
             Request(
-                actor=self.actor(event["user"]), channel=event["channel"], text=text, thread=thread
+                actor=await self.actor(event["user"]),
+                channel=event["channel"],
+                text=self._text(str(event.get("text", ""))),
+                thread=thread,
             ),
             self.post,
         )
 
-    async def _on_command(self, ack: Any, command: dict[str, Any]) -> None:
+    async def _on_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         await ack()  # within Slack's 3 seconds; the work continues after the HTTP answer
-        user, channel, text = (
-            command.get("user_id", ""),
-            command.get("channel_id", ""),
-            command.get("text", ""),
-        )
+        user, channel = command.get("user_id", ""), command.get("channel_id", "")
+        text = unescape(str(command.get("text", ""))).strip()
         try:
             parent = await self.client.chat_postMessage(
-                channel=channel, text=f"<@{user}> asked: {text}"[:3000]
+                channel=channel, text=f"<@{user}> asked: {escape(text)}"[:3000]
             )
         except SlackApiError as exc:
-            log.error("slack.post_failed", channel=channel, error=exc.response.get("error"))
+            error = str(exc.response.get("error"))
+            log.warning("slack.command_unanswerable", channel=channel, error=error)
+            if error in NOT_THERE:
+                answer = (
+                    f"I am not a member of this channel, so I cannot answer `{self.command}` "
+                    "here. Invite me with `/invite @opsbot`, or ask me in a direct message. "
+                    "Nothing was run."
+                )
+            else:
+                answer = f"Slack refused my answer here ({error}); nothing was run."
+            await respond(response_type="ephemeral", text=answer)
             return
         thread = thread_key(channel, str(parent["ts"]))
         await self.engine.handle(
-            Request(actor=self.actor(user), channel=channel, text=text, thread=thread), self.post
+            Request(actor=await self.actor(user), channel=channel, text=text, thread=thread),
+            self.post,
         )
 
-    async def _on_approve(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+    @staticmethod
+    def _where(body: dict[str, Any]) -> tuple[str, str, str]:
+        """(channel, message ts, thread ts) of the clicked message; a message that is not in
+        a thread is the root of its own."""
+        message = body.get("message") or {}
+        container = body.get("container") or {}
+        channel = (body.get("channel") or {}).get("id") or container.get("channel_id") or ""
+        ts = message.get("ts") or container.get("message_ts") or ""
+        return channel, ts, message.get("thread_ts") or container.get("thread_ts") or ts
+
+    async def _on_approve(
+        self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any
+    ) -> None:
         await ack()
+        channel, message_ts, thread_ts = self._where(body)
         await self._decide(
             body,
             str(action.get("value", "")),
             "approve",
             "",
-            channel=body.get("channel", {}).get("id", ""),
-            message_ts=body.get("message", {}).get("ts", ""),
-            thread_ts=body.get("message", {}).get("thread_ts", ""),
+            channel=channel,
+            message_ts=message_ts,
+            thread_ts=thread_ts,
+            respond=respond,
         )
 
-    async def _on_deny(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+    async def _on_deny(
+        self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any
+    ) -> None:
         await ack()
+        channel, message_ts, thread_ts = self._where(body)
         meta = {
             "approval_id": action.get("value", ""),
-            "channel": body.get("channel", {}).get("id", ""),
-            "message_ts": body.get("message", {}).get("ts", ""),
-            "thread_ts": body.get("message", {}).get("thread_ts", ""),
+            "channel": channel,
+            "message_ts": message_ts,
+            "thread_ts": thread_ts,
         }
-        await self.client.views_open(
-            trigger_id=body["trigger_id"],
-            view={
-                "type": "modal",
-                "callback_id": DENY_MODAL,
-                "private_metadata": json.dumps(meta),
-                "title": {"type": "plain_text", "text": "Deny request"},
-                "submit": {"type": "plain_text", "text": "Deny"},
-                "blocks": [
-                    {
-                        "type": "input",
-                        "block_id": "reason",
-                        "optional": True,
-                        "label": {"type": "plain_text", "text": f"Why deny {meta['approval_id']}?"},
-                        "element": {
-                            "type": "plain_text_input",
-                            "action_id": "reason",
-                            "multiline": True,
-                        },
-                    }
-                ],
-            },
-        )
+        try:
+            await self.client.views_open(
+                trigger_id=body["trigger_id"],
+                view={
+                    "type": "modal",
+                    "callback_id": DENY_MODAL,
+                    "private_metadata": json.dumps(meta),
+                    "title": {"type": "plain_text", "text": "Deny request"},
+                    "submit": {"type": "plain_text", "text": "Deny"},
+                    "blocks": [
+                        {
+                            "type": "input",
+                            "block_id": "reason",
+                            "optional": True,
+                            "label": {
+                                "type": "plain_text",
+                                "text": f"Why deny {meta['approval_id']}?",
+                            },
+                            "element": {
+                                "type": "plain_text_input",
+                                "action_id": "reason",
+                                "multiline": True,
+                                "max_length": 2000,
+                            },
+                        }
+                    ],
+                },
+            )
+        except SlackApiError as exc:  # e.g. expired_trigger_id: deny without a reason
+            log.warning("slack.modal_failed", error=exc.response.get("error"))
+            await self._decide(
+                body,
+                str(meta["approval_id"]),
+                "deny",
+                "",
+                channel=channel,
+                message_ts=message_ts,
+                thread_ts=thread_ts,
+                respond=respond,
+            )
 
     async def _on_deny_reason(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         await ack()
@@ -319,29 +521,44 @@ class SlackAdapter:
             channel=meta.get("channel", ""),
             message_ts=meta.get("message_ts", ""),
             thread_ts=meta.get("thread_ts", ""),
+            respond=None,
         )
 
-    def _clicker_reply(self, user: str, channel: str, thread_ts: str) -> Reply:
+    def _clicker_reply(self, user: str, channel: str, thread_ts: str, respond: Any) -> Reply:
         """Where a click's messages go: the thread, except what is for the clicker alone,
-        which only they see (ephemeral, in the thread)."""
+        which only they see (ephemeral, in the thread; through the interaction's
+        ``response_url`` when Slack refuses that, e.g. the bot is not in the channel)."""
 
         async def reply(message: Message) -> None:
             if message.audience is not Audience.CLICKER:
                 await self.post(message)
                 return
             where, ts = channel, thread_ts
-            if message.thread.startswith(f"{PREFIX}:"):
+            if self.owns(message.thread):
                 where, ts = parse_thread(message.thread)
-            if not where:
-                log.warning("slack.no_channel_for_clicker", user=user)
+            blocks, text, _ = render(message)
+            if where:
+                try:
+                    await self.client.chat_postEphemeral(
+                        channel=where, user=user, text=text, blocks=blocks, thread_ts=ts or None
+                    )
+                    return
+                except SlackApiError as exc:
+                    log.warning(
+                        "slack.ephemeral_failed", channel=where, error=exc.response.get("error")
+                    )
+            if respond is None:
+                log.error("slack.clicker_not_told", user=user, text=text[:200])
                 return
-            _, text, _ = render(message)
-            try:
-                await self.client.chat_postEphemeral(
-                    channel=where, user=user, text=text, thread_ts=ts or None
-                )
-            except SlackApiError as exc:
-                log.error("slack.post_failed", channel=where, error=exc.response.get("error"))
+            answered = await respond(
+                text=text,
+                blocks=blocks,
+                response_type="ephemeral",
+                replace_original=False,
+                thread_ts=ts or None,
+            )
+            if getattr(answered, "status_code", 200) != 200:
+                log.error("slack.clicker_not_told", user=user, status=answered.status_code)
 
         return reply
 
@@ -355,34 +572,41 @@ class SlackAdapter:
         channel: str,
         message_ts: str,
         thread_ts: str,
+        respond: Any,
     ) -> None:
         user = body.get("user", {}).get("id", "")
         if not user or not approval_id:
             log.warning("slack.malformed_interaction")
             return
-        self._remember(approval_id, channel, message_ts)  # the card is the clicked message
-        await self.engine.decide(
-            approval_id,
-            self.actor(user),
-            verdict,
-            self._clicker_reply(user, channel, thread_ts),
-            reason=reason,
-            channel=channel,
-        )
+        if channel and message_ts:  # the card is the clicked message
+            await self.cards.remember(approval_id, f"{channel}:{message_ts}")
+        try:
+            await self.engine.decide(
+                approval_id,
+                await self.actor(user),
+                verdict,
+                self._clicker_reply(user, channel, thread_ts, respond),
+                reason=reason,
+                channel=channel,
+            )
+        except Exception as exc:
+            log.exception("slack.decide_failed", approval_id=approval_id)
+            await report_failure(self.engine, approval_id, self.post, exc)
 
-    async def _on_action(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+    async def _on_action(
+        self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any
+    ) -> None:
         """A suggested-action button: its invocation runs as the clicker's own request."""
         await ack()
         user = body.get("user", {}).get("id", "")
         action_id = str(action.get("value", ""))
-        channel = body.get("channel", {}).get("id", "")
+        channel, _, thread_ts = self._where(body)
         if not user or not action_id:
             log.warning("slack.malformed_interaction")
             return
-        thread_ts = body.get("message", {}).get("thread_ts") or ""
         await self.engine.click(
             action_id,
-            self.actor(user),
-            self._clicker_reply(user, channel, thread_ts),
+            await self.actor(user),
+            self._clicker_reply(user, channel, thread_ts, respond),
             channel=channel,
         )
