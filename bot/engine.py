@@ -412,16 +412,19 @@ class Engine:
         if isinstance(decision, NeedsApproval):
             opened = await self._request_approval(request, trail, skill, args, invocation, decision)
             return ("approval" if opened else "error"), None
-        ctx = self.context(skill, request)
+        ctx = self.context(skill, request, trail)
         result = await self.execute(skill, args, ctx, trail)
         await self._post_result(trail, skill.name, result)
         if result.ok:
             await self._follow_up(skill, args, ctx, trail)
         return ("ok" if result.ok else "failed"), result
 
-    def context(self, skill: Skill[Any, Any], request: Request) -> SkillContext[Any]:
-        """What ``skill`` runs with for ``request``: its own backend, the shared settings, and
-        the backend identity the policy maps the actor to."""
+    def context(
+        self, skill: Skill[Any, Any], request: Request, trail: Trail | None = None
+    ) -> SkillContext[Any]:
+        """What ``skill`` runs with for ``request``: its own backend, the shared settings, the
+        backend identity the policy maps the actor to and, with the request's ``trail``, a
+        way to run read skills as this request (each through policy, audit and the thread)."""
         registry = self.services.registry
         return SkillContext(
             actor=request.actor,
@@ -430,7 +433,21 @@ class Engine:
             settings=self.services.settings,
             impersonate=self.services.impersonation(request.actor),
             backends=registry.backends,
+            read=self._reader(skill, request, trail) if trail is not None else None,
         )
+
+    def _reader(
+        self, caller: Skill[Any, Any], request: Request, trail: Trail
+    ) -> Callable[[Invocation], Awaitable[SkillResult | None]]:
+        async def read(invocation: Invocation) -> SkillResult | None:
+            skill = self.services.registry.get(invocation.skill)
+            if skill is None or skill.risk is not Risk.READ:
+                raise SkillError(f"{caller.name} may only run read skills, not {invocation.skill}")
+            await self._announce(trail, invocation, caller.name)
+            _, result = await self._invoke(request, trail, invocation)
+            return result
+
+        return read
 
     async def _request_approval(
         self,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
@@ -40,7 +40,7 @@ from typing_extensions import TypeVar
 
 from opsbot.config import Settings, load_settings, settings_error
 from opsbot.errors import ConfigError
-from opsbot.model import Actor, Request, SkillResult
+from opsbot.model import Actor, Invocation, Request, SkillResult
 
 log = structlog.get_logger(__name__)
 
@@ -225,7 +225,10 @@ class Backend(Generic[ConfigT]):
 
     async def health(self) -> Health:
         """Configured? reachable? version? Never raises."""
-        missing = self.missing()
+        try:
+            missing = self.missing()
+        except Exception as exc:  # e.g. a kubeconfig that cannot be read
+            return Health(configured=False, detail=str(exc) or type(exc).__name__)
         if missing:
             return Health(configured=False, missing=tuple(missing), detail="not configured")
         try:
@@ -265,6 +268,9 @@ class SkillContext(Generic[BackendT]):
     backend: BackendT
     settings: Settings
     impersonate: Impersonation = field(default_factory=Impersonation)
+    #: run a *read* skill as this same request, through policy and audit, posted in the
+    #: thread (an investigation such as ``incident.triage``); None outside the engine
+    read: Callable[[Invocation], Awaitable[SkillResult | None]] | None = None
     #: the registry's backends, for the rare skill that reads a second one (``peer``)
     backends: Sequence[Backend[Any]] = ()
     extra: dict[str, Any] = field(default_factory=dict)

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from opsbot.audit import AuditEvent
-from opsbot.model import Actor, Answer, Invocation, Plan, Request, Run, Step
-from opsbot.skills.base import Skill
+from opsbot.model import Actor, Answer, Invocation, Plan, Request, Run, SkillResult, Step
+from opsbot.skills.base import NoArgs, Skill, SkillContext, SkillError
 from opsbot.testing import Messages, TestBot
 
 EVE = Actor(id="shell:eve")
@@ -121,3 +121,35 @@ async def test_no_planner_can_open_a_write_from_a_question(opsbot_bot: TestBot) 
     assert about.outcome == "about" and about.skill == "k8s.restart"
     ordered = await run(opsbot_bot, Scripted(restart), "restart checkout in shop", alice)
     assert Step.POLICY in [m.step for m in ordered]  # the imperative goes on to policy
+
+
+class Investigate(Skill[NoArgs]):
+    """A read skill that investigates by running other skills through the engine."""
+
+    name = "test.investigate"
+    summary = "test"
+    Args = NoArgs
+    keywords = {"investigate": 3.0}
+
+    async def run(self, args: NoArgs, ctx: SkillContext[Any]) -> SkillResult:
+        assert ctx.read is not None
+        pending = await ctx.read(Invocation(skill="approvals.pending"))
+        try:
+            await ctx.read(Invocation(skill="alerts.silence", args={"matchers": {"a": "b"}}))
+        except SkillError as exc:
+            refused = str(exc)
+        return SkillResult(summary=f"saw: {pending.summary if pending else '-'}; {refused}")
+
+
+async def test_a_skill_reads_through_the_engine_and_never_writes(opsbot_bot: TestBot) -> None:
+    opsbot_bot.add_skill(Investigate())
+    opsbot_bot.use_policy(
+        "rules:\n  - {name: reads, subjects: ['*'], skills: ['test.*', 'approvals.pending'], effect: allow}\n"
+    )
+    thread = await opsbot_bot.ask("investigate", as_="shell:eve")
+    assert "Plan (test.investigate): `approvals.pending`" in thread.text  # the nested read...
+    assert "`approvals.pending`: nothing pending" in thread.text  # ...ran, in the thread
+    assert "saw: nothing pending; test.investigate may only run read skills" in thread.text
+    events = [(r.event, r.skill) for r in await opsbot_bot.services.audit.search()]
+    assert (AuditEvent.RESULT, "approvals.pending") in events
+    assert all(skill != "alerts.silence" for _, skill in events)

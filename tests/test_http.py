@@ -138,3 +138,25 @@ async def test_readyz_names_a_configured_backend_that_is_unreachable(
         assert "unreachable" in body["backends"]["prometheus"]["detail"]
     finally:
         await client.close()
+
+
+async def test_readyz_reports_a_backend_whose_settings_cannot_be_read(
+    sqlite_services: Services,
+) -> None:
+    """A backend whose check of its own settings raises (a kubeconfig that cannot be read:
+    PermissionError) is reported, not a 500."""
+    backend = sqlite_services.registry.backend("prometheus")
+    assert backend is not None
+
+    def unreadable() -> list[str]:
+        raise PermissionError("[Errno 13] Permission denied: '/root/.kube/config'")
+
+    backend.missing = unreadable  # type: ignore[method-assign]
+    client = await client_for(sqlite_services)
+    try:
+        answer = await client.get("/readyz")
+        body = await answer.json()
+        assert answer.status == 200
+        assert "Permission denied" in body["backends"]["prometheus"]["detail"]
+    finally:
+        await client.close()
