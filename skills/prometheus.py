@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from opsbot.durations import Duration, format_duration, parse_duration
 from opsbot.model import Block, Code, Image, SkillResult, Table, Text
 from opsbot.skills.base import Backend, BackendSettings, Risk, Skill, SkillContext, SkillError
+from opsbot.skills.charts import Panel, Unit, line_chart, metric_names, render
 
 if TYPE_CHECKING:
     from prometheus_api_client.prometheus_connect import PrometheusConnect
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 T = TypeVar("T")
@@ -38,8 +39,9 @@ class HealthTemplates(BaseModel):
     """PromQL templates of ``service.health`` (RED: rate, errors, duration).
 
     ``{selector}`` is replaced by the label matchers of the service (and namespace), e.g.
-    ``service="checkout",namespace="shop"``; ``{window}`` by the rate window; ``{step}`` (in
-    ``first_sample`` only) by a resolution of about a 300th of the window (1s to 15s; data
+    ``service="checkout",namespace="shop"``; ``{window}`` by the rate window. In
+    ``first_sample``, ``{window}`` is the span looked at (the longer of ``window`` and
+    ``chart_since``) and ``{step}`` a resolution of about a 300th of it (1s to 15s; data
     younger than one such step is looked for again at 1s).
 
     ``errors`` counts a service that has no 5xx series at all as 0 (``or vector(0)``), not
@@ -68,6 +70,15 @@ class HealthTemplates(BaseModel):
     first_sample: str = (
         "min(min_over_time(timestamp(http_requests_total{{{selector}}})[{window}:{step}]))"
     )
+    #: the span of the chart of the four signals under the table; "" draws none
+    chart_since: str = "1h"
+
+    @field_validator("window", "chart_since")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if value:
+            parse_duration(value)
+        return value
 
 
 class PrometheusConfig(BackendSettings):
@@ -135,6 +146,16 @@ class Prometheus(Backend[PrometheusConfig]):
             ).json()
         )
         return str(info.get("data", {}).get("version", "")) if isinstance(info, dict) else ""
+
+    async def range(
+        self, query: str, start: datetime, end: datetime, step: timedelta
+    ) -> list[dict[str, Any]]:
+        """``GET /api/v1/query_range``: the matrix of ``query`` (``[]`` when empty)."""
+        step_s = f"{max(1, int(step.total_seconds()))}s"
+        result: list[dict[str, Any]] = await self.call(
+            lambda p: p.custom_query_range(query, start_time=start, end_time=end, step=step_s)
+        )
+        return result
 
     async def label_values(self, label: str, match: str | None = None) -> list[str]:
         """``GET /api/v1/label/<label>/values`` (of the series ``match`` selects), sorted."""
@@ -220,6 +241,10 @@ def series_label(metric: dict[str, str]) -> str:
     name = metric.get("__name__", "")
     labels = ",".join(f'{k}="{v}"' for k, v in sorted(metric.items()) if k != "__name__")
     return f"{name}{{{labels}}}" if labels else (name or "{}")
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def fmt(value: float) -> str:
@@ -358,36 +383,38 @@ class PrometheusRange(Skill[RangeArgs, Prometheus]):
         end = datetime.now(UTC)
         start = end - span
         step_s = f"{int(step.total_seconds())}s"
-        result: list[dict[str, Any]] = await ctx.backend.call(
-            lambda p: p.custom_query_range(args.query, start_time=start, end_time=end, step=step_s),
-        )
+        result = await ctx.backend.range(args.query, start, end, step)
         code = Code(code=args.query, language="promql")
         if not result:
             return SkillResult(
                 summary="no data", blocks=[code, Text(text=f"No data in the last {args.since}.")]
             )
-        series = []
+        series: list[tuple[dict[str, str], list[tuple[float, float]]]] = []
         for item in result:
             points = [(float(t), float(v)) for t, v in item.get("values", [])]
             if points:
-                series.append((series_label(item.get("metric", {})), points))
+                series.append((item.get("metric", {}), points))
         series.sort(key=lambda s: -s[1][-1][1] if not math.isnan(s[1][-1][1]) else math.inf)
         shown = series[: ctx.settings.max_series]
-        from opsbot.skills.charts import line_chart  # matplotlib loads on the first chart
-
+        title = f"{', '.join(metric_names(args.query)[:2]) or 'PromQL'} · last {args.since}"
         png = await asyncio.to_thread(
-            line_chart, f"{args.query}  (last {args.since})", shown, start, end
+            line_chart, title, shown, start, end, query=args.query, total=len(series)
         )
         rows = [
-            [label, fmt(min(v for _, v in pts)), fmt(max(v for _, v in pts)), fmt(pts[-1][1])]
-            for label, pts in shown
+            [
+                series_label(metric),
+                fmt(min(v for _, v in pts)),
+                fmt(max(v for _, v in pts)),
+                fmt(pts[-1][1]),
+            ]
+            for metric, pts in shown
         ]
         table = Table(columns=["series", "min", "max", "last"], rows=rows)
         if len(series) > len(shown):
             table.note = (
                 f"{len(series) - len(shown)} more series not shown (top {len(shown)} by last value)"
             )
-        image = Image(title=f"{args.query} over {args.since}", data=png, alt=args.query)
+        image = Image(title=_short(title, 80), data=png, alt=args.query)
         return SkillResult(
             summary=f"{len(series)} series over {args.since}",
             blocks=[code, image, table],
@@ -441,7 +468,15 @@ class ServiceHealth(Skill[HealthArgs, Prometheus]):
         if args.namespace:
             selector += f',{tpl.namespace_label}="{args.namespace}"'
         where = f"{args.service}" + (f" in {args.namespace}" if args.namespace else "")
-        window, since = await self._window(prom, tpl, selector)
+        configured = parse_duration(tpl.window)
+        span = max(configured, parse_duration(tpl.chart_since or tpl.window))
+        oldest = await self._first_sample(prom, tpl, selector, span)
+        window, since = tpl.window, None
+        if oldest is not None and datetime.now(UTC) - oldest < configured:
+            # rate() over a window the data only partly covers under-reports: take the part
+            since = oldest
+            covered = math.ceil((datetime.now(UTC) - oldest).total_seconds())
+            window = format_duration(timedelta(seconds=max(2, covered)))
         queries = {
             "request rate": tpl.rate.format(selector=selector, window=window),
             "error ratio": tpl.errors.format(selector=selector, window=window),
@@ -479,6 +514,8 @@ class ServiceHealth(Skill[HealthArgs, Prometheus]):
                 f"so the {tpl.window} window would under-report"
             )
         blocks: list[Block] = [Text(text=head), Table(columns=["signal", "value"], rows=rows)]
+        if tpl.chart_since and (chart := await self._chart(prom, tpl, selector, where, oldest)):
+            blocks.append(chart)
         return SkillResult(
             summary=f"{where}: " + ", ".join(f"{r[0]} {r[1]}" for r in rows),
             blocks=blocks,
@@ -486,28 +523,79 @@ class ServiceHealth(Skill[HealthArgs, Prometheus]):
         )
 
     @staticmethod
-    async def _window(
-        prom: Prometheus, tpl: HealthTemplates, selector: str
-    ) -> tuple[str, datetime | None]:
-        """The rate window: the configured one, or the part of it the service's data covers
-        (with the time of its first sample) when that is shorter."""
-        configured = parse_duration(tpl.window)
-        step = min(15, max(1, int(configured.total_seconds()) // 300))
-        first: list[dict[str, Any]] = []
-        tries = [(tpl.window, step)] + ([(f"{step}s", 1)] if step > 1 else [])
-        for window, resolution in tries:
+    async def _first_sample(
+        prom: Prometheus, tpl: HealthTemplates, selector: str, span: timedelta
+    ) -> datetime | None:
+        """When the service's data starts, if that is within the last ``span`` (else None:
+        it covers the whole span, or there is none)."""
+        step = min(15, max(1, int(span.total_seconds()) // 300))
+        tries = [(format_duration(span), step)] + ([(f"{step}s", 1)] if step > 1 else [])
+        for looked_at, resolution in tries:
             first = await prom.instant(
-                tpl.first_sample.format(selector=selector, window=window, step=f"{resolution}s")
+                tpl.first_sample.format(selector=selector, window=looked_at, step=f"{resolution}s")
             )
             if first:
-                break
-        if not first:
-            return tpl.window, None
-        oldest = datetime.fromtimestamp(float(first[0]["value"][1]), UTC)
-        covered = math.ceil((datetime.now(UTC) - oldest).total_seconds())
-        if covered >= configured.total_seconds() - step:
-            return tpl.window, None
-        return format_duration(timedelta(seconds=max(2, covered))), oldest
+                oldest = datetime.fromtimestamp(float(first[0]["value"][1]), UTC)
+                return (
+                    oldest if datetime.now(UTC) - oldest < span - timedelta(seconds=step) else None
+                )
+        return None
+
+    @staticmethod
+    async def _chart(
+        prom: Prometheus, tpl: HealthTemplates, selector: str, where: str, oldest: datetime | None
+    ) -> Image | None:
+        """Rate, error ratio and p95/p99 latency over ``chart_since``, one panel each, with
+        the recipe's units. Rates are over 4 steps (shorter while the data is young), and the
+        chart starts one such window after the data does, so no point under-reports."""
+        end = datetime.now(UTC)
+        start = end - parse_duration(tpl.chart_since)
+        step = max(1, int((end - start).total_seconds()) // MAX_POINTS)
+        rate_window = 4 * step
+        if oldest is not None and oldest > start - timedelta(seconds=rate_window):
+            age = int((end - oldest).total_seconds())
+            rate_window = min(rate_window, max(2, age // 4))
+            start = max(start, oldest + timedelta(seconds=rate_window))
+            step = max(1, int((end - start).total_seconds()) // MAX_POINTS)
+        if (end - start).total_seconds() < 2 * step:
+            return None
+        window = format_duration(timedelta(seconds=rate_window))
+        queries = {
+            label: template.format(selector=selector, window=window)
+            for label, template in (
+                ("request rate", tpl.rate),
+                ("error ratio", tpl.errors),
+                ("p95 latency", tpl.p95),
+                ("p99 latency", tpl.p99),
+            )
+        }
+        results = await asyncio.gather(
+            *(prom.range(q, start, end, timedelta(seconds=step)) for q in queries.values())
+        )
+        rate, errors, p95, p99 = (
+            [(float(t), float(v)) for t, v in result[0]["values"]] if result else []
+            for result in results
+        )
+        panels = [
+            Panel(Unit("req/s"), [("", rate)]),
+            Panel(Unit("error ratio", "ratio"), [("", errors)]),
+            Panel(Unit("latency (seconds)", "seconds"), [("p95", p95), ("p99", p99)]),
+        ]
+        span = (
+            "last " + tpl.chart_since
+            if start == end - parse_duration(tpl.chart_since)
+            else (f"since {start:%H:%M:%S} UTC (data starts {oldest:%H:%M:%S})" if oldest else "")
+        )
+        caption = [f"{label}: {query}" for label, query in queries.items()]
+        caption.append(
+            f"rates over {window}, a point every {format_duration(timedelta(seconds=step))}"
+        )
+        png = await asyncio.to_thread(
+            render, f"{where}: rate, errors, latency · {span}", panels, start, end, caption=caption
+        )
+        return Image(
+            title=f"{where} health", data=png, alt=f"rate, error ratio, latency of {where}"
+        )
 
     @staticmethod
     async def _unknown(prom: Prometheus, tpl: HealthTemplates, args: HealthArgs, where: str) -> str:
