@@ -553,7 +553,7 @@ async def silences_on(
     silences muting an alert that has them (a silence on ``service=checkout`` is "on"
     ``HighErrorRate{service="checkout"}``)."""
     silences = await am.silences()
-    muted = await am.alerts(matchers, active=False, inhibited=False)
+    muted = await am.alerts(matchers, active=False)
     mutes: dict[str, list[dict[str, Any]]] = {}
     for alert in muted:
         for silence_id in alert["status"].get("silencedBy", []):
