@@ -584,6 +584,15 @@ def eval_(
     for r in report.results:
         if not r.ok:
             print(f"MISS {r.case.text!r}: {r.reason}")
+    print(
+        "per skill (precision: right of those routed to it; recall: right of those expecting it):"
+    )
+    for line in report.skill_lines():
+        print(f"  {line}")
+    confusions = report.confusion_lines()
+    print(f"confusions (expected -> routed): {'none' if not confusions else len(confusions)}")
+    for line in confusions:
+        print(f"  {line}")
     data = report.as_dict()
     print(
         f"planner: {planner}; mean latency {data['mean_latency_ms']} ms/request; tokens/request: "
