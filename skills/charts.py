@@ -360,6 +360,16 @@ class Panel:
     series: list[Series]
 
 
+@dataclass(frozen=True)
+class Marker:
+    """A moment marked across a chart: a dashed vertical line (an alert's start, a deploy)
+    with its ``label`` at the top. Markers outside the chart's time span are left out."""
+
+    at: datetime
+    label: str = ""
+    color: str = "#d62728"
+
+
 def line_chart(
     title: str,
     series: Sequence[Series],
@@ -372,12 +382,14 @@ def line_chart(
     note: str = "",
     width: float = 9,
     height: float = 4,
+    marker: Marker | None = None,
 ) -> bytes:
     """Render ``series`` as one line each over ``start``..``end`` (UTC); returns PNG bytes.
 
     ``query`` goes whole into the caption (and gives the unit when ``unit`` is None);
     ``total``: how many series there were when fewer are drawn (the top ones); ``note``: one
-    more caption line. Series with few points get markers so they stay visible."""
+    more caption line; ``marker``: a moment to mark (:class:`Marker`). Series with few points
+    get markers so they stay visible."""
     unit = unit if unit is not None else unit_of(query) if query else NONE
     metrics = [parse_series_label(s) if isinstance(s, str) else dict(s) for s, _ in series]
     common, legends = common_labels(metrics)
@@ -393,7 +405,16 @@ def line_chart(
     panel = Panel(
         unit, [(legend, points) for legend, (_, points) in zip(legends, series, strict=True)]
     )
-    return render(title, [panel], start, end, caption=lines, width=width, height=height)
+    return render(
+        title,
+        [panel],
+        start,
+        end,
+        caption=lines,
+        width=width,
+        height=height,
+        markers=[marker] if marker else (),
+    )
 
 
 def render(
@@ -405,9 +426,11 @@ def render(
     caption: Sequence[str] = (),
     width: float = 9,
     height: float = 4,
+    markers: Sequence[Marker] = (),
 ) -> bytes:
     """Panels stacked over one shared time axis, a title, and caption lines below (each
-    wrapped, none cut). Legend entries are the series' labels as given."""
+    wrapped, none cut). Legend entries are the series' labels as given; ``markers`` are
+    drawn across every panel, labelled on the top one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -427,6 +450,7 @@ def render(
         for ax, panel in zip(column, panels, strict=True):
             _plot(ax, panel)
         _time_axis(column[-1], start, end)
+        _mark(column, markers, start, end)
         fig.suptitle(_short(title, 110), fontsize=10)
         text = "\n".join(
             textwrap.fill(line, CAPTION_WIDTH, subsequent_indent="  ", break_on_hyphens=False)
@@ -476,6 +500,31 @@ def _plot(ax: Axes, panel: Panel) -> None:
     ax.tick_params(labelsize=8)
     if any(label for label, _ in panel.series):
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def _mark(
+    column: Sequence[Axes], markers: Sequence[Marker], start: datetime, end: datetime
+) -> None:
+    from matplotlib import dates as mdates
+
+    for marker in markers:
+        if not start <= marker.at <= end:
+            continue
+        x = float(mdates.date2num(marker.at))
+        for ax in column:
+            ax.axvline(x, color=marker.color, linestyle="--", linewidth=1.2, alpha=0.9)
+        if marker.label:
+            column[0].annotate(
+                _short(marker.label, LEGEND_WIDTH),
+                xy=(x, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -3),
+                textcoords="offset points",
+                va="top",
+                ha="left",
+                fontsize=7.5,
+                color=marker.color,
+            )
 
 
 def _formatter(unit: Unit) -> Any:
