@@ -6,6 +6,7 @@ figure as it is saved."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -145,7 +146,11 @@ async def test_time_ticks_are_readable(live: Engine, drawn: list[dict[str, Any]]
 async def test_service_health_charts_rate_errors_and_latency_with_units(
     live: Engine, drawn: list[dict[str, Any]]
 ) -> None:
-    thread = await run(live, "service.health", {"service": "checkout", "namespace": "shop"})
+    for _ in range(20):  # a stack seconds old has too little data for a chart: none is drawn
+        thread = await run(live, "service.health", {"service": "checkout", "namespace": "shop"})
+        if drawn:
+            break
+        await asyncio.sleep(1)
     [image] = [b for m in thread.messages for b in m.blocks if isinstance(b, Image)]
     assert image.data.startswith(b"\x89PNG")
     [figure] = drawn

@@ -24,7 +24,7 @@ from opsbot.engine import Engine
 from opsbot.intent.base import ToolRunner
 from opsbot.intent.offline import OfflineRouter
 from opsbot.model import Actor, Invocation, Plan, Request, Run
-from opsbot.skills.base import Skill, load_registry
+from opsbot.skills.base import Risk, Skill, load_registry
 from tests.conftest import Thread
 
 ALICE, BOB, DAVE = Actor(id="shell:alice"), Actor(id="shell:bob"), Actor(id="shell:dave")
@@ -291,6 +291,15 @@ async def test_unsilence_follows_the_policy(live: Engine, silence: Silencer) -> 
     [approval_id] = by_oncall.approval_ids
     own = await live.decide(approval_id, BOB, "approve", by_oncall)  # own vote never counts
     assert own.status is not VoteStatus.APPROVED
+
+
+def test_catalog_names_and_risks() -> None:
+    registry = load_registry()
+    silences, unsilence = registry.get("alerts.silences"), registry.get("alerts.unsilence")
+    assert silences is not None and silences.risk is Risk.READ
+    assert unsilence is not None and unsilence.risk is Risk.WRITE
+    assert set(unsilence.Args.model_fields) == {"id", "matchers"}
+    assert set(silences.Args.model_fields) == {"state", "matchers"}
 
 
 def test_unsilence_needs_an_id_or_matchers() -> None:
