@@ -1,16 +1,25 @@
 """Discord adapter on discord.py.
 
-A mention of the bot, or the ``/ops`` application command, starts a request; its steps go
+A mention of the bot (or of its own role, which Discord's mention picker offers for it), or
+the ``/ops`` application command (``OPSBOT_SLASH_COMMAND``), starts a request; its steps go
 into a thread created from the message (embeds, chart attachments, via
-:mod:`opsbot.adapters.discord_render`). An open approval card carries Approve / Deny buttons
-whose ``custom_id`` is ``opsbot:<approve|deny>:<approval id>``; a suggested action is a button
+:mod:`opsbot.adapters.discord_render`; what does not fit in Discord's limits is attached as
+``output.txt``). An open approval card carries Approve / Deny buttons whose ``custom_id`` is
+``opsbot:<approve|deny>:<approval id>``; Deny asks for a reason in a modal
+(``opsbot:deny-reason:<approval id>``). A suggested action is a button
 ``opsbot:action:<action id>`` whose click runs its invocation through ``Engine.click`` as the
-clicker's own request. Both are registered as dynamic items, so they keep working after a
-restart or a reconnect. The clicker is the user of the interaction Discord sends
+clicker's own request. All of these are recognised by their ``custom_id``, so they keep working
+after a restart or a reconnect. The clicker is the user of the interaction Discord sends
 (``discord:<user id>``, roles as ``discord-role:<role id>``); what is for the clicker alone
-(a refusal) is an ephemeral follow-up. Every later state of an approval card is edited into
-the message that shows it (known from posting it, or from the click on it); once the card is
-decided its buttons are gone.
+(a refusal) is an ephemeral follow-up. Every interaction is acknowledged before the decision
+(Discord wants an answer within 3 seconds). Every later state of an approval card is edited
+into the message that shows it (known from posting it, or from the click on it, and kept in the
+database, so a restart or another replica edits it too); once the card is decided its buttons
+are gone. When handling a click raises, the thread is told and the card says the action failed.
+
+The bot asks for no privileged intent (mentions carry their content without
+MESSAGE_CONTENT); if Discord refuses the intents asked for (gateway close 4014), one log line
+says which, and the adapter is off.
 
 Thread keys are ``discord:<channel or thread id>``. ``DISCORD_API_URL`` and
 ``DISCORD_GATEWAY_URL`` (optional) point the client at a proxy.
@@ -18,8 +27,8 @@ Thread keys are ``discord:<channel or thread id>``. ``DISCORD_API_URL`` and
 
 from __future__ import annotations
 
+import io
 import re
-from collections import OrderedDict
 from typing import Any
 
 import discord
@@ -27,7 +36,8 @@ import structlog
 import yarl
 from discord import app_commands
 
-from opsbot.adapters.discord_render import Rendered, render
+from opsbot.adapters.base import CardRefs, report_failure
+from opsbot.adapters.discord_render import MAX_CONTENT, OUTPUT, Rendered, render
 from opsbot.config import Settings
 from opsbot.engine import Engine, Reply
 from opsbot.model import ActionButton, Actor, Audience, ButtonStyle, Message, Request
@@ -39,12 +49,13 @@ PREFIX = "discord"
 CUSTOM_ID = r"opsbot:(?P<verdict>approve|deny):(?P<approval_id>[a-z0-9]{4,16})"
 ACTION_PREFIX = "opsbot:action:"
 ACTION_ID = ACTION_PREFIX + r"(?P<action_id>.{1,86})"  # a custom_id holds 100 characters
-MAX_CARDS = 2000  # approval cards whose message this process remembers (oldest forgotten)
+REASON_PREFIX = "opsbot:deny-reason:"
 STYLES = {
     ButtonStyle.PRIMARY: discord.ButtonStyle.primary,
     ButtonStyle.DANGER: discord.ButtonStyle.danger,
     ButtonStyle.DEFAULT: discord.ButtonStyle.secondary,
 }
+PRIVILEGED = ("members", "presences", "message_content")
 
 
 def off_reason(settings: Settings) -> str | None:
@@ -53,6 +64,12 @@ def off_reason(settings: Settings) -> str | None:
 
 def thread_key(channel_id: int) -> str:
     return f"{PREFIX}:{channel_id}"
+
+
+def command_name(settings: Settings) -> str:
+    """The application command's name (``OPSBOT_SLASH_COMMAND`` without its slash)."""
+    name = str(getattr(settings, "slash_command", "") or "/ops").strip().lstrip("/")
+    return name.lower() or "ops"
 
 
 def actor_of(user: discord.abc.User) -> Actor:
@@ -87,10 +104,13 @@ def view_of(rendered: Rendered) -> discord.ui.View | None:
     return view
 
 
+def _adapter(interaction: discord.Interaction[Any]) -> DiscordAdapter | None:
+    client = interaction.client
+    return client.adapter if isinstance(client, OpsbotClient) else None
+
+
 class ApprovalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CUSTOM_ID):
     """An Approve/Deny button that is recognised by its ``custom_id`` after any restart."""
-
-    adapter: DiscordAdapter | None = None
 
     def __init__(self, verdict: str, approval_id: str) -> None:
         super().__init__(button(verdict, approval_id))
@@ -107,14 +127,13 @@ class ApprovalButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=CU
         return cls(match["verdict"], match["approval_id"])
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        if ApprovalButton.adapter is not None:
-            await ApprovalButton.adapter.on_click(interaction, self.verdict, self.approval_id)
+        adapter = _adapter(interaction)
+        if adapter is not None:
+            await adapter.on_click(interaction, self.verdict, self.approval_id)
 
 
 class ActionClick(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ACTION_ID):
     """A suggested-action button (``opsbot:action:<id>``), recognised after any restart."""
-
-    adapter: DiscordAdapter | None = None
 
     def __init__(
         self, action_id: str, label: str = "", style: ButtonStyle = ButtonStyle.DEFAULT
@@ -143,11 +162,59 @@ class ActionClick(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ACTIO
         return cls(match["action_id"])
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        if ActionClick.adapter is not None:
-            await ActionClick.adapter.on_action(interaction, self.action_id)
+        adapter = _adapter(interaction)
+        if adapter is not None:
+            await adapter.on_action(interaction, self.action_id)
+
+
+class DenyReason(discord.ui.Modal):
+    """The reason asked for on Deny. Its submission is handled by ``custom_id`` in
+    ``on_interaction`` (so it works after a restart too); ``on_submit`` does nothing."""
+
+    def __init__(self, approval_id: str) -> None:
+        super().__init__(
+            title=f"Deny request {approval_id}"[:45],
+            custom_id=f"{REASON_PREFIX}{approval_id}",
+            timeout=900,  # an interaction token's lifetime
+        )
+        self.add_item(
+            discord.ui.TextInput(
+                label="Why deny it? (optional)",
+                custom_id="reason",
+                style=discord.TextStyle.paragraph,
+                required=False,
+                max_length=1000,
+            )
+        )
+
+
+def _submitted(components: Any, custom_id: str) -> str:
+    """The value of the input ``custom_id`` in a modal submission's components."""
+    for component in components or []:
+        if not isinstance(component, dict):
+            continue
+        if component.get("custom_id") == custom_id and "value" in component:
+            return str(component.get("value") or "")
+        nested = component.get("components") or (
+            [component["component"]] if "component" in component else []
+        )
+        found = _submitted(nested, custom_id)
+        if found:
+            return found
+    return ""
+
+
+class OpsbotClient(discord.Client):
+    """The discord.py client of one adapter (its buttons find the adapter through it)."""
+
+    def __init__(self, adapter: DiscordAdapter, **options: Any) -> None:
+        super().__init__(**options)
+        self.adapter = adapter
 
 
 class DiscordAdapter:
+    name = PREFIX
+
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
@@ -157,23 +224,25 @@ class DiscordAdapter:
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(
                 settings.discord_gateway_url
             )
-        intents = (
-            discord.Intents.default()
-        )  # mentions carry their content without the privileged intent
-        self.client = discord.Client(intents=intents)
+        # no privileged intent: mentions (of the bot or its role) carry their content anyway
+        self.client = OpsbotClient(self, intents=discord.Intents.default())
         self.tree = app_commands.CommandTree(self.client)
         self.client.setup_hook = self._setup_hook  # type: ignore[method-assign]
         self.client.event(self.on_message)
         self.client.event(self.on_ready)
-        ApprovalButton.adapter = self
-        ActionClick.adapter = self
-        #: approval id -> (channel id, message id) of the message showing its card
-        self._cards: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        self.client.event(self.on_interaction)
+        self.cards = CardRefs(engine.services.store, PREFIX)
+        self.command = command_name(settings)
 
-        @self.tree.command(name="ops", description="Ask opsbot (metrics, alerts, logs, Kubernetes)")
+        @self.tree.command(
+            name=self.command, description="Ask opsbot (metrics, alerts, logs, Kubernetes)"
+        )
         @app_commands.describe(request="what you need, e.g. 'restart checkout in shop'")
         async def ops(interaction: discord.Interaction[Any], request: str) -> None:
             await self.on_command(interaction, request)
+
+    def owns(self, thread: str) -> bool:
+        return thread.startswith(f"{PREFIX}:")
 
     async def _setup_hook(self) -> None:
         self.client.add_dynamic_items(ApprovalButton, ActionClick)
@@ -188,48 +257,88 @@ class DiscordAdapter:
             )
 
     async def run(self) -> None:
-        """Connect and serve until cancelled; reconnects are discord.py's (buttons survive them)."""
+        """Connect and serve until cancelled; reconnects are discord.py's (buttons survive
+        them). Intents Discord refuses, or a token it does not know, end it with one line."""
         assert self.settings.discord_token
-        async with self.client:
-            await self.client.start(self.settings.discord_token)
+        try:
+            async with self.client:
+                await self.client.start(self.settings.discord_token)
+        except discord.PrivilegedIntentsRequired:
+            asked = [name for name in PRIVILEGED if getattr(self.client.intents, name)]
+            log.error(
+                "discord.intents_refused",
+                missing=asked,
+                effect="the Discord adapter is off",
+                hint="enable them for the bot in the Developer Portal, or do not ask for them",
+            )
+        except discord.LoginFailure as exc:
+            log.error("discord.login_failed", error=str(exc), effect="the Discord adapter is off")
+
+    async def stop(self) -> None:
+        await self.client.close()
 
     async def on_ready(self) -> None:
         log.info("discord.ready", user=str(self.client.user), guilds=len(self.client.guilds))
 
     # -- posting -------------------------------------------------------------------------
 
-    def _remember(self, approval_id: str, channel_id: int, message_id: int) -> None:
-        self._cards[approval_id] = (channel_id, message_id)
-        self._cards.move_to_end(approval_id)
-        while len(self._cards) > MAX_CARDS:
-            self._cards.popitem(last=False)
+    async def update(self, message: Message) -> bool:
+        """Edit the message showing ``message``'s approval card (False: none is known, or
+        Discord refused the edit)."""
+        rendered = render(message)
+        if rendered.card is None:
+            return False
+        return await self._edit(rendered)
+
+    async def _edit(self, rendered: Rendered) -> bool:
+        assert rendered.card is not None
+        where = await self.cards.recall(rendered.card.approval_id)
+        if where is None:
+            return False
+        channel_id, _, message_id = where.partition(":")
+        try:
+            partial = self.client.get_partial_messageable(int(channel_id))
+            await partial.get_partial_message(int(message_id)).edit(
+                embeds=rendered.embeds, attachments=rendered.files, view=view_of(rendered)
+            )
+        except discord.HTTPException as exc:  # e.g. deleted: post the card anew
+            log.warning("discord.edit_failed", status=exc.status, error=str(exc)[:200])
+            return False
+        return True
 
     async def post(self, message: Message) -> None:
         """Post one engine message into its thread. A message with an approval card whose
         message is known replaces that message (and its buttons)."""
         channel_id = int(message.thread.split(":", 1)[1])
         rendered = render(message)
+        if rendered.card is not None and await self._edit(rendered):
+            return
         view = view_of(rendered)
-        card = rendered.card
-        where = self._cards.get(card.approval_id) if card is not None else None
+        channel = self.client.get_partial_messageable(channel_id)  # thread or channel
         try:
-            if where is not None:
-                try:
-                    partial = self.client.get_partial_messageable(where[0])
-                    await partial.get_partial_message(where[1]).edit(
-                        embeds=rendered.embeds, attachments=rendered.files, view=view
-                    )
-                    return
-                except discord.HTTPException as exc:  # e.g. deleted: post the card anew
-                    log.warning("discord.edit_failed", status=exc.status, error=str(exc)[:200])
-            channel = self.client.get_partial_messageable(channel_id)  # thread or channel
-            sent = await channel.send(
-                embeds=rendered.embeds,
-                files=rendered.files,
-                view=view if view is not None else discord.utils.MISSING,
-            )
-            if card is not None:
-                self._remember(card.approval_id, channel_id, sent.id)
+            try:
+                sent = await channel.send(
+                    embeds=rendered.embeds,
+                    files=rendered.files,
+                    view=view if view is not None else discord.utils.MISSING,
+                )
+            except discord.HTTPException as exc:
+                if exc.code != 50035:  # Invalid Form Body: post it as a file instead
+                    raise
+                log.warning(
+                    "discord.message_refused",
+                    status=exc.status,
+                    error=str(exc)[:300],
+                    effect=f"posted as {OUTPUT}",
+                )
+                sent = await channel.send(
+                    content=f"(this message did not fit Discord's limits: it is attached as "
+                    f"{OUTPUT})",
+                    file=discord.File(io.BytesIO(message.plain.encode()), filename=OUTPUT),
+                    view=view if view is not None else discord.utils.MISSING,
+                )
+            if rendered.card is not None:
+                await self.cards.remember(rendered.card.approval_id, f"{channel_id}:{sent.id}")
         except discord.HTTPException as exc:
             log.error(
                 "discord.post_failed", channel=channel_id, status=exc.status, error=str(exc)[:200]
@@ -237,13 +346,29 @@ class DiscordAdapter:
 
     # -- requests ------------------------------------------------------------------------
 
+    def _addressed(self, message: discord.Message) -> bool:
+        """Whether ``message`` mentions the bot, or the bot's own role."""
+        me = self.client.user
+        if me is None:
+            return False
+        if me in message.mentions:
+            return True
+        guild = message.guild
+        own = guild.self_role if guild is not None else None
+        return own is not None and own in message.role_mentions
+
     async def on_message(self, message: discord.Message) -> None:
         me = self.client.user
-        if message.author.bot or me is None or me not in message.mentions:
+        if message.author.bot or me is None or not self._addressed(message):
             return
         if not await first_time(self.engine.services.store, f"discord:message:{message.id}"):
             return
-        text = re.sub(rf"<@!?{me.id}>", "", message.content).strip()
+        text = re.sub(rf"<@!?{me.id}>", "", message.content)
+        guild = message.guild
+        own = guild.self_role if guild is not None else None
+        if own is not None:
+            text = text.replace(f"<@&{own.id}>", "")
+        text = text.strip()
         if isinstance(message.channel, discord.Thread):
             thread_id = message.channel.id
         else:
@@ -272,7 +397,9 @@ class DiscordAdapter:
     async def on_command(self, interaction: discord.Interaction[Any], text: str) -> None:
         if not await self._mine(interaction):
             return
-        await interaction.response.send_message(f"{interaction.user.mention} asked: {text}"[:2000])
+        await interaction.response.send_message(
+            f"{interaction.user.mention} asked: {text}"[:MAX_CONTENT]
+        )
         original = await interaction.original_response()
         try:
             thread = await original.create_thread(name=text[:90] or "opsbot")
@@ -309,24 +436,57 @@ class DiscordAdapter:
         self, interaction: discord.Interaction[Any], for_clicker: list[str]
     ) -> None:
         if for_clicker:
-            await interaction.followup.send("\n".join(for_clicker)[:2000], ephemeral=True)
+            await interaction.followup.send("\n".join(for_clicker)[:MAX_CONTENT], ephemeral=True)
+
+    async def _remember_clicked(
+        self, interaction: discord.Interaction[Any], approval_id: str
+    ) -> None:
+        if interaction.message is not None:  # the card is the clicked message
+            await self.cards.remember(
+                approval_id, f"{interaction.message.channel.id}:{interaction.message.id}"
+            )
 
     async def on_click(
         self, interaction: discord.Interaction[Any], verdict: str, approval_id: str
     ) -> None:
-        """Approve / Deny on an approval card."""
+        """Approve / Deny on an approval card (Deny first asks for a reason)."""
         if not await self._mine(interaction):
             return
-        if interaction.message is not None:  # the card is the clicked message
-            self._remember(approval_id, interaction.message.channel.id, interaction.message.id)
+        await self._remember_clicked(interaction, approval_id)
+        if verdict == "deny":
+            await interaction.response.send_modal(DenyReason(approval_id))
+            return
+        await self._decide(interaction, approval_id, verdict, "")
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """A submitted Deny reason (``opsbot:deny-reason:<approval id>``)."""
+        if interaction.type is not discord.InteractionType.modal_submit:
+            return
+        data: dict[str, Any] = dict(interaction.data or {})
+        custom_id = str(data.get("custom_id") or "")
+        if not custom_id.startswith(REASON_PREFIX) or not await self._mine(interaction):
+            return
+        approval_id = custom_id.removeprefix(REASON_PREFIX)
+        await self._remember_clicked(interaction, approval_id)
+        reason = _submitted(data.get("components"), "reason").strip()
+        await self._decide(interaction, approval_id, "deny", reason)
+
+    async def _decide(
+        self, interaction: discord.Interaction[Any], approval_id: str, verdict: str, reason: str
+    ) -> None:
         reply, for_clicker = await self._clicked(interaction)
-        await self.engine.decide(
-            approval_id,
-            actor_of(interaction.user),
-            verdict,
-            reply,
-            channel=str(interaction.channel_id),
-        )
+        try:
+            await self.engine.decide(
+                approval_id,
+                actor_of(interaction.user),
+                verdict,
+                reply,
+                reason=reason,
+                channel=str(interaction.channel_id),
+            )
+        except Exception as exc:
+            log.exception("discord.decide_failed", approval_id=approval_id)
+            await report_failure(self.engine, approval_id, self.post, exc)
         await self._answer_clicker(interaction, for_clicker)
 
     async def on_action(self, interaction: discord.Interaction[Any], action_id: str) -> None:

@@ -1,7 +1,9 @@
 """Engine messages as Discord messages: embeds, attachments and buttons, within Discord's
-limits (https://discord.com/developers/docs/resources/message): 2000 characters of content,
-10 embeds per message, 4096 characters per embed description, 25 fields of 1024 characters,
-6000 characters per message's embeds. What does not fit is attached as ``output.txt``.
+limits (https://discord.com/developers/docs/resources/message#embed-object-embed-limits):
+10 embeds per message; an embed's title 256 characters, description 4,096, 25 fields of a
+256-character name and a 1,024-character value, footer 2,048, author 256; and all of that, over
+all of a message's embeds, at most 6,000 characters (:func:`embed_size` counts it as Discord
+does). What does not fit is attached whole as ``output.txt`` and the message shows its start.
 
 Text is converted from the neutral markup by :func:`markdown` (Discord's markdown is mostly
 the same; literal markdown characters are backslash-escaped). An approval card becomes its
@@ -21,10 +23,16 @@ from opsbot.adapters.markup import Dialect, card_votes, convert, mention
 from opsbot.model import ActionButton, ApprovalCard, Code, Image, Message, Step, Table, Text
 
 MAX_EMBEDS = 10
+MAX_TITLE = 256
 MAX_DESCRIPTION = 4096
 MAX_FIELDS = 25
+MAX_FIELD_NAME = 256
 MAX_FIELD_VALUE = 1024
+MAX_FOOTER = 2048
 MAX_TOTAL = 6000
+MAX_CONTENT = 2000
+OUTPUT = "output.txt"
+REST = "\n… (the rest is attached as output.txt)"
 COLOURS = {
     Step.RESULT: 0x2ECC71,
     Step.ERROR: 0xE74C3C,
@@ -98,51 +106,93 @@ def _chunks(text: str, size: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
+def embed_size(embed: discord.Embed) -> int:
+    """The characters of ``embed`` that count towards Discord's 6,000 per message: title,
+    description, field names and values, footer text, author name."""
+    return (
+        len(embed.title or "")
+        + len(embed.description or "")
+        + sum(len(f.name or "") + len(f.value or "") for f in embed.fields)
+        + len(embed.footer.text or "")
+        + len(embed.author.name or "")
+    )
+
+
+def _cut(text: str, size: int) -> str:
+    """The start of ``text`` in ``size`` characters, a code block left open closed again."""
+    if len(text) <= size:
+        return text
+    cut = text[: max(0, size - 4)]
+    return cut + "\n```" if cut.count("```") % 2 else cut
+
+
+def _file(name: str, text: str) -> discord.File:
+    return discord.File(io.BytesIO(text.encode()), filename=name)
+
+
 def render(message: Message) -> Rendered:
     out = Rendered()
     parts: list[str] = []
     fields: list[tuple[str, str]] = []
+    as_text: list[str] = []  # the tables shown as fields, as text (when fields do not fit)
+    images: list[discord.Embed] = []
+    colour = COLOURS.get(message.step)
     for block in message.blocks:
         if isinstance(block, Text):
             parts.append(markdown(block.text))
         elif isinstance(block, Code):
             parts.append(_code(block.code))
         elif isinstance(block, Table):
-            if len(block.columns) == 2 and len(block.rows) <= MAX_FIELDS and not block.note:
-                fields.extend(
-                    (escape(str(r[0]))[:256] or "-", escape(str(r[1]))[:MAX_FIELD_VALUE] or "-")
-                    for r in block.rows
+            shown = [(escape(str(r[0])), escape(str(r[1]))) for r in block.rows if len(r) >= 2]
+            if (
+                len(block.columns) == 2
+                and 0 < len(block.rows) <= MAX_FIELDS
+                and not block.note
+                and len(shown) == len(block.rows)
+                and all(
+                    0 < len(n) <= MAX_FIELD_NAME and 0 < len(v) <= MAX_FIELD_VALUE for n, v in shown
                 )
+            ):
+                fields.extend(shown)
+                as_text.append(_table_text(block))
             else:
                 parts.append(_table_text(block))
         elif isinstance(block, Image):
             name = re.sub(r"[^A-Za-z0-9_.-]+", "-", block.title)[:60] + ".png"
             out.files.append(discord.File(io.BytesIO(block.data), filename=name))
-            embed = discord.Embed(title=block.title[:256], colour=COLOURS.get(message.step))
+            embed = discord.Embed(title=block.title[:MAX_TITLE], colour=colour)
             embed.set_image(url=f"attachment://{name}")
-            out.embeds.append(embed)
+            images.append(embed)
         elif isinstance(block, ApprovalCard):
             out.card = block
             parts.append(card_text(block))
         elif isinstance(block, ActionButton) and block.id not in {a.id for a in out.actions}:
             out.actions.append(block)
+    who = f" · {message.actor}" if message.actor else ""
+    footer = f"{message.step.value}{who}"[:MAX_FOOTER]
     text = "\n".join(parts)
-    budget = MAX_TOTAL - sum(len(e.title or "") for e in out.embeds)
-    if len(text) > min(budget, MAX_DESCRIPTION * (MAX_EMBEDS - len(out.embeds))):
-        out.files.append(discord.File(io.BytesIO(text.encode()), filename="output.txt"))
-        text = text[: MAX_DESCRIPTION - 80] + "\n… (the rest is attached as output.txt)"
+    fixed = sum(embed_size(e) for e in images[: MAX_EMBEDS - 1]) + len(footer)
+    slots = MAX_EMBEDS - min(len(images), MAX_EMBEDS - 1)
+    needed = len(text) + sum(len(n) + len(v) for n, v in fields)
+    if (
+        len(images) >= MAX_EMBEDS
+        or fixed + needed > MAX_TOTAL
+        or len(text) > MAX_DESCRIPTION * slots
+        or len(fields) > MAX_FIELDS
+    ):  # show the start, attach all of it
+        out.files.append(_file(OUTPUT, message.plain))
+        text = "\n".join([*parts, *as_text]) if fields else text
+        fields = []
+        text = _cut(text, min(MAX_DESCRIPTION, MAX_TOTAL - fixed) - len(REST)) + REST
     chunks = _chunks(text, MAX_DESCRIPTION) if text else []
-    embeds = [
-        discord.Embed(description=chunk, colour=COLOURS.get(message.step)) for chunk in chunks
-    ]
+    embeds = [discord.Embed(description=chunk, colour=colour) for chunk in chunks]
     if fields:
         if not embeds:
-            embeds.append(discord.Embed(colour=COLOURS.get(message.step)))
-        for name, value in fields[:MAX_FIELDS]:
+            embeds.append(discord.Embed(colour=colour))
+        for name, value in fields:
             embeds[-1].add_field(name=name, value=value, inline=True)
     if embeds:
-        who = f" · {message.actor}" if message.actor else ""
-        embeds[-1].set_footer(text=f"{message.step.value}{who}")
+        embeds[-1].set_footer(text=footer)
         embeds[-1].timestamp = message.at
-    out.embeds = [*embeds, *out.embeds][:MAX_EMBEDS]
+    out.embeds = [*embeds, *images][:MAX_EMBEDS]
     return out
