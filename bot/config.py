@@ -131,6 +131,85 @@ class Settings(BaseSettings):
     chart_dir: Path = Field(Path("charts"), validation_alias=_env("OPSBOT_CHART_DIR", "chart_dir"))
     max_rows: int = Field(15, validation_alias=_env("OPSBOT_MAX_ROWS", "max_rows"))
     max_series: int = Field(8, validation_alias=_env("OPSBOT_MAX_SERIES", "max_series"))
+    # -- the audit console (``/audit`` on ``opsbot serve``) and the audit log's upkeep -------
+    console_token: str | None = Field(
+        None,
+        validation_alias=_env("OPSBOT_CONSOLE_TOKEN", "console_token"),
+        description="bearer token that opens the audit console (also its login form); "
+        "unset with no trusted proxy: the console is off",
+    )
+    console_token_subject: str = Field(
+        "console:token",
+        validation_alias=_env("OPSBOT_CONSOLE_TOKEN_SUBJECT", "console_token_subject"),
+        description="the policy subject a holder of OPSBOT_CONSOLE_TOKEN is; it must be "
+        "allowed audit.search",
+    )
+    console_trusted_proxies: str = Field(
+        "",
+        validation_alias=_env("OPSBOT_CONSOLE_TRUSTED_PROXIES", "console_trusted_proxies"),
+        description="comma-separated addresses or networks (127.0.0.1, 10.0.0.0/8) of the "
+        "authenticating proxy whose X-Forwarded-User/X-Forwarded-Groups are believed",
+    )
+    console_url: str | None = Field(
+        None,
+        validation_alias=_env("OPSBOT_CONSOLE_URL", "console_url"),
+        description="the console's external URL (https://opsbot.example.com/audit), for links "
+        "in chat answers",
+    )
+    console_session_hours: int = Field(
+        8,
+        validation_alias=_env("OPSBOT_CONSOLE_SESSION_HOURS", "console_session_hours"),
+        description="hours a console login with the token lasts",
+        ge=1,
+        le=24 * 7,
+    )
+    console_slack_url: str = Field(
+        "https://slack.com",
+        validation_alias=_env("OPSBOT_CONSOLE_SLACK_URL", "console_slack_url"),
+        description="the Slack workspace's URL (https://acme.slack.com), for links to threads",
+    )
+    console_discord_guild: str = Field(
+        "",
+        validation_alias=_env("OPSBOT_CONSOLE_DISCORD_GUILD", "console_discord_guild"),
+        description="the Discord server (guild) id, for links to threads",
+    )
+    console_verify_interval: float = Field(
+        30.0,
+        validation_alias=_env("OPSBOT_CONSOLE_VERIFY_INTERVAL", "console_verify_interval"),
+        description="seconds between the console's incremental chain checks (a full walk "
+        "every 60 of them)",
+        gt=0,
+    )
+    audit_anchor_path: Path | None = Field(
+        None,
+        validation_alias=_env("OPSBOT_AUDIT_ANCHOR_PATH", "audit_anchor_path"),
+        description="file the audit chain's head is appended to at intervals (anchors that "
+        "catch truncation); unset: no anchors",
+    )
+    audit_anchor_interval: float = Field(
+        300.0,
+        validation_alias=_env("OPSBOT_AUDIT_ANCHOR_INTERVAL", "audit_anchor_interval"),
+        description="seconds between anchors",
+        gt=0,
+    )
+    audit_anchor_key: str = Field(
+        "",
+        validation_alias=_env("OPSBOT_AUDIT_ANCHOR_KEY", "audit_anchor_key"),
+        description="HMAC key signing each anchor line (a line that does not match is reported)",
+    )
+    audit_retention_days: int | None = Field(
+        None,
+        validation_alias=_env("OPSBOT_AUDIT_RETENTION_DAYS", "audit_retention_days"),
+        description="days audit records are kept; older ones are exported to "
+        "OPSBOT_AUDIT_EXPORT_DIR, then removed; unset: kept forever",
+        ge=1,
+    )
+    audit_export_dir: Path = Field(
+        Path("audit-exports"),
+        validation_alias=_env("OPSBOT_AUDIT_EXPORT_DIR", "audit_export_dir"),
+        description="folder retention exports audit records to before removing them",
+    )
+
     #: settings of each backend by its name, winning over its environment variables
     #: (``backends: {loki: {url: ..., tenant: ...}}`` in opsbot.yaml; tests; the demo)
     backends: dict[str, dict[str, Any]] = Field(default_factory=dict)

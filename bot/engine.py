@@ -512,10 +512,11 @@ class Engine:
         outcome = "ok" if result.ok else "failed"
         telemetry.SKILL_RUNS.labels(skill.name, outcome).inc()
         telemetry.SKILL_LATENCY.labels(skill.name).observe(elapsed)
+        change = result.data.get("change")  # what a write sent (its patch), for reviewers
         await trail.record(
             AuditEvent.RESULT,
             skill=skill.name,
-            args=dumped,
+            args={**dumped, "change": change} if change is not None else dumped,
             outcome=outcome,
             detail=f"{result.summary} ({elapsed * 1000:.0f} ms)",
         )

@@ -6,9 +6,7 @@ Alertmanager's webhook JSON v4). Slack's ``/slack/events`` is mounted by the Sla
 from __future__ import annotations
 
 import asyncio
-import html
 import json
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -16,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from opsbot.adapters.console import mount as mount_console
 from opsbot.audit import AuditEvent
 from opsbot.services import Services
 from opsbot.telemetry import REGISTRY
@@ -71,47 +70,6 @@ def int_param(request: web.Request, name: str, default: int, low: int, high: int
     return value
 
 
-async def audit_page(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    since_h = int_param(request, "hours", 24, 1, 24 * 90)
-    records = await services.audit.search(
-        since=datetime.now(UTC) - timedelta(hours=since_h),
-        actor=request.query.get("actor") or None,
-        skill=request.query.get("skill") or None,
-        limit=500,
-    )
-    report = await services.audit.verify()
-    status = "chain intact" if report.ok else "CHAIN BROKEN: " + "; ".join(report.problems)
-    rows = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{html.escape(str(v))}</td>"
-            for v in (
-                r.seq,
-                f"{r.at:%Y-%m-%d %H:%M:%S}",
-                r.event,
-                r.actor,
-                r.skill,
-                r.outcome,
-                r.detail[:160],
-            )
-        )
-        + "</tr>"
-        for r in reversed(records)
-    )
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>opsbot audit</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{border-bottom:1px solid #ddd;padding:4px 8px;
-text-align:left;font-size:13px}}.bad{{color:#b00}}</style></head><body>
-<h1>opsbot audit</h1><p class="{"ok" if report.ok else "bad"}">{html.escape(status)}
-({report.checked} records)</p>
-<form><input name="actor" placeholder="actor" value="{html.escape(request.query.get("actor", ""))}">
-<input name="skill" placeholder="skill" value="{html.escape(request.query.get("skill", ""))}">
-<input name="hours" size="4" value="{since_h}"> h <button>filter</button></form>
-<table><tr><th>seq</th><th>at (UTC)</th><th>event</th><th>actor</th><th>skill</th><th>outcome</th>
-<th>detail</th></tr>{rows}</table></body></html>"""
-    return web.Response(text=page, content_type="text/html")
-
-
 async def alertmanager_webhook(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     try:
@@ -145,7 +103,7 @@ def make_app(services: Services, slack: Any = None) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/audit", audit_page)
+    mount_console(app, services)  # /audit: the audit console (off unless configured)
     app.router.add_post("/alertmanager", alertmanager_webhook)
     return app
 

@@ -191,14 +191,18 @@ class K8sRestart(_Write[WorkloadArgs]):
     async def run(self, args: WorkloadArgs, ctx: SkillContext[Kubernetes]) -> SkillResult:
         api = await ctx.backend.api(ctx.impersonate)
         await resolve_deployment(api, args.namespace, args.name)
+        patch = restart_patch()
         await api.patch_deployment(
             args.namespace,
             args.name,
-            restart_patch(),
+            patch,
             content_type=STRATEGIC_MERGE,
             field_manager=RESTART_FIELD_MANAGER,
         )
-        return SkillResult(summary=f"deployment {args.namespace}/{args.name} restarted")
+        return SkillResult(
+            summary=f"deployment {args.namespace}/{args.name} restarted",
+            data={"change": {"content_type": STRATEGIC_MERGE, "patch": patch}},
+        )
 
 
 class K8sScale(_Write[ScaleArgs]):
@@ -247,7 +251,8 @@ class K8sScale(_Write[ScaleArgs]):
         )
         return SkillResult(
             summary=f"deployment {args.namespace}/{args.name} scaled from "
-            f"{dep['spec'].get('replicas', 1)} to {args.replicas} replicas"
+            f"{dep['spec'].get('replicas', 1)} to {args.replicas} replicas",
+            data={"change": {"content_type": MERGE_PATCH, "patch": scale_patch(args.replicas)}},
         )
 
 
@@ -307,4 +312,7 @@ class K8sRollback(_Write[RollbackArgs]):
         patch, text = await self.compute_undo(args, ctx)
         api = await ctx.backend.api(ctx.impersonate)
         await api.patch_deployment(args.namespace, args.name, patch, content_type=JSON_PATCH)
-        return SkillResult(summary=text.splitlines()[0].replace("roll back", "rolled back", 1))
+        return SkillResult(
+            summary=text.splitlines()[0].replace("roll back", "rolled back", 1),
+            data={"change": {"content_type": JSON_PATCH, "patch": patch}},
+        )
