@@ -552,11 +552,31 @@ def eval_(
     ],
     planner: Annotated[str, typer.Option(help="Which planner routes: offline | llm.")] = "offline",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+    record: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --planner llm: keep every model response of every case in this JSON file.",
+            dir_okay=False,
+        ),
+    ] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --planner llm: answer from a --record file instead of a model (offline).",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ] = None,
 ) -> None:
     """Measure routing accuracy on a dataset; one line per miss, then the accuracy.
 
-    ``--planner llm`` asks the configured model (OPENAI_BASE_URL, OPSBOT_LLM_MODEL) to route each
-    case (its first tool call is the plan; nothing is executed) and reports tokens and latency.
+    Besides the misses: each skill's precision and recall, and the confusions (expected ->
+    routed). ``--planner llm`` asks the configured model (OPENAI_BASE_URL, OPSBOT_LLM_MODEL)
+    to route each case (its first tool call is the plan; nothing is executed) and reports
+    model calls, tokens, cost and latency per case. ``--record FILE`` keeps the model's
+    responses; ``--replay FILE`` re-scores them later with no model, through the planner's
+    real parsing and validation.
     """
     import yaml
     from pydantic import ValidationError
@@ -565,6 +585,10 @@ def eval_(
 
     if planner not in ("offline", "llm"):
         raise typer.BadParameter(f"unknown planner {planner!r}: use offline or llm")
+    if (record or replay) and planner != "llm":
+        raise typer.BadParameter("--record and --replay go with --planner llm")
+    if record and replay:
+        raise typer.BadParameter("use --record or --replay, not both")
     try:
         cases = load_cases(dataset)
     except (yaml.YAMLError, ValueError, ValidationError) as exc:
@@ -573,17 +597,31 @@ def eval_(
             f"{dataset} is not an eval dataset: {reason}",
             hint="a YAML list of `- text: ...` / `expect: {skill: ..., args: {...}}` cases",
         ) from None
-    report, sizes = _run(lambda: _evaluate(cases, planner))
+    report, sizes, notes = _run(lambda: _evaluate(cases, planner, dataset, record, replay))
     if as_json:
         print(
             json.dumps(
-                {**report.as_dict(), "planner": planner, "catalog_prompt_tokens": sizes}, indent=2
+                {
+                    **report.as_dict(),
+                    "planner": planner,
+                    "catalog_prompt_tokens": sizes,
+                    "notes": notes,
+                },
+                indent=2,
             )
         )
         return
     for r in report.results:
         if not r.ok:
             print(f"MISS {r.case.text!r}: {r.reason}")
+    if planner == "llm":
+        print("per case (model calls, tokens, cost, latency):")
+        for n, r in enumerate(report.results, 1):
+            print(
+                f"  {n:>3} {'ok  ' if r.ok else 'MISS'} {r.calls} call(s), {r.prompt_tokens} prompt + "
+                f"{r.completion_tokens} completion tokens, ~${r.cost_usd:.4f}, "
+                f"{1000 * r.seconds:.0f} ms: {r.case.text[:60]!r}"
+            )
     print(
         "per skill (precision: right of those routed to it; recall: right of those expecting it):"
     )
@@ -593,6 +631,8 @@ def eval_(
     print(f"confusions (expected -> routed): {'none' if not confusions else len(confusions)}")
     for line in confusions:
         print(f"  {line}")
+    for note in notes:
+        print(note)
     data = report.as_dict()
     print(
         f"planner: {planner}; mean latency {data['mean_latency_ms']} ms/request; tokens/request: "
@@ -610,7 +650,13 @@ def eval_(
     print(f"accuracy: {report.accuracy:.3f} ({report.passed}/{len(report.results)})")
 
 
-async def _evaluate(cases: list[Any], planner_name: str) -> tuple[Any, dict[str, int]]:
+async def _evaluate(
+    cases: list[Any],
+    planner_name: str,
+    dataset: Path,
+    record: Path | None = None,
+    replay: Path | None = None,
+) -> tuple[Any, dict[str, int], list[str]]:
     import tempfile
 
     from opsbot.evaluation import evaluate
@@ -619,26 +665,78 @@ async def _evaluate(cases: list[Any], planner_name: str) -> tuple[Any, dict[str,
     from opsbot.intent.offline import OfflineRouter
     from opsbot.services import build_services
 
+    recording: Any = None
+    case_errors: tuple[type[Exception], ...] = ()
+    overrides: dict[str, Any] = {}
+    if replay is not None:
+        from opsbot.intent.recording import Recording, ReplayMismatch
+
+        try:
+            recording = Recording.load(replay)
+        except ValueError as exc:
+            raise OpsbotError(
+                str(exc), hint="a file written by opsbot eval --planner llm --record"
+            ) from None
+        case_errors = (ReplayMismatch,)
+        meta = recording.meta
+        overrides = {
+            k: v
+            for k, v in (("llm_model", meta.get("model")), ("llm_provider", meta.get("provider")))
+            if v
+        }
+    notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="opsbot-eval-") as tmp:
-        settings = load_settings(database_url=f"sqlite+aiosqlite:///{tmp}/eval.db")
+        settings = load_settings(database_url=f"sqlite+aiosqlite:///{tmp}/eval.db", **overrides)
         services = await build_services(settings)
         try:
             registry, policy = services.registry, services.policy
             planner: Any = OfflineRouter()
-            if planner_name == "llm":
+            if replay is not None:
+                from opsbot.intent.recording import ReplayModel, Taped
+
+                llm = LLMPlanner(
+                    services, fallback=OfflineRouter(), model=ReplayModel.of(recording)
+                )
+                planner = Taped(llm, recording)
+                notes.append(
+                    f"replay: {len(recording.cases)} recorded case(s) of {recording.meta.get('model')} "
+                    f"({recording.meta.get('recorded_at', '?')}) from {replay}; no model asked"
+                )
+                notes.extend(f"replay: {n}" for n in recording.drift(llm.prompts.versions()))
+            elif planner_name == "llm":
                 if not settings.llm_configured:
                     raise ConfigError(
                         "--planner llm needs a model",
                         hint="set OPENAI_BASE_URL or OPENAI_API_KEY, and OPSBOT_LLM_MODEL",
                     )
                 try:
-                    planner = LLMPlanner(services, fallback=OfflineRouter())
+                    llm = LLMPlanner(services, fallback=OfflineRouter())
                 except LLMUnavailable as exc:
                     raise ConfigError(f"LLM planner unavailable: {exc}") from None
-                problem = await planner.check()
+                problem = await llm.check()
                 if problem:
                     raise ConfigError(f"LLM planner unavailable: {problem}")
-            report = await evaluate(cases, planner, registry, policy)
+                planner = llm
+                if record is not None:
+                    from opsbot.intent.recording import Recording, Taped
+
+                    recording = Recording({"dataset": str(dataset)})
+                    llm.observers.append(recording.observe)
+                    planner = Taped(llm, recording)
+            report = await evaluate(cases, planner, registry, policy, case_errors=case_errors)
+            if recording is not None:
+                recording.finish()
+            if record is not None and recording is not None:
+                recording.save(record)
+                calls = sum(len(c["responses"]) for c in recording.cases)
+                notes.append(
+                    f"recorded: {len(recording.cases)} case(s), {calls} model response(s) to {record}"
+                )
+            if replay is not None and recording.short:
+                notes.append(
+                    f"replay: {len(recording.short)} case(s) used fewer responses than were "
+                    f"recorded (the planner stopped sooner), e.g. {recording.short[0]!r}"
+                )
             full = list(registry)
             reader = Actor(id="eval:read-only")
             read_only = [
@@ -650,7 +748,7 @@ async def _evaluate(cases: list[Any], planner_name: str) -> tuple[Any, dict[str,
                 "read_only": tokens.count_tools(tool_definitions(read_only)),
                 "read_only_skills": len(read_only),
             }
-            return report, sizes
+            return report, sizes, notes
         finally:
             await services.close()
 

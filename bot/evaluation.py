@@ -257,8 +257,15 @@ def _same(expected: Any, actual: Any) -> bool:
 
 
 async def evaluate(
-    cases: Sequence[Case], planner: Planner, registry: SkillRegistry, policy: Policy | None = None
+    cases: Sequence[Case],
+    planner: Planner,
+    registry: SkillRegistry,
+    policy: Policy | None = None,
+    *,
+    case_errors: tuple[type[Exception], ...] = (),
 ) -> Report:
+    """Route every case with ``planner``; an exception of ``case_errors`` raised while
+    planning one case (e.g. a replay that lacks that case) makes it a miss saying so."""
     report = Report()
     for case in cases:
         actor = Actor(id=case.actor)
@@ -269,7 +276,22 @@ async def evaluate(
             or policy.permitted(actor, s.name, channel="eval", namespaced=s.namespaced)
         ]
         started = time.perf_counter()
-        plan = await planner.plan(Request(actor=actor, channel="eval", text=case.text), catalog)
+        try:
+            plan = await planner.plan(Request(actor=actor, channel="eval", text=case.text), catalog)
+        except case_errors as exc:
+            installed = case.expect.skill is None or case.expect.skill in registry
+            report.results.append(
+                CaseResult(
+                    case,
+                    None,
+                    {},
+                    ok=False,
+                    installed=installed,
+                    reason=f"{type(exc).__name__}: {exc}",
+                    seconds=time.perf_counter() - started,
+                )
+            )
+            continue
         seconds = time.perf_counter() - started
         first = first_invocation(plan)
         got_skill = first.skill if first else None

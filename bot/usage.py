@@ -20,6 +20,9 @@ class Usage:
     cost_usd: float = 0.0
     latency_s: float = 0.0
     calls: int = 0
+    #: SHA-256 of the prompt templates the request's calls were built from (LLM planner)
+    prompt_sha256: str = ""
+    tools_sha256: str = ""
 
     @property
     def total_tokens(self) -> int:

@@ -68,6 +68,11 @@ def test_the_wheel_installs_one_package_named_opsbot(wheel: Path) -> None:
     for required in ("opsbot/policies/default.yaml", "opsbot/py.typed", "opsbot/testing.py"):
         assert required in names
     assert "opsbot/migrations/script.py.mako" in names
+    # the LLM planner's prompt templates are package data, byte for byte (their hash is their version)
+    for prompt in (ROOT / "bot" / "intent" / "prompts").glob("*.j2"):
+        shipped = f"opsbot/intent/prompts/{prompt.name}"
+        assert shipped in names
+        assert zipfile.ZipFile(wheel).read(shipped) == prompt.read_bytes()
     migrations = [n for n in names if n.startswith("opsbot/migrations/versions/")]
     assert {Path(n).name for n in migrations if n.endswith(".py")} >= {
         p.name for p in (ROOT / "bot" / "migrations" / "versions").glob("*.py")
@@ -131,6 +136,17 @@ def test_a_fresh_venv_outside_the_checkout_answers_help_with_the_bundled_policy(
         )
     )
     package, skills, policies, strays = where
+    versions = json.loads(
+        _run(
+            python,
+            "-c",
+            "import json; from opsbot.intent.templates import Prompts; "
+            "print(json.dumps(Prompts().versions()))",
+            cwd=work,
+            env=env,
+        )
+    )
+    assert versions["system"]["template"] == "system.md.j2" and versions["system"]["sha256"]
     for path in (package, skills, policies):
         assert Path(path).is_relative_to(site), f"{path} is not the installed copy"
     assert strays == []
