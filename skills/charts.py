@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import re
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -77,33 +77,56 @@ SUFFIXES = {
 SHORT_NOUNS = {"requests": "req", "operations": "ops"}
 PER_SECOND = ("rate", "irate", "deriv")
 INCREASE = ("increase", "delta", "idelta")
-AGGREGATIONS = {"sum", "avg", "min", "max", "topk", "bottomk", "quantile", "stddev", "group"}
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset", "bool"}
 KEYWORDS |= {"and", "or", "unless", "atan2"}
+
+
+OPENERS, CLOSERS = ("(", "[", "{"), (")", "]", "}")
+
+
+def _scan(expr: str) -> Iterator[tuple[int, str, int]]:
+    """``(index, character, depth)`` of each character of ``expr`` outside quotes, depth
+    being the brackets open around it (a bracket and its partner share the depth outside
+    them); last ``(len(expr), "", depth)``. Depth -1 (and the end) where a bracket closes
+    none or one of another kind, or where a quote is left open."""
+    stack: list[str] = []
+    quote = ""
+    for i, ch in enumerate(expr):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in ('"', "'", "`"):
+            quote = ch
+        elif ch in OPENERS:
+            yield i, ch, len(stack)
+            stack.append(CLOSERS[OPENERS.index(ch)])
+        elif ch in CLOSERS:
+            if not stack or stack.pop() != ch:
+                yield i, ch, -1
+                return
+            yield i, ch, len(stack)
+        else:
+            yield i, ch, len(stack)
+    yield len(expr), "", -1 if quote else len(stack)
+
+
+def balanced(expr: str) -> bool:
+    """Whether every bracket of ``expr`` (outside quotes) closes, in order, and every quote."""
+    *_, (_, _, depth) = _scan(expr)
+    return depth == 0
 
 
 def _split_top(expr: str, ops: Sequence[str]) -> list[str]:
     """``expr`` split at the binary operators ``ops`` outside brackets and quotes (the
     operator stays at the head of each later part)."""
-    parts, depth, quote, last, i = [], 0, "", 0, 0
-    while i < len(expr):
-        ch = expr[i]
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'`":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif depth == 0 and i > 0:
-            for op in ops:
-                if expr.startswith(op, i) and (not op.isalpha() or _word_at(expr, i, op)):
-                    parts.append(expr[last:i])
-                    last = i
-                    i += len(op) - 1
-                    break
-        i += 1
+    parts, last, after = [], 0, 0
+    for i, ch, depth in _scan(expr):
+        if depth != 0 or i < max(1, after) or ch in OPENERS or ch in CLOSERS:
+            continue
+        for op in ops:
+            if expr.startswith(op, i) and (not op.isalpha() or _word_at(expr, i, op)):
+                parts.append(expr[last:i])
+                last, after = i, i + len(op)
+                break
     parts.append(expr[last:])
     return [p for p in (p.strip() for p in parts) if p]
 
@@ -130,13 +153,9 @@ def _unwrap(expr: str) -> str:
 
 
 def _closes_at_end(expr: str) -> bool:
-    depth = 0
-    for i, ch in enumerate(expr):
-        depth += ch == "("
-        depth -= ch == ")"
-        if depth == 0 and i < len(expr) - 1:
-            return False
-    return True
+    """Whether the bracket ``expr`` starts with closes at its last character."""
+    first = next((i for i, ch, depth in _scan(expr) if ch in CLOSERS and depth == 0), None)
+    return first == len(expr) - 1
 
 
 def _number(expr: str) -> bool:
@@ -152,22 +171,13 @@ def _call(expr: str) -> tuple[str, str] | None:
     m = re.match(rf"([a-zA-Z_]\w*)\s*(?:{_GROUPING})?\(", expr)
     if not m:
         return None
-    depth, quote = 0, ""
-    for i in range(m.end() - 1, len(expr)):
-        ch = expr[i]
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'`":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-            if depth == 0:
-                if re.fullmatch(rf"\s*(?:{_GROUPING})?", expr[i + 1 :]):
-                    return m.group(1), expr[m.end() : i]
-                return None
-    return None
+    close = next(
+        (i for i, ch, depth in _scan(expr) if i >= m.end() and ch in CLOSERS and depth == 0),
+        None,
+    )
+    if close is None or not re.fullmatch(rf"\s*(?:{_GROUPING})?", expr[close + 1 :]):
+        return None
+    return m.group(1), expr[m.end() : close]
 
 
 def _metric_unit(name: str) -> tuple[Unit, str]:
@@ -345,7 +355,8 @@ def _labels_text(labels: Mapping[str, str]) -> str:
     return f"{name}{{{rest}}}" if rest else name
 
 
-def _short(text: str, width: int) -> str:
+def shorten(text: str, width: int) -> str:
+    """``text``, cut to ``width`` characters with an ellipsis when longer."""
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -451,7 +462,7 @@ def render(
             _plot(ax, panel)
         _time_axis(column[-1], start, end)
         _mark(column, markers, start, end)
-        fig.suptitle(_short(title, 110), fontsize=10)
+        fig.suptitle(shorten(title, 110), fontsize=10)
         text = "\n".join(
             textwrap.fill(line, CAPTION_WIDTH, subsequent_indent="  ", break_on_hyphens=False)
             for line in caption
@@ -482,7 +493,7 @@ def _plot(ax: Axes, panel: Panel) -> None:
         ax.plot(
             xs,
             [v for _, v in points],
-            label=_short(str(label), LEGEND_WIDTH) or None,
+            label=shorten(str(label), LEGEND_WIDTH) or None,
             linewidth=1.4,
             marker="o" if len(points) < 20 else None,
             markersize=3,
@@ -515,7 +526,7 @@ def _mark(
             ax.axvline(x, color=marker.color, linestyle="--", linewidth=1.2, alpha=0.9)
         if marker.label:
             column[0].annotate(
-                _short(marker.label, LEGEND_WIDTH),
+                shorten(marker.label, LEGEND_WIDTH),
                 xy=(x, 1.0),
                 xycoords=("data", "axes fraction"),
                 xytext=(3, -3),

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from opsbot.durations import Duration, format_duration, parse_duration
 from opsbot.model import Block, Code, Image, SkillResult, Table, Text
 from opsbot.skills.base import Backend, BackendSettings, Risk, Skill, SkillContext, SkillError
-from opsbot.skills.charts import Panel, Unit, line_chart, metric_names, render
+from opsbot.skills.charts import Panel, Unit, balanced, line_chart, metric_names, render, shorten
 
 if TYPE_CHECKING:
     from prometheus_api_client.prometheus_connect import PrometheusConnect
@@ -185,22 +185,6 @@ def prometheus_error(exc: Exception) -> str:
     return f"Prometheus error: {text}"
 
 
-def _balanced(text: str) -> bool:
-    """Whether the brackets of ``text`` (outside quotes) close, in order."""
-    stack: list[str] = []
-    quote = ""
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'`":
-            quote = ch
-        elif ch in "([{":
-            stack.append(")]}"["([{".index(ch)])
-        elif ch in ")]}" and (not stack or stack.pop() != ch):
-            return False
-    return not stack and not quote
-
-
 _OPENING = re.compile(r"(?:[A-Za-z_:][\w:]*\s*)?[(\[{]\s*$")
 
 
@@ -224,7 +208,7 @@ def as_written(text: str, expr: str | None) -> str | None:
         stop = re.search(r"\s|$", tail[closing:])
         end += closing + (stop.start() if stop else 0)
     written = text[start:end].strip()
-    if written == expr or _balanced(written):
+    if written == expr or balanced(written):
         return expr
     return written
 
@@ -241,10 +225,6 @@ def series_label(metric: dict[str, str]) -> str:
     name = metric.get("__name__", "")
     labels = ",".join(f'{k}="{v}"' for k, v in sorted(metric.items()) if k != "__name__")
     return f"{name}{{{labels}}}" if labels else (name or "{}")
-
-
-def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def fmt(value: float) -> str:
@@ -414,7 +394,7 @@ class PrometheusRange(Skill[RangeArgs, Prometheus]):
             table.note = (
                 f"{len(series) - len(shown)} more series not shown (top {len(shown)} by last value)"
             )
-        image = Image(title=_short(title, 80), data=png, alt=args.query)
+        image = Image(title=shorten(title, 80), data=png, alt=args.query)
         return SkillResult(
             summary=f"{len(series)} series over {args.since}",
             blocks=[code, image, table],
