@@ -51,6 +51,7 @@ BUILTIN_BACKENDS = (
     "opsbot.skills.loki:Loki",
     "opsbot.skills.kubernetes:Kubernetes",
     "opsbot.skills.meta:Meta",
+    "opsbot.skills.incident:Incident",
 )
 
 

@@ -516,26 +516,32 @@ def _plot(ax: Axes, panel: Panel) -> None:
 def _mark(
     column: Sequence[Axes], markers: Sequence[Marker], start: datetime, end: datetime
 ) -> None:
+    """Each marker as a dashed line across the panels; its label at the top of the first,
+    left of the line in the chart's right part, one below the other when there are several."""
     from matplotlib import dates as mdates
 
-    for marker in markers:
+    labelled = 0
+    for marker in sorted(markers, key=lambda m: m.at):
         if not start <= marker.at <= end:
             continue
         x = float(mdates.date2num(marker.at))
         for ax in column:
             ax.axvline(x, color=marker.color, linestyle="--", linewidth=1.2, alpha=0.9)
         if marker.label:
+            right = (marker.at - start) / (end - start) > 0.6 if end > start else True
             column[0].annotate(
                 shorten(marker.label, LEGEND_WIDTH),
                 xy=(x, 1.0),
                 xycoords=("data", "axes fraction"),
-                xytext=(3, -3),
+                xytext=(-3 if right else 3, -3 - 11 * labelled),
                 textcoords="offset points",
                 va="top",
-                ha="left",
+                ha="right" if right else "left",
                 fontsize=7.5,
                 color=marker.color,
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
             )
+            labelled += 1
 
 
 def _formatter(unit: Unit) -> Any:
