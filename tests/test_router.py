@@ -75,6 +75,7 @@ async def test_no_write_is_planned_that_the_request_did_not_ask_for() -> None:
         ("if it gets worse we might need to roll it back", "hypothetical"),
         ('the runbook says "restart checkout", still right?', "quoted"),
         ("restart count of the checkout pods", "noun"),
+        ("[FIRING:1] KubePodCrashLooping: restart the deployment if it stays stuck", "quoted"),
         ("checkout to 5 replicas in shop", "imperative"),
         ("do it", "none"),
     ],

@@ -93,6 +93,7 @@ LEAD_INS = (
 )  # fmt: skip
 
 _CLAUSE = re.compile(r"[,;:.!?\n]+|\s[-–—]\s|\b(?:but|instead|so|and then|then)\b")
+_NOTIFICATION = re.compile(r"\s*\[(firing|resolved)(:\d+)?\]")
 _QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”|'[^']{3,}'|`[^`]*`")
 _WORD = re.compile(r"[a-z0-9']+")
 
@@ -188,6 +189,8 @@ def write_mood(text: str) -> Mood:
     it in the imperative and the request as a whole is neither a question, a hypothetical nor
     quoted words; :attr:`Mood.NONE` when no write word appears."""
     lowered = text.strip().lower()
+    if _NOTIFICATION.match(lowered):
+        return Mood.QUOTED  # a pasted alert: its runbook's words are not the person's
     unquoted = _QUOTED.sub(" ", lowered)
     if not _has_write(_words(unquoted)):
         return Mood.QUOTED if _has_write(_words(lowered)) else Mood.NONE
