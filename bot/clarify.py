@@ -26,9 +26,10 @@ from typing import Any
 from pydantic_core import to_jsonable_python
 from sqlalchemy import delete
 
-from opsbot.grounding import ground
+from opsbot.intent import arguments
 from opsbot.intent import extract as ex
 from opsbot.intent.offline import AMBIGUITY_MARGIN, OfflineRouter
+from opsbot.meaning import Grounded
 from opsbot.model import Clarify, Plan, Request, Run
 from opsbot.skills.base import Skill
 from opsbot.store import ClarificationRow, Store, now
@@ -37,8 +38,6 @@ from opsbot.store import ClarificationRow, Store, now
 TTL = timedelta(minutes=15)
 #: why the completed invocation runs (shown with its plan step)
 RATIONALE = "your answer completes the request asked about in this thread"
-#: the inventory kind that names the values of an argument (to ground a one-word answer)
-KNOWN = {"namespace": "namespace", "service": "service"}
 
 
 @dataclass(frozen=True)
@@ -177,7 +176,7 @@ class Clarifications:
         vocabulary = self.router._vocabulary(catalog)
         plan = await self.router.build(skill, parsed, vocabulary, given=pending.args)
         if not _fills(plan, pending) and len(pending.missing) == 1:
-            word = await self._one_word(parsed, pending)
+            word = await self._one_word(parsed, pending, skill)
             if word is not None:  # taken only when it makes a valid request
                 given = {**pending.args, pending.missing[0]: word}
                 guess = await self.router.build(skill, parsed, vocabulary, given=given)
@@ -206,19 +205,22 @@ class Clarifications:
         mine = next((r.score for r in ranked if r.skill.name == skill.name), 0.0)
         return ranked[0].skill.name != skill.name and ranked[0].score - mine >= AMBIGUITY_MARGIN
 
-    async def _one_word(self, parsed: ex.Parsed, pending: Pending) -> str | None:
-        """A one-word answer ("shop", "3") taken as the one missing argument: grounded when
-        the inventory knows such names (None when it knows none close), as typed otherwise."""
+    async def _one_word(
+        self, parsed: ex.Parsed, pending: Pending, skill: Skill[Any, Any]
+    ) -> str | None:
+        """A one-word answer ("shop", "3") taken as the one missing argument: grounded as the
+        argument's declared meaning says when the inventory knows such names (None when it
+        knows none close), as typed otherwise."""
         words = [t for t in parsed.tokens if ex.stem(t) not in ex.STOPWORDS]
         if len(words) != 1 or parsed.expr:
             return None
         word = words[0].rstrip(".,!")
-        kind = KNOWN.get(pending.missing[0])
+        meaning = arguments.meanings(skill.Args).get(pending.missing[0])
         inventory = self.router.inventory
-        known = await inventory.names(kind) if kind and inventory is not None else set()
-        if not known:
+        if not isinstance(meaning, Grounded) or inventory is None:
             return word
-        return ground(word, known).value
+        found = arguments.resolve(meaning, word, pending.args, await inventory.snapshot())
+        return found.value if found.checked else word
 
 
 def _fills(plan: Plan, pending: Pending) -> bool:

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from opsbot.durations import Duration, format_duration, parse_duration
+from opsbot.meaning import Choice, Lasting, Matchers, Remark
 from opsbot.model import Block, Code, SkillResult, Table, Text
 from opsbot.skills.base import Backend, BackendSettings, Risk, Skill, SkillContext, SkillError
 from opsbot.skills.prometheus import Prometheus
@@ -279,11 +280,31 @@ def _rows(alerts: list[dict[str, Any]]) -> list[list[str]]:
     ]
 
 
+#: how requests say an alert's state (opsbot.meaning.Choice: first match in this order)
+ALERT_STATE_WORDS = Choice(
+    {
+        "firing": ("firing", "fire", "active"),
+        "pending": ("pending",),
+        "silenced": ("silenced", "muted", "suppressed"),
+    }
+)
+#: how requests say a silence's state (exact words: "end" is not "ended")
+SILENCE_STATE_WORDS = Choice(
+    {
+        "expired": ("=expired", "=old", "=past", "=ended", "=finished", "=lifted", "=removed"),
+        "pending": ("=pending", "=upcoming", "=scheduled", "=future", "=planned", "=later"),
+        "active": ("=active", "=current", "=currently", "=running", "=live", "=effective"),
+    }
+)
+#: label matchers; a bare name ("alerts for checkout") is the service label
+ServiceMatchers = Annotated[dict[str, str], Matchers(name_label="service")]
+
+
 class ListArgs(BaseModel):
-    state: Literal["firing", "pending", "silenced"] | None = Field(
+    state: Annotated[Literal["firing", "pending", "silenced"] | None, ALERT_STATE_WORDS] = Field(
         None, description="firing (active, not silenced), pending (Prometheus) or silenced"
     )
-    matchers: dict[str, str] = Field(
+    matchers: ServiceMatchers = Field(
         default_factory=dict, description="label equality matchers, e.g. {severity: critical}"
     )
 
@@ -422,14 +443,16 @@ class AlertsList(Skill[ListArgs, Alertmanager]):
 
 
 class SilenceArgs(BaseModel):
-    matchers: dict[str, str] = Field(
+    matchers: ServiceMatchers = Field(
         min_length=1,
         description="label equality matchers the silence applies to, e.g. {alertname: HighErrorRate}",
     )
-    duration: Duration = Field(
+    duration: Annotated[Duration, Lasting()] = Field(
         "1h", description="how long the silence lasts, e.g. 30m, 2h (max 7d)"
     )
-    comment: str = Field("", max_length=500, description="why; shown in Alertmanager")
+    comment: Annotated[str, Remark()] = Field(
+        "", max_length=500, description="why; shown in Alertmanager"
+    )
 
     _check = field_validator("matchers")(_validate_matchers)
 
@@ -584,31 +607,18 @@ def _mutes(silence: dict[str, Any], mutes: dict[str, list[dict[str, Any]]]) -> s
 
 
 class SilencesArgs(BaseModel):
-    state: Literal["active", "pending", "expired"] | None = Field(
+    state: Annotated[Literal["active", "pending", "expired"] | None, SILENCE_STATE_WORDS] = Field(
         None,
         description="active (muting now), pending (starts later) or expired; "
         "default: active and pending",
     )
-    matchers: dict[str, str] = Field(
+    matchers: Annotated[dict[str, str], Matchers()] = Field(
         default_factory=dict,
         description="only silences on these labels (their own matchers, or an alert they "
         "mute), e.g. {alertname: HighErrorRate}",
     )
 
     _check = field_validator("matchers")(_validate_matchers)
-
-
-def _silence_state(parsed: Any) -> str | None:
-    """active / pending / expired from the words of a request about silences."""
-    words = {w.lower() for w in getattr(parsed, "tokens", [])}
-    for state, said in (
-        ("expired", {"expired", "old", "past", "ended", "finished", "lifted", "removed"}),
-        ("pending", {"pending", "upcoming", "scheduled", "future", "planned", "later"}),
-        ("active", {"active", "current", "currently", "running", "live", "effective"}),
-    ):
-        if words & said:
-            return state
-    return None
 
 
 class AlertsSilences(Skill[SilencesArgs, Alertmanager]):
@@ -637,13 +647,6 @@ class AlertsSilences(Skill[SilencesArgs, Alertmanager]):
         "unmute": -4.0,
         "who": -1.0,
     }
-
-    def route_args(self, parsed: Any, found: dict[str, Any]) -> dict[str, Any]:
-        # the router's own "state" reads firing/pending/silenced, alerts' states
-        found.pop("state", None)
-        if state := _silence_state(parsed):
-            found["state"] = state
-        return found
 
     async def run(self, args: SilencesArgs, ctx: SkillContext[Alertmanager]) -> SkillResult:
         found, mutes = await silences_on(ctx.backend, args.matchers)
@@ -696,7 +699,7 @@ class UnsilenceArgs(BaseModel):
         pattern=SILENCE_ID,
         description="the silence's id as alerts.silences shows it (its first 8 characters do)",
     )
-    matchers: dict[str, str] = Field(
+    matchers: Annotated[dict[str, str], Matchers()] = Field(
         default_factory=dict,
         description="expire the active or pending silences on these labels (their own "
         "matchers, or an alert they mute), e.g. {alertname: HighErrorRate}",

@@ -33,12 +33,13 @@ import re
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from opsbot.durations import Duration, format_duration, parse_duration
+from opsbot.meaning import Count, Expression, Grounded, Since
 from opsbot.model import Block, Code, Image, SkillResult, Table, Text
 from opsbot.redact import redact
 from opsbot.skills.base import Backend, BackendSettings, Risk, Skill, SkillContext, SkillError
@@ -354,13 +355,17 @@ def fmt(value: float) -> str:
 
 
 class QueryArgs(BaseModel):
-    query: str = Field(
+    query: Annotated[str, Expression("logql")] = Field(
         min_length=1,
         description='LogQL: a stream selector with line filters, e.g. {app="checkout"} |= "error", '
         'or a metric query, e.g. sum by (app) (count_over_time({namespace="shop"}[5m]))',
     )
-    since: Duration = Field("1h", description="how far back from now, e.g. 15m, 6h, 2d")
-    limit: int = Field(100, ge=1, le=MAX_LIMIT, description="most log lines to fetch (max 5000)")
+    since: Annotated[Duration, Since()] = Field(
+        "1h", description="how far back from now, e.g. 15m, 6h, 2d"
+    )
+    limit: Annotated[int, Count("lines")] = Field(
+        100, ge=1, le=MAX_LIMIT, description="most log lines to fetch (max 5000)"
+    )
     direction: Literal["backward", "forward"] = Field(
         "backward", description="backward: the newest lines; forward: the oldest of the window"
     )
@@ -568,10 +573,18 @@ def _labels_text(labels: Mapping[str, str], keys: list[str]) -> str:
 
 
 class ErrorsArgs(BaseModel):
-    service: str = Field(pattern=LABEL_VALUE, description="service name (the service label)")
-    namespace: str | None = Field(None, pattern=LABEL_VALUE, description="Kubernetes namespace")
-    since: Duration = Field("1h", description="how far back from now, e.g. 15m, 6h, 2d")
-    top: int = Field(10, ge=1, le=50, description="how many patterns to show, most frequent first")
+    service: Annotated[str, Grounded("service")] = Field(
+        pattern=LABEL_VALUE, description="service name (the service label)"
+    )
+    namespace: Annotated[str | None, Grounded("namespace")] = Field(
+        None, pattern=LABEL_VALUE, description="Kubernetes namespace"
+    )
+    since: Annotated[Duration, Since()] = Field(
+        "1h", description="how far back from now, e.g. 15m, 6h, 2d"
+    )
+    top: Annotated[int, Count("top")] = Field(
+        10, ge=1, le=50, description="how many patterns to show, most frequent first"
+    )
 
 
 @dataclass
@@ -668,13 +681,9 @@ class LogsErrors(Skill[ErrorsArgs, Loki]):
     }
 
     def route_args(self, parsed: Any, found: dict[str, Any]) -> dict[str, Any]:
-        """``top 5 errors of checkout``: ``top`` (the router reads it as ``limit``). "errors
-        from cart", "in payments logs": the word names the service, not a namespace (the
-        router takes "from X"/"in X" for a namespace when it knows none)."""
+        """The word in "errors from cart" or "in payments logs" names the service, not a
+        namespace (the router takes "from X"/"in X" for a namespace when it knows none)."""
         text = str(getattr(parsed, "text", ""))
-        top = re.search(r"\btop\s+(\d+)\b", text, re.I)
-        if top and "top" not in found:
-            found["top"] = int(top.group(1))
         named = re.search(
             r"\b(?:errors?|exceptions?|panics?)\s+from\s+([a-z0-9][a-z0-9-]*)\b"
             r"|\b(?:in|of|from)\s+([a-z0-9][a-z0-9-]*)(?:'s)?\s+logs?\b",

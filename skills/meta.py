@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, Field
 
 from opsbot.audit import AuditRecord
 from opsbot.durations import Duration, format_duration, parse_duration
+from opsbot.meaning import Since
 from opsbot.model import Actor, SkillResult, Table, Text
 from opsbot.skills.base import Backend, NoArgs, NoSettings, Risk, Skill, SkillContext, SkillRegistry
 
@@ -170,7 +171,7 @@ _ACTIONS = {
 class AuditArgs(BaseModel):
     actor: str | None = Field(None, description="who (substring of the actor id, e.g. alice)")
     skill: str | None = Field(None, description="skill name, e.g. k8s.restart")
-    since: Duration = Field("24h", description="how far back, e.g. 2h, 7d")
+    since: Annotated[Duration, Since()] = Field("24h", description="how far back, e.g. 2h, 7d")
 
 
 class AuditSearch(Skill[AuditArgs, Meta]):

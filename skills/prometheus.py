@@ -14,12 +14,14 @@ import asyncio
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from opsbot.durations import Duration, format_duration, parse_duration
+from opsbot.meaning import Expression, Grounded, Since
 from opsbot.model import Block, Code, Image, SkillResult, Table, Text
+from opsbot.recipes import Recipe, merged
 from opsbot.skills.base import Backend, BackendSettings, Risk, Skill, SkillContext, SkillError
 from opsbot.skills.charts import Panel, Unit, balanced, line_chart, metric_names, render, shorten
 
@@ -82,13 +84,20 @@ class HealthTemplates(BaseModel):
 
 
 class PrometheusConfig(BackendSettings):
-    """``PROMETHEUS_URL``; ``health`` (``opsbot.yaml``) holds the ``service.health`` templates."""
+    """``PROMETHEUS_URL``; ``health`` (``opsbot.yaml``) holds the ``service.health`` templates,
+    ``recipes`` (``prometheus_recipes``) the PromQL recipes the offline router fills in for
+    questions asked without PromQL (:mod:`opsbot.recipes`: they replace or add to the
+    defaults by name; ``{enabled: false}`` switches one off)."""
 
     model_config = SettingsConfigDict(env_prefix="PROMETHEUS_")
     url: str | None = None
     health: HealthTemplates = Field(
         default_factory=HealthTemplates,
         validation_alias=AliasChoices("health", "prometheus_health"),
+    )
+    recipes: dict[str, Recipe] = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("recipes", "prometheus_recipes"),
     )
 
 
@@ -100,6 +109,10 @@ class Prometheus(Backend[PrometheusConfig]):
 
     def missing(self) -> list[str]:
         return [] if self.config.url else ["PROMETHEUS_URL"]
+
+    def recipes(self) -> Mapping[str, Recipe]:
+        """The PromQL recipes of this install: the defaults with ``recipes`` over them."""
+        return merged(self.config.recipes)
 
     async def connect(self) -> PrometheusConnect:
         from prometheus_api_client.prometheus_connect import PrometheusConnect
@@ -238,7 +251,9 @@ def fmt(value: float) -> str:
 
 
 class QueryArgs(BaseModel):
-    query: str = Field(description="PromQL expression, e.g. sum(rate(http_requests_total[5m]))")
+    query: Annotated[str, Expression("promql", recipes=True)] = Field(
+        description="PromQL expression, e.g. sum(rate(http_requests_total[5m]))"
+    )
     time: str | None = Field(
         None, description="evaluation time: RFC 3339 or unix seconds; default now"
     )
@@ -314,8 +329,12 @@ class PrometheusQuery(Skill[QueryArgs, Prometheus]):
 
 
 class RangeArgs(BaseModel):
-    query: str = Field(description="PromQL expression to chart")
-    since: Duration = Field("1h", description="how far back from now, e.g. 30m, 6h, 2d")
+    query: Annotated[str, Expression("promql", recipes=True)] = Field(
+        description="PromQL expression to chart"
+    )
+    since: Annotated[Duration, Since()] = Field(
+        "1h", description="how far back from now, e.g. 30m, 6h, 2d"
+    )
     step: Duration | None = Field(None, description="resolution; default: since / 240")
 
 
@@ -403,8 +422,12 @@ class PrometheusRange(Skill[RangeArgs, Prometheus]):
 
 
 class HealthArgs(BaseModel):
-    service: str = Field(pattern=LABEL_VALUE, description="service name (the service label)")
-    namespace: str | None = Field(None, pattern=LABEL_VALUE, description="Kubernetes namespace")
+    service: Annotated[str, Grounded("service")] = Field(
+        pattern=LABEL_VALUE, description="service name (the service label)"
+    )
+    namespace: Annotated[str | None, Grounded("namespace")] = Field(
+        None, pattern=LABEL_VALUE, description="Kubernetes namespace"
+    )
 
 
 class ServiceHealth(Skill[HealthArgs, Prometheus]):

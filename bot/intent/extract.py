@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
+
+from opsbot.intent import kubectl, lexicon
 
 # -- normalisation -------------------------------------------------------------------------
 
@@ -239,11 +242,17 @@ def strip_time_tail(text: str) -> tuple[str, str]:
 # -- expressions (PromQL / LogQL) ----------------------------------------------------------
 
 _PREFIX = re.compile(r"\b(promql|logql)\s*:\s*(.+)$", re.I | re.S)
+#: "run promql sum(...)", "promql query up == 0", "logql {app=...}": the language named
+_LEAD = re.compile(
+    r"^\s*(?:please\s+)?(?:(?:run|eval(?:uate)?|execute|query|try|check)\s+)?(?:a\s+|the\s+|this\s+)?"
+    r"(promql|logql)(?:\s+(?:query|expression|expr))?\s+(.+)$",
+    re.I | re.S,
+)
 _BACKTICK = re.compile(r"`([^`]+)`")
 _COMMAND = re.compile(
     r"^\s*(?:please\s+|can you\s+|could you\s+)?"
-    r"(?:query|run query|run|eval(?:uate)?|graph|plot|chart|draw|visuali[sz]e|"
-    r"(?:show|give|draw)\s+(?:me\s+)?(?:a\s+|the\s+)?(?:graph|chart|plot)\s+(?:of|for)\s+|"
+    r"(?:query|run query|run|eval(?:uate)?|(?:graph|plot|chart|draw|visuali[sz]e)(?:\s+(?:of|for))?|"
+    r"(?:show|give|draw)\s+(?:me\s+)?(?:a\s+|the\s+)?(?:graph|chart|plot)\s+(?:of|for)|"
     r"(?:search|grep|find)\s+(?:the\s+)?logs?(?:\s+for)?)\s+(.+)$",
     re.I | re.S,
 )
@@ -401,6 +410,14 @@ class Parsed:
     durations: list[Duration] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
     stems: list[str] = field(default_factory=list)
+    #: kubectl options (``namespace``, ``replicas``, ``to-revision``, ``tail``...) by key
+    flags: dict[str, str] = field(default_factory=dict)
+    #: ``TYPE/NAME`` references as (kind, name): ``deploy/cart`` -> ("deployment", "cart")
+    refs: list[tuple[str, str]] = field(default_factory=list)
+    #: the stems in the lexicon's words: a synonym replaced in place ("bounce" ->
+    #: "restart"), then, after a separator no phrase crosses, the words of idioms ("take *
+    #: down" -> "scale") the request does not say already
+    canon: list[str] = field(default_factory=list)
 
     @property
     def lowered(self) -> str:
@@ -417,6 +434,10 @@ def parse(text: str) -> Parsed:
             m.group(1).lower(),
             text[: m.start()] + " " + m.group(1),
         )
+        parsed.explicit = True
+    elif (m := _LEAD.search(text)) and looks_like_expression(strip_time_tail(m.group(2))[0]):
+        expr, hint = m.group(2), m.group(1).lower()
+        rest = text[: m.start()] + " " + m.group(1)
         parsed.explicit = True
     elif m := _BACKTICK.search(text):
         expr, rest = m.group(1).strip(), text[: m.start()] + " " + text[m.end() :]
@@ -440,11 +461,87 @@ def parse(text: str) -> Parsed:
         parsed.expr = body
         parsed.expr_kind = expression_kind(body, hint)
         rest = f"{rest} {tail}"
-    parsed.rest = " ".join(expand_contractions(rest).split())
+    found = kubectl.options(" ".join(expand_contractions(rest).split()))
+    parsed.flags, parsed.refs = found.values, found.refs
+    parsed.rest = found.rest
     parsed.durations = find_durations(parsed.rest)
     parsed.tokens = words(parsed.rest)
     parsed.stems = [stem(t) for t in parsed.tokens]
+    parsed.canon = canonical(parsed.stems)
     return parsed
+
+
+# -- phrases and the lexicon ------------------------------------------------------------------
+
+MAX_GAP = 3  # "*" in a phrase stands for up to this many words ("roll * back")
+
+
+@lru_cache(maxsize=1024)
+def phrase(words: str) -> tuple[str, ...]:
+    """``"roll * back"`` as stems: ("roll", "*", "back")."""
+    return tuple(w if w == "*" else stem(w) for w in words.lower().split())
+
+
+def contains(seq: list[str], phrase: tuple[str, ...]) -> bool:
+    """Whether the stems ``phrase`` occur in order in ``seq``: adjacent, except that ``*``
+    allows up to MAX_GAP words in between."""
+    if "*" not in phrase:
+        n = len(phrase)
+        if n == 1:
+            return phrase[0] in seq
+        return any(tuple(seq[i : i + n]) == phrase for i in range(len(seq) - n + 1))
+    return gapped(seq, phrase)
+
+
+def gapped(seq: list[str], phrase: tuple[str, ...]) -> bool:
+    parts: list[tuple[str, ...]] = []
+    current: list[str] = []
+    for stem_ in phrase:
+        if stem_ == "*":
+            parts.append(tuple(current))
+            current = []
+        else:
+            current.append(stem_)
+    parts.append(tuple(current))
+
+    def match_from(start: int, index: int) -> bool:
+        if index == len(parts):
+            return True
+        part = parts[index]
+        limit = len(seq) if index == 0 else min(len(seq), start + MAX_GAP + 1)
+        for i in range(start, limit):
+            if tuple(seq[i : i + len(part)]) == part and match_from(i + len(part), index + 1):
+                return True
+        return False
+
+    return match_from(0, 0)
+
+
+@lru_cache(maxsize=1)
+def _lexicon() -> tuple[dict[str, str], tuple[tuple[tuple[str, ...], str], ...]]:
+    words: dict[str, str] = {}
+    idioms: list[tuple[tuple[str, ...], str]] = []
+    for key, value in lexicon.SYNONYMS.items():
+        stems = phrase(key)
+        if len(stems) == 1:
+            words[stems[0]] = stem(value)
+        else:
+            idioms.append((stems, stem(value)))
+    return words, tuple(idioms)
+
+
+def canonical(stems: list[str]) -> list[str]:
+    """``stems`` in the lexicon's words (see :attr:`Parsed.canon`)."""
+    words, idioms = _lexicon()
+    out = [words.get(s, s) for s in stems]
+    extra: list[str] = []
+    present = set(out)
+    for idiom, value in idioms:
+        if value not in present and value not in extra and contains(stems, idiom):
+            extra.append(value)
+    if extra:
+        return [*out, "|", *extra]
+    return out if out != stems else stems
 
 
 # -- argument extractors --------------------------------------------------------------------
@@ -461,6 +558,9 @@ _NS_PATTERNS = [
 def extract_namespace(parsed: Parsed, known: set[str] | None = None) -> str | None:
     """``-n shop``, ``namespace shop``, ``shop namespace``, or ``in shop`` (not "in the last").
     With known namespaces, a bare word that is one of them also counts."""
+    option = parsed.flags.get("namespace", "").lower()
+    if re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", option):
+        return option
     text = parsed.rest
     for i, pattern in enumerate(_NS_PATTERNS):
         for m in pattern.finditer(text):

@@ -44,8 +44,7 @@ from opsbot import telemetry, wording
 from opsbot.audit import AuditEvent
 from opsbot.config import Settings
 from opsbot.conversations import Conversations
-from opsbot.grounding import ground
-from opsbot.intent import llmops, otel
+from opsbot.intent import arguments, llmops, otel
 from opsbot.intent.base import Planner, ToolRunner
 from opsbot.intent.templates import Prompts, default_prompts
 from opsbot.intent.templates import tool_name as tool_name
@@ -401,23 +400,13 @@ class LLMPlanner:
         return fence(skill.name, output[:MAX_TOOL_OUTPUT_CHARS]), None
 
     async def _ground(self, skill: Skill[Any, Any], invocation: Invocation) -> Invocation:
-        """Replace near-miss names with what the backends have; refuse names nothing has."""
+        """Replace near-miss names with what the backends have; refuse names nothing has.
+        The argument pipeline the offline router uses (:func:`opsbot.intent.arguments.
+        ground`): each ``Grounded`` argument of the skill's ``Args``, by its declared kind."""
         inventory = await self.services.inventory.snapshot()
-        args = dict(invocation.args)
-        kinds = {"service": "service", "namespace": "namespace"}
-        if args.get("kind", "deployment") == "deployment":
-            kinds["name"] = "deployment"
-        for field_name, kind in kinds.items():
-            value = args.get(field_name)
-            known = inventory.get(kind)
-            if not value or not known or value in known:
-                continue
-            grounded = ground(str(value), known)
-            if grounded.value:
-                args[field_name] = grounded.value
-            else:
-                alternatives = ", ".join(grounded.candidates or sorted(known)[:8])
-                raise ValueError(f"there is no {kind} {value!r} (known: {alternatives})")
+        args, problems = arguments.ground(skill, invocation.args, inventory)
+        if problems:
+            raise ValueError("; ".join(problems))
         return invocation.model_copy(update={"args": args})
 
     async def _model_call(

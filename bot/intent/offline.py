@@ -1,21 +1,28 @@
 """The offline router: the embedded default planner, no LLM needed.
 
-1. **Score** each permitted skill: its ``keywords`` (words and phrases, stemmed; negative
-   weights argue against), signals such as an extracted PromQL/LogQL expression, a
-   typo-tolerant match (rapidfuzz) for long words, and — as a tie-breaker only — the
-   similarity of the request to the skill's ``examples``.
-2. **Decide**: below the threshold the request maps to no skill (an answer, not a guess);
+0. **Screen** what cannot be a request (empty, binary-looking, emoji-only, another script:
+   :mod:`opsbot.intent.screen`); read only the start of a very long one.
+1. **kubectl**: a request that is a kubectl command ("kubectl rollout undo deploy/cart -n
+   shop --to-revision=4", "get po -n shop") maps to the skill that does the same
+   (:mod:`opsbot.intent.kubectl`); one opsbot never runs (``exec``, ``delete``, ``apply``,
+   ``get secret``) is refused with what it can do instead, and nothing runs.
+2. **Score** each permitted skill: its ``keywords`` (cues, :mod:`opsbot.meaning`: words and
+   phrases compared by stem, with the lexicon's synonyms, :mod:`opsbot.intent.lexicon`;
+   exact words; signals such as an extracted PromQL/LogQL expression or a question a PromQL
+   recipe answers), a typo-tolerant match (rapidfuzz) for long words, and — as a tie-breaker
+   only — the similarity of the request to the skill's ``examples``.
+3. **Decide**: below the threshold the request maps to no skill (an answer, not a guess);
    two skills too close to tell apart get a clarifying question.
-3. **Extract** the arguments the skill's ``Args`` model declares, by field name (namespace,
-   name/service, kind, since, duration, replicas, revision, tail, matchers, ...), then let
-   the skill refine them (``route_args``), **ground** names against the backends' inventory
-   and **validate** with the model; a missing required argument becomes a question.
+4. **Extract** the arguments by what the skill's ``Args`` declare they mean, ground names
+   against the backends' inventory and validate with the model (:mod:`opsbot.intent.
+   arguments`, the pipeline the LLM planner's calls go through too); a missing required
+   argument, or two names that fit, becomes a question.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,26 +30,19 @@ from pydantic import ValidationError
 from rapidfuzz import fuzz
 
 from opsbot import wording
-from opsbot.grounding import ground
+from opsbot.intent import arguments, kubectl, screen, speech
 from opsbot.intent import extract as ex
-from opsbot.intent import speech
 from opsbot.intent.base import ToolRunner
 from opsbot.inventory import Inventory
+from opsbot.meaning import Cue, Signal, cue
 from opsbot.model import Answer, Clarify, Invocation, Plan, Request, Run, first_invocation
+from opsbot.recipes import Recipe, RecipeSource, merged
 from opsbot.skills.base import Risk, Skill
 
 THRESHOLD = 1.0
 AMBIGUITY_MARGIN = 0.1
-SIGNALS = (
-    "<promql>",
-    "<logql>",
-    "<selector>",
-    "<expr>",
-    "<alertname>",
-    "<matcher>",
-    "<number>",
-    "<write-talk>",  # the request talks about a write that was done (a report, a noun)
-)
+#: the signals a keyword may name (kept for plugins that referred to the tuple)
+SIGNALS = tuple(s.value for s in Signal)
 
 _COURTESY = {
     "thanks": "You're welcome.",
@@ -62,6 +62,7 @@ NO_SKILL = (
 
 @dataclass(frozen=True)
 class _Keyword:
+    cue: Cue
     stems: tuple[str, ...]
     weight: float
 
@@ -72,63 +73,52 @@ class Scored:
     score: float
 
 
-def _compile(keywords: dict[str, float]) -> list[_Keyword]:
+def _compile(keywords: Mapping[str, float]) -> list[_Keyword]:
     out = []
-    for phrase, weight in keywords.items():
-        if phrase in SIGNALS or phrase.startswith("="):
-            out.append(_Keyword((phrase,), weight))
-        else:
-            out.append(
-                _Keyword(tuple(w if w == "*" else ex.stem(w) for w in phrase.split()), weight)
-            )
+    for key, weight in keywords.items():
+        parsed = cue(key)
+        stems = ex.phrase(" ".join(parsed.words)) if parsed.words else ()
+        out.append(_Keyword(parsed, stems, weight))
     return out
 
 
-MAX_GAP = 3  # "*" in a keyword phrase stands for up to this many words ("roll * back")
+MAX_GAP = ex.MAX_GAP
+gapped = ex.gapped
 
 
 def _contains(seq: list[str], phrase: tuple[str, ...]) -> bool:
-    """Whether the stems ``phrase`` occur in order in ``seq``: adjacent, except that ``*``
-    allows up to MAX_GAP words in between."""
-    if "*" not in phrase:
-        n = len(phrase)
-        return any(tuple(seq[i : i + n]) == phrase for i in range(len(seq) - n + 1))
-    return _gapped(seq, phrase)
-
-
-def _gapped(seq: list[str], phrase: tuple[str, ...]) -> bool:
-    parts: list[tuple[str, ...]] = []
-    current: list[str] = []
-    for stem_ in phrase:
-        if stem_ == "*":
-            parts.append(tuple(current))
-            current = []
-        else:
-            current.append(stem_)
-    parts.append(tuple(current))
-
-    def match_from(start: int, index: int) -> bool:
-        if index == len(parts):
-            return True
-        part = parts[index]
-        limit = len(seq) if index == 0 else min(len(seq), start + MAX_GAP + 1)
-        for i in range(start, limit):
-            if tuple(seq[i : i + len(part)]) == part and match_from(i + len(part), index + 1):
-                return True
-        return False
-
-    return match_from(0, 0)
+    return ex.contains(seq, phrase)
 
 
 class OfflineRouter:
-    """Deterministic keyword-and-pattern router. ``inventory`` grounds names when given."""
+    """Deterministic keyword-and-pattern router. ``inventory`` grounds names when given;
+    ``recipes`` are the PromQL recipes (default: the Prometheus backend's, else the
+    built-in ones)."""
 
     name = "offline"
 
-    def __init__(self, inventory: Inventory | None = None, threshold: float = THRESHOLD) -> None:
+    def __init__(
+        self,
+        inventory: Inventory | None = None,
+        threshold: float = THRESHOLD,
+        recipes: Mapping[str, Recipe] | None = None,
+    ) -> None:
         self.inventory = inventory
         self.threshold = threshold
+        self._recipes = dict(recipes) if recipes is not None else None
         self._compiled: dict[str, list[_Keyword]] = {}
+        self._vocabularies: dict[tuple[str, ...], set[str]] = {}
+
+    @property
+    def recipes(self) -> Mapping[str, Recipe]:
+        """The PromQL recipes the router fills in (see :mod:`opsbot.recipes`)."""
+        if self._recipes is None:
+            registry = self.inventory.registry if self.inventory is not None else None
+            sources = [
+                b for b in (registry.backends if registry else []) if isinstance(b, RecipeSource)
+            ]
+            self._recipes = dict(sources[0].recipes()) if sources else merged(None)
+        return self._recipes
 
     def _keywords(self, skill: Skill[Any, Any]) -> list[_Keyword]:
         if skill.name not in self._compiled:
@@ -137,35 +127,47 @@ class OfflineRouter:
 
     # -- scoring -------------------------------------------------------------------------
 
-    def _signals(self, parsed: ex.Parsed) -> set[str]:
-        signals = set()
+    def signals(self, parsed: ex.Parsed) -> set[str]:
+        """The :class:`~opsbot.meaning.Signal` values ``parsed`` shows."""
+        signals: set[str] = set()
         if speech.write_mood(parsed.text) in (speech.Mood.REPORT, speech.Mood.NOUN):
-            signals.add("<write-talk>")
+            signals.add(Signal.WRITE_TALK)
         if parsed.expr:
-            signals.add("<expr>")
+            signals.add(Signal.EXPR)
             signals.add(f"<{parsed.expr_kind}>")
         if ex.ALERTNAME.search(parsed.rest):
-            signals.add("<alertname>")
+            signals.add(Signal.ALERTNAME)
         if re.search(r"\w\s*(=~|!=|=)\s*\S", parsed.rest):
-            signals.add("<matcher>")
-        if re.search(r"\b\d+\b", parsed.rest):
-            signals.add("<number>")
+            signals.add(Signal.MATCHER)
+        if re.search(r"\b\d+\b", parsed.rest) or parsed.flags.get("replicas"):
+            signals.add(Signal.NUMBER)
+        if not parsed.expr and (asked := arguments.match_recipe(parsed, self.recipes)):
+            if asked.strong:
+                signals.add(Signal.RECIPE)
+            if asked.top is not None:
+                signals.add(Signal.RANKING)
         return signals
 
-    def score(self, parsed: ex.Parsed, skill: Skill[Any, Any]) -> float:
-        signals = self._signals(parsed)
-        stems = parsed.stems
+    def score(
+        self, parsed: ex.Parsed, skill: Skill[Any, Any], signals: set[str] | None = None
+    ) -> float:
+        signals = self.signals(parsed) if signals is None else signals
+        stems, canon = parsed.stems, parsed.canon
         exact = {t.lower() for t in parsed.tokens}
         total = 0.0
         for kw in self._keywords(skill):
-            if kw.stems[0] in SIGNALS:
-                total += kw.weight if kw.stems[0] in signals else 0.0
-            elif kw.stems[0].startswith("="):  # "=silenced": this exact word, not its stem
-                total += kw.weight if kw.stems[0][1:] in exact else 0.0
-            elif _contains(stems, kw.stems):
+            if kw.cue.signal is not None:
+                total += kw.weight if kw.cue.signal in signals else 0.0
+            elif kw.cue.exact:  # "=silenced": this exact word, not its stem
+                total += kw.weight if kw.cue.exact in exact else 0.0
+            elif ex.contains(stems, kw.stems) or (
+                canon is not stems and ex.contains(canon, kw.stems)
+            ):
                 total += kw.weight
             elif len(kw.stems) == 1 and len(kw.stems[0]) >= 5 and kw.weight > 0:
-                best = max((fuzz.ratio(kw.stems[0], s) for s in stems if len(s) >= 4), default=0)
+                best = max(
+                    (fuzz.ratio(kw.stems[0], s) for s in parsed.stems if len(s) >= 4), default=0
+                )
                 if best >= 85:
                     total += 0.8 * kw.weight
         if total > 0 and skill.examples:
@@ -177,22 +179,48 @@ class OfflineRouter:
 
     def rank(self, parsed: ex.Parsed, catalog: Sequence[Skill[Any, Any]]) -> list[Scored]:
         """Every skill of ``catalog`` with its score, best first (ties keep catalog order)."""
-        return sorted((Scored(s, self.score(parsed, s)) for s in catalog), key=lambda r: -r.score)
+        signals = self.signals(parsed)
+        return sorted(
+            (Scored(s, self.score(parsed, s, signals)) for s in catalog), key=lambda r: -r.score
+        )
 
     # -- planning ------------------------------------------------------------------------
 
     async def explain(self, request: Request, withheld: Sequence[Skill[Any, Any]]) -> str | None:
         """The withheld skill this request would have matched, if any (to explain a refusal)."""
-        ranked = self.rank(ex.parse(request.text[:2000]), withheld)
+        text = request.text[: screen.READ_CHARS]
+        if (cmd := kubectl.command(text)) is not None:
+            mapped = kubectl.translate(cmd)
+            names = {s.name for s in withheld}
+            return (
+                mapped.skill
+                if isinstance(mapped, kubectl.Mapped) and mapped.skill in names
+                else None
+            )
+        ranked = self.rank(ex.parse(text), withheld)
         return ranked[0].skill.name if ranked and ranked[0].score >= self.threshold else None
 
     async def plan(
         self, request: Request, catalog: Sequence[Skill[Any, Any]], tools: ToolRunner | None = None
     ) -> Plan:
-        text = request.text.strip()[:2000]
+        whole = request.text.strip()
+        if (problem := screen.screen(whole)) is not None:
+            return Answer(text=problem)
+        text = whole[: screen.READ_CHARS]
+        plan = await self._plan(text, catalog)
+        if len(whole) > screen.MAX_CHARS:
+            sizes = {"n": len(whole), "read": screen.READ_CHARS, "max": screen.MAX_CHARS}
+            if isinstance(plan, Answer) and plan.unmatched:
+                return Answer(text=screen.TOO_LONG.format(**sizes), unmatched=True)
+            plan.notes.append(screen.LONG_NOTE.format(**sizes))
+        return plan
+
+    async def _plan(self, text: str, catalog: Sequence[Skill[Any, Any]]) -> Plan:
         parsed = ex.parse(text)
         if not parsed.tokens and not parsed.expr:
             return Answer(text=wording.EMPTY)
+        if (command := await self._command(text, parsed, catalog)) is not None:
+            return command
         asked = self._what_is_asked(text, parsed, catalog)
         if asked is None:
             return Answer(text=NOTHING_ASKED)
@@ -206,6 +234,8 @@ class OfflineRouter:
         ):
             return await self._about_write(parsed, catalog)
         if not ranked or ranked[0].score < self.threshold:
+            if screen.foreign(text):
+                return Answer(text=screen.FOREIGN, unmatched=True)
             first = ex.stem(parsed.tokens[0]) if parsed.tokens else ""
             return Answer(text=_COURTESY.get(first, NO_SKILL), unmatched=True)
         top = ranked[0]
@@ -222,6 +252,43 @@ class OfflineRouter:
             )
         vocabulary = self._vocabulary(catalog)
         return await self.build(top.skill, parsed, vocabulary)
+
+    async def _command(
+        self, text: str, parsed: ex.Parsed, catalog: Sequence[Skill[Any, Any]]
+    ) -> Plan | None:
+        """The plan of a request that is a kubectl command (None: it is not one, or it asks
+        for a write without saying it in the imperative, which the words then decide)."""
+        cmd = kubectl.command(text)
+        if cmd is None:
+            return None
+        mapped = kubectl.translate(cmd)
+        if isinstance(mapped, kubectl.Refusal):
+            return Answer(text=mapped.text)
+        skill = next((s for s in catalog if s.name == mapped.skill), None)
+        if skill is None:
+            return Answer(
+                text=f"`{cmd.shown}` is `{mapped.skill}` here, which you may not use in this channel.",
+                unmatched=True,
+            )
+        if skill.risk is not Risk.READ and not speech.write_mood(text).asks_for_write:
+            return None
+        given: dict[str, Any] = dict(mapped.args)
+        rationale = mapped.note
+        if mapped.recipe:
+            filled = arguments.render_named(
+                self.recipes, mapped.recipe, namespace=given.pop("namespace", None)
+            )
+            if filled is None:
+                return Answer(text=f"No `{mapped.recipe}` PromQL recipe is configured here.")
+            given["query"], rationale = filled
+        inventory = await self._inventory()
+        grounded = arguments.ground_given(skill, given, inventory)
+        if isinstance(grounded, arguments.Ask):
+            return await self._ask(skill, parsed, self._vocabulary(catalog), grounded)
+        plan = await self.build(skill, parsed, self._vocabulary(catalog), given=grounded)
+        if isinstance(plan, Run) and rationale:
+            plan.invocations[0] = plan.invocations[0].model_copy(update={"rationale": rationale})
+        return plan
 
     async def _about_write(self, parsed: ex.Parsed, catalog: Sequence[Skill[Any, Any]]) -> Plan:
         """A question about a write no read answers ("should we roll back checkout in shop?"):
@@ -265,11 +332,27 @@ class OfflineRouter:
         return ex.parse(rest) if rest.strip() and rest != text else parsed, reads
 
     def _vocabulary(self, catalog: Sequence[Skill[Any, Any]]) -> set[str]:
-        vocab: set[str] = set()
-        for skill in catalog:
-            for kw in self._keywords(skill):
-                vocab.update(s.lstrip("=") for s in kw.stems if s not in SIGNALS and s != "*")
-        return vocab
+        """Words that are skill vocabulary (never names): every keyword's stems, the
+        lexicon's words and the recipes' words."""
+        key = tuple(s.name for s in catalog)
+        if key not in self._vocabularies:
+            vocab: set[str] = set()
+            for skill in catalog:
+                for kw in self._keywords(skill):
+                    vocab.update(s for s in kw.stems if s != "*")
+                    if kw.cue.exact:
+                        vocab.add(kw.cue.exact)
+            vocab.update(_lexicon_words())
+            for recipe in self.recipes.values():
+                for words in recipe.words:
+                    vocab.update(s for s in ex.phrase(words) if s != "*")
+            if len(self._vocabularies) > 64:
+                self._vocabularies.clear()
+            self._vocabularies[key] = vocab
+        return self._vocabularies[key]
+
+    async def _inventory(self) -> dict[str, set[str]]:
+        return await self.inventory.snapshot() if self.inventory else {}
 
     async def build(
         self,
@@ -278,113 +361,54 @@ class OfflineRouter:
         vocabulary: set[str],
         given: dict[str, Any] | None = None,
     ) -> Plan:
-        """Extract, refine, ground and validate the arguments of ``skill`` from ``parsed``;
-        arguments already ``given`` (an earlier message, a choice) are not read again."""
-        fields = skill.Args.model_fields
-        inventory = await self.inventory.snapshot() if self.inventory else {}
-        raw: dict[str, Any] = dict(given or {})
-        skip: set[str] = {v.lower() for v in raw.values() if isinstance(v, str)}
-        if "namespace" in fields and "namespace" not in raw:
-            namespace = ex.extract_namespace(parsed, inventory.get("namespace"))
-            if namespace:
-                raw["namespace"] = namespace
-                skip.add(namespace)
-        for field_name, extractor in _EXTRACTORS.items():
-            if field_name in fields and field_name not in raw:
-                value = extractor(parsed, inventory)
-                if value not in (None, {}, ""):
-                    raw[field_name] = value
-        if "matchers" in raw:
-            skip.update(v.lower() for v in raw["matchers"].values())
-        raw = skill.route_args(parsed, raw)
-        for field_name in ("name", "service"):
-            if field_name in fields and field_name not in raw:
-                names = ex.candidate_names(parsed, vocabulary, skip)
-                kind = "service" if field_name == "service" else raw.get("kind", "deployment")
-                chosen = self._pick_name(names, inventory.get(kind, set()))
-                if isinstance(chosen, tuple):  # close names: ask which, one button each
-                    return Clarify(
-                        question=f"Which one do you mean: {', '.join(chosen)}?",
-                        skill=skill.name,
-                        args=raw,
-                        missing=[field_name],
-                        choices=await self._choices(
-                            skill, parsed, vocabulary, raw, field_name, chosen
-                        ),
-                    )
-                if chosen:
-                    raw[field_name] = chosen
-        if "namespace" in fields and "namespace" not in raw and "name" in raw:
-            homes = sorted(
-                key.split("/", 1)[1]
-                for key, names in inventory.items()
-                if key.startswith(f"{raw.get('kind', 'deployment')}/") and raw["name"] in names
-            )
-            if len(homes) == 1:
-                raw["namespace"] = homes[0]
-            elif len(homes) > 1:
-                return Clarify(
-                    question=f"{raw['name']} exists in several namespaces: {', '.join(homes)}. Which one?",
-                    skill=skill.name,
-                    args=raw,
-                    missing=["namespace"],
-                    choices=await self._choices(skill, parsed, vocabulary, raw, "namespace", homes),
-                )
-        if "kind" in fields and "kind" not in raw:
-            name = str(raw.get("name", ""))
-            raw["kind"] = (
-                "pod" if re.search(r"-[a-z0-9]{5,10}-[a-z0-9]{5}$", name) else "deployment"
-            )
+        """Extract, refine, ground and validate the arguments of ``skill`` from ``parsed``
+        (:func:`opsbot.intent.arguments.extract`); arguments already ``given`` (an earlier
+        message, a choice, a kubectl command) are not read again."""
+        reading = arguments.Reading(parsed, await self._inventory(), vocabulary, self.recipes)
+        found = arguments.extract(skill, reading, given)
+        if isinstance(found, arguments.Ask):
+            return await self._ask(skill, parsed, vocabulary, found)
         try:
-            args = skill.parse_args(raw)
+            args = skill.parse_args(found.args)
         except ValidationError as exc:
             return Clarify(
                 question=_question(skill, exc),
                 skill=skill.name,
-                args=raw,
+                args=found.args,
                 missing=wording.missing_fields(exc),
             )
         return Run(
             invocations=[
-                Invocation(skill=skill.name, args=args.model_dump(mode="json", exclude_none=True))
+                Invocation(
+                    skill=skill.name,
+                    args=args.model_dump(mode="json", exclude_none=True),
+                    rationale=found.rationale,
+                )
             ]
         )
 
-    async def _choices(
-        self,
-        skill: Skill[Any, Any],
-        parsed: ex.Parsed,
-        vocabulary: set[str],
-        raw: dict[str, Any],
-        field_name: str,
-        values: Sequence[str],
-    ) -> list[Invocation]:
-        """The complete invocation for each of ``values`` of ``field_name`` (those that build)."""
+    async def _ask(
+        self, skill: Skill[Any, Any], parsed: ex.Parsed, vocabulary: set[str], ask: arguments.Ask
+    ) -> Clarify:
+        """Two or more values fit an argument: which one, each a button."""
         choices = []
-        for value in values:
-            plan = await self.build(skill, parsed, vocabulary, {**raw, field_name: value})
+        for value in ask.choices:
+            plan = await self.build(skill, parsed, vocabulary, {**ask.args, ask.field: value})
             if isinstance(plan, Run):
                 choices.append(plan.invocations[0])
-        return choices
+        return Clarify(
+            question=ask.question,
+            skill=skill.name,
+            args=ask.args,
+            missing=[ask.field],
+            choices=choices,
+        )
 
-    @staticmethod
-    def _pick_name(names: list[str], known: set[str]) -> str | tuple[str, ...] | None:
-        """The name among ``names`` grounded in ``known``; the close candidates when one is
-        ambiguous; None when there is no name."""
-        if not names:
-            return None
-        if not known:
-            return names[0]
-        for name in names:  # an exact name wins over any fuzzy one
-            if name in known or name.lower() in known:
-                return name.lower() if name.lower() in known else name
-        for name in names:
-            grounded = ground(name, known)
-            if grounded.value:
-                return grounded.value
-            if grounded.candidates:
-                return grounded.candidates
-        return names[0]
+
+def _lexicon_words() -> set[str]:
+    from opsbot.intent import lexicon
+
+    return {s for key in lexicon.SYNONYMS for s in ex.phrase(key) if s != "*"}
 
 
 def _question(skill: Skill[Any, Any], exc: ValidationError) -> str:
@@ -400,47 +424,3 @@ def _question(skill: Skill[Any, Any], exc: ValidationError) -> str:
             f"Just answer with {them} here; I keep the rest of your request."
         )
     return f"`{skill.name}`: {wording.validation_problems(exc)}"
-
-
-def _state(parsed: ex.Parsed, _: dict[str, set[str]]) -> str | None:
-    for stem_ in parsed.stems:
-        if stem_ in ("fir", "activ"):
-            return "firing"
-        if stem_ in ("pend",):
-            return "pending"
-        if stem_ in ("silenc", "mut", "suppress"):
-            return "silenced"
-    return None
-
-
-def _alert(parsed: ex.Parsed, inventory: dict[str, set[str]]) -> str | None:
-    return ex.extract_matchers(parsed, inventory.get("alertname")).get("alertname")
-
-
-_EXTRACTORS: dict[str, Callable[[ex.Parsed, dict[str, set[str]]], Any]] = {
-    "query": lambda p, _: p.expr,
-    "since": lambda p, _: ex.extract_since(p),
-    "duration": lambda p, _: ex.extract_for_duration(p),
-    "kind": lambda p, _: ex.extract_kind(p),
-    "replicas": lambda p, _: ex.extract_number(
-        p,
-        [
-            r"\bto\s+(\d+)\b",
-            r"\b(\d+)\s+replicas?\b",
-            r"\breplicas?\s*(?:=|:)\s*(\d+)\b",
-            r"\bx\s?(\d+)\b",
-        ],
-    ),
-    "revision": lambda p, _: ex.extract_number(
-        p,
-        [r"\brevision\s*#?(\d+)", r"\brev\s*#?(\d+)", r"\bversion\s*#?(\d+)", r"\bto\s+#?(\d+)\b"],
-    ),
-    "tail": lambda p, _: ex.extract_number(
-        p, [r"\b(\d+)\s+(?:log\s+)?lines?\b", r"\btail\s+(\d+)\b"]
-    ),
-    "limit": lambda p, _: ex.extract_number(p, [r"\btop\s+(\d+)\b", r"\blimit\s+(\d+)\b"]),
-    "state": _state,
-    "matchers": lambda p, inv: ex.extract_matchers(p, inv.get("alertname")),
-    "comment": lambda p, _: ex.extract_comment(p),
-    "alert": _alert,
-}

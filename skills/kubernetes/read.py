@@ -9,12 +9,13 @@ RBAC decides what each person may read.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from opsbot.durations import Duration, parse_duration
 from opsbot.grounding import ground
+from opsbot.meaning import Count, Flag, Grounded, ObjectKind, Since
 from opsbot.model import Code, SkillResult, Table, Text
 from opsbot.redact import redact
 from opsbot.skills.base import Risk, Skill, SkillContext, SkillError
@@ -49,6 +50,10 @@ MAX_LOG_PODS = 3
 
 Name = Field(pattern=DNS_NAME, max_length=253, description="object name, e.g. checkout")
 Namespace = Field(pattern=DNS_LABEL, max_length=63, description="Kubernetes namespace, e.g. shop")
+#: what the arguments mean (opsbot.meaning): grounded against the inventory by both planners
+InNamespace = Annotated[str, Grounded("namespace")]
+Deployment = Annotated[str, Grounded("deployment")]
+DeploymentOrPod = Annotated[str, Grounded("deployment", also=("pod",))]
 
 
 # -- lookups ---------------------------------------------------------------------------------
@@ -97,42 +102,54 @@ async def revisions(api: Kube, dep: dict[str, Any]) -> dict[int, dict[str, Any]]
 
 
 class PodsArgs(BaseModel):
-    namespace: str = Namespace
-    name: str | None = Field(
+    namespace: InNamespace = Namespace
+    name: Annotated[str | None, Grounded("deployment")] = Field(
         None, pattern=DNS_NAME, description="deployment/app whose pods to show"
     )
-    selector: str | None = Field(
+    selector: Annotated[str | None, Flag("selector")] = Field(
         None, max_length=500, description="label selector, e.g. app=checkout"
     )
 
 
 class DescribeArgs(BaseModel):
-    kind: Literal["deployment", "pod", "statefulset", "daemonset", "service", "node"] = "deployment"
-    name: str = Name
-    namespace: str | None = Field(None, pattern=DNS_LABEL, description="namespace (not for nodes)")
+    kind: Annotated[
+        Literal["deployment", "pod", "statefulset", "daemonset", "service", "node"], ObjectKind()
+    ] = "deployment"
+    name: Annotated[str, Grounded("deployment", kind_field="kind")] = Name
+    namespace: Annotated[str | None, Grounded("namespace")] = Field(
+        None, pattern=DNS_LABEL, description="namespace (not for nodes)"
+    )
 
 
 class EventsArgs(BaseModel):
-    namespace: str = Namespace
-    name: str | None = Field(
+    namespace: InNamespace = Namespace
+    name: Annotated[str | None, Grounded("deployment", also=("pod",))] = Field(
         None, pattern=DNS_NAME, description="object (or name prefix) the events are about"
     )
-    since: Duration = Field("1h", description="how far back, e.g. 30m")
+    since: Annotated[Duration, Since()] = Field("1h", description="how far back, e.g. 30m")
 
 
 class LogsArgs(BaseModel):
-    name: str = Field(pattern=DNS_NAME, description="pod, or deployment whose pods to read")
-    namespace: str = Namespace
-    container: str | None = Field(None, pattern=DNS_LABEL, description="container name")
-    since: Duration | None = Field(None, description="only lines newer than this, e.g. 15m")
-    tail: int = Field(100, ge=1, le=2000, description="last N lines per pod")
+    name: DeploymentOrPod = Field(
+        pattern=DNS_NAME, description="pod, or deployment whose pods to read"
+    )
+    namespace: InNamespace = Namespace
+    container: Annotated[str | None, Flag("container")] = Field(
+        None, pattern=DNS_LABEL, description="container name"
+    )
+    since: Annotated[Duration | None, Since()] = Field(
+        None, description="only lines newer than this, e.g. 15m"
+    )
+    tail: Annotated[int, Count("lines")] = Field(
+        100, ge=1, le=2000, description="last N lines per pod"
+    )
 
 
 class WorkloadArgs(BaseModel):
-    name: str = Field(
+    name: Deployment = Field(
         pattern=DNS_NAME, max_length=253, description="deployment name, e.g. checkout"
     )
-    namespace: str = Namespace
+    namespace: InNamespace = Namespace
 
 
 # -- skills ------------------------------------------------------------------------------------

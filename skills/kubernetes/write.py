@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import Field
 
+from opsbot.meaning import Count
 from opsbot.model import SkillResult
 from opsbot.skills.base import Risk, Skill, SkillContext, SkillError
 from opsbot.skills.kubernetes.objects import (
@@ -55,11 +56,13 @@ RESTART_FIELD_MANAGER = "kubectl-rollout"
 
 
 class ScaleArgs(WorkloadArgs):
-    replicas: int = Field(ge=0, description="desired number of replicas")
+    replicas: Annotated[int, Count("replicas")] = Field(
+        ge=0, description="desired number of replicas"
+    )
 
 
 class RollbackArgs(WorkloadArgs):
-    revision: int | None = Field(
+    revision: Annotated[int | None, Count("revision")] = Field(
         None, ge=1, description="revision to roll back to; default: the previous one"
     )
 

@@ -1,0 +1,623 @@
+"""One argument pipeline for both planners: extract, ground, validate.
+
+Each field of a skill's ``Args`` declares what it means (:mod:`opsbot.meaning`:
+``Grounded("deployment")``, ``Since()``, ``Count("replicas")``, ``Expression("promql")``...).
+This module reads those declarations:
+
+- :func:`extract` (the offline router, and a short answer to its question in
+  :mod:`opsbot.clarify`) finds each argument's value in a request by its meaning, not by the
+  field's name: kubectl options first (``-n``, ``deploy/x``, ``--replicas=3``), then the
+  words; lets the skill refine them (``route_args``); resolves names against the inventory;
+  fills a PromQL expression from a recipe when the request asks a question without one;
+- :func:`resolve` grounds one name (a near miss becomes the real name; close names come back
+  as candidates; a kind the inventory knows nothing of is left as typed), and
+  :func:`ground` grounds every ``Grounded`` argument of a call: the LLM planner's tool calls go
+  through it, so both planners accept, correct and refuse the same names.
+
+Validation is the skill's own model (``Skill.parse_args``) for both.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel
+
+from opsbot.grounding import ground as fuzzy_ground
+from opsbot.intent import extract as ex
+from opsbot.intent import lexicon
+from opsbot.meaning import (
+    Choice,
+    Count,
+    Cue,
+    Expression,
+    Flag,
+    Grounded,
+    Lasting,
+    Matchers,
+    Meaning,
+    ObjectKind,
+    Remark,
+    Since,
+    cue,
+    meaning_of,
+)
+from opsbot.recipes import Recipe
+from opsbot.skills.base import Skill
+
+#: the meaning of a field that declares none, by its name (older plugins)
+BY_NAME: dict[str, Meaning] = {
+    "namespace": Grounded("namespace"),
+    "name": Grounded("deployment", kind_field="kind"),
+    "service": Grounded("service"),
+    "alert": Grounded("alertname", complete=False),
+    "since": Since(),
+    "duration": Lasting(),
+    "kind": ObjectKind(),
+    "replicas": Count("replicas"),
+    "revision": Count("revision"),
+    "tail": Count("lines"),
+    "limit": Count("top"),
+    "top": Count("top"),
+    "query": Expression("promql"),
+    "matchers": Matchers(),
+    "comment": Remark(),
+    "state": Choice(
+        {
+            "firing": ("firing", "fire", "active"),
+            "pending": ("pending",),
+            "silenced": ("silenced", "muted", "suppressed"),
+        }
+    ),
+    "container": Flag("container"),
+    "selector": Flag("selector"),
+}
+POD_NAME = re.compile(r"-[a-z0-9]{5,10}-[a-z0-9]{5}$")
+
+
+_MEANINGS: dict[type[BaseModel], dict[str, Meaning]] = {}
+
+
+def meanings(model: type[BaseModel]) -> dict[str, Meaning]:
+    """Each field of ``model`` with its meaning (declared, else by its name)."""
+    if model not in _MEANINGS:
+        found: dict[str, Meaning] = {}
+        for name, info in model.model_fields.items():
+            meaning = meaning_of(info.metadata) or BY_NAME.get(name)
+            if meaning is not None:
+                found[name] = meaning
+        _MEANINGS[model] = found
+    return _MEANINGS[model]
+
+
+def declared(model: type[BaseModel]) -> dict[str, Meaning]:
+    """The fields of ``model`` that declare a meaning (not read by name)."""
+    return {
+        name: meaning
+        for name, info in model.model_fields.items()
+        if (meaning := meaning_of(info.metadata)) is not None
+    }
+
+
+# -- grounding (both planners) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """``value``: the name to use (None: nothing close); ``candidates``: close names when
+    several fit; ``checked``: False when the inventory knows no name of this kind."""
+
+    value: str | None
+    candidates: tuple[str, ...] = ()
+    checked: bool = True
+    exact: bool = False
+
+
+def known_names(
+    meaning: Grounded, args: Mapping[str, Any], inventory: Mapping[str, set[str]]
+) -> set[str]:
+    names: set[str] = set()
+    for kind in meaning.kinds(args):
+        names |= inventory.get(kind, set())
+    return names
+
+
+def resolve(
+    meaning: Grounded, value: str, args: Mapping[str, Any], inventory: Mapping[str, set[str]]
+) -> Resolution:
+    """Ground ``value`` against the names of ``meaning``'s kinds (see module doc). A pod's
+    name (``checkout-7d9f8b6c5-x2k4p``) stands when its deployment is known."""
+    known = known_names(meaning, args, inventory)
+    if not known:
+        return Resolution(value, checked=False)
+    if value in known:
+        return Resolution(value, exact=True)
+    kinds = meaning.kinds(args)
+    if "pod" in kinds and POD_NAME.search(value):
+        owner = POD_NAME.sub("", value)
+        if owner in inventory.get("deployment", set()) or "pod" not in inventory:
+            return Resolution(value, exact=True)
+    grounded = fuzzy_ground(value, known)
+    if grounded.value:
+        return Resolution(grounded.value, exact=grounded.exact)
+    if not meaning.complete and not grounded.candidates:
+        return Resolution(value, checked=False)
+    return Resolution(None, grounded.candidates)
+
+
+def ground(
+    skill: Skill[Any, Any], args: Mapping[str, Any], inventory: Mapping[str, set[str]]
+) -> tuple[dict[str, Any], list[str]]:
+    """Every ``Grounded`` argument of ``args`` resolved: (the arguments with near misses
+    replaced, a problem per name the inventory does not have: "there is no deployment
+    'nginx-ingress' (known: ...)" or "which one: cart-api, cart-web")."""
+    out = dict(args)
+    problems = []
+    for name, meaning in meanings(skill.Args).items():
+        value = out.get(name)
+        if not isinstance(meaning, Grounded) or not isinstance(value, str) or not value:
+            continue
+        found = resolve(meaning, value, out, inventory)
+        if found.value:
+            out[name] = found.value
+            continue
+        kind = meaning.kinds(out)[0]
+        if found.candidates:
+            problems.append(
+                f"{kind} {value!r} is ambiguous: which one: {', '.join(found.candidates)}?"
+            )
+        else:
+            alternatives = ", ".join(sorted(known_names(meaning, out, inventory))[:8])
+            problems.append(f"there is no {kind} {value!r} (known: {alternatives})")
+    return out, problems
+
+
+def ground_given(
+    skill: Skill[Any, Any], args: Mapping[str, Any], inventory: Mapping[str, set[str]]
+) -> dict[str, Any] | Ask:
+    """``args`` a person typed whole (a kubectl command) with near misses replaced; two
+    close names make a question; a name nothing has is kept as typed (the skill then says
+    what there is)."""
+    out = dict(args)
+    for name, meaning in meanings(skill.Args).items():
+        value = out.get(name)
+        if not isinstance(meaning, Grounded) or not isinstance(value, str) or not value:
+            continue
+        found = resolve(meaning, value, out, inventory)
+        if found.value:
+            out[name] = found.value
+        elif found.candidates:
+            question = f"Which one do you mean: {', '.join(found.candidates)}?"
+            return Ask(
+                name, question, list(found.candidates), {k: v for k, v in out.items() if k != name}
+            )
+    return out
+
+
+# -- extraction (the offline router) -------------------------------------------------------
+
+
+@dataclass
+class Reading:
+    """A request as the pipeline reads it: the parse, the inventory's names, the words that
+    are skill vocabulary (never names), the PromQL recipes."""
+
+    parsed: ex.Parsed
+    inventory: Mapping[str, set[str]] = field(default_factory=dict)
+    vocabulary: set[str] = field(default_factory=set)
+    recipes: Mapping[str, Recipe] = field(default_factory=dict)
+
+
+@dataclass
+class Extracted:
+    """The arguments found (to validate), and why a value was chosen (a recipe's name)."""
+
+    args: dict[str, Any]
+    rationale: str = ""
+
+
+@dataclass
+class Ask:
+    """Two or more values fit ``field``: a question with the ``choices``."""
+
+    field: str
+    question: str
+    choices: list[str]
+    args: dict[str, Any]
+
+
+def extract(
+    skill: Skill[Any, Any], reading: Reading, given: Mapping[str, Any] | None = None
+) -> Extracted | Ask:
+    """The arguments of ``skill`` that ``reading`` gives (see module doc); arguments already
+    ``given`` (an earlier message, a choice) are not read again."""
+    fields = meanings(skill.Args)
+    parsed = reading.parsed
+    inventory = reading.inventory
+    raw: dict[str, Any] = dict(given or {})
+    skip: set[str] = {v.lower() for v in raw.values() if isinstance(v, str)}
+    namespace_fields = [n for n, m in fields.items() if _is_namespace(m)]
+    for name in namespace_fields:
+        if name not in raw and (namespace := read_namespace(parsed, inventory)):
+            raw[name] = namespace
+            skip.add(namespace)
+    for name, meaning in fields.items():
+        if name in raw or isinstance(meaning, Grounded):
+            continue
+        value = _read(meaning, parsed, inventory, fields)
+        if value not in (None, {}, ""):
+            raw[name] = value
+    for name, meaning in fields.items():
+        if isinstance(meaning, Grounded) and meaning.kind == "alertname" and name not in raw:
+            alert = ex.extract_matchers(parsed, inventory.get("alertname")).get("alertname")
+            if alert:
+                raw[name] = alert
+    for name, meaning in fields.items():
+        if isinstance(meaning, Matchers) and isinstance(raw.get(name), dict):
+            skip.update(str(v).lower() for v in raw[name].values())
+    raw = skill.route_args(parsed, raw)
+    rationale = ""
+    for name, meaning in fields.items():
+        if isinstance(meaning, Expression) and meaning.recipes and not parsed.expr:
+            filled = fill_recipe(reading, skill, skip)
+            if filled is not None:
+                raw[name], rationale = filled
+    for name, meaning in fields.items():
+        if not isinstance(meaning, Grounded) or name in raw or _is_namespace(meaning):
+            continue
+        if meaning.kind == "alertname":
+            continue
+        found = _read_name(name, meaning, reading, raw, skip)
+        if isinstance(found, Ask):
+            return found
+        if found:
+            raw[name] = found
+            if meaning.kind_field and meaning.kind_field in fields and parsed.refs:
+                raw.setdefault(meaning.kind_field, parsed.refs[0][0])
+    for name, meaning in fields.items():
+        if isinstance(meaning, Matchers) and meaning.name_label and not raw.get(name):
+            names = ex.candidate_names(parsed, reading.vocabulary, skip)
+            if names:
+                service = _pick(names, Grounded("service", complete=False), raw, inventory)
+                if isinstance(service, str):
+                    raw[name] = {meaning.name_label: service}
+    for name in namespace_fields:
+        if name not in raw:
+            homes = _homes(fields, raw, inventory)
+            if len(homes) == 1:
+                raw[name] = homes[0]
+            elif len(homes) > 1:
+                subject = next(str(raw[n]) for n, m in fields.items() if _is_name(m) and n in raw)
+                return Ask(
+                    name,
+                    f"{subject} exists in several namespaces: {', '.join(homes)}. Which one?",
+                    homes,
+                    raw,
+                )
+    for name, meaning in fields.items():
+        if isinstance(meaning, ObjectKind) and name not in raw:
+            subject = next((str(raw[n]) for n, m in fields.items() if _is_name(m) and n in raw), "")
+            raw[name] = "pod" if POD_NAME.search(subject) else "deployment"
+    return Extracted(raw, rationale)
+
+
+def _is_namespace(meaning: Meaning) -> bool:
+    return isinstance(meaning, Grounded) and meaning.kind == "namespace"
+
+
+def _is_name(meaning: Meaning) -> bool:
+    return isinstance(meaning, Grounded) and meaning.kind not in ("namespace", "alertname")
+
+
+def read_namespace(parsed: ex.Parsed, inventory: Mapping[str, set[str]]) -> str | None:
+    """``-n shop`` (kubectl's option) first, then the words ("in shop", "shop namespace")."""
+    return ex.extract_namespace(parsed, inventory.get("namespace"))
+
+
+def _read(
+    meaning: Meaning,
+    parsed: ex.Parsed,
+    inventory: Mapping[str, set[str]],
+    fields: Mapping[str, Meaning],
+) -> Any:
+    if isinstance(meaning, Since):
+        option = parsed.flags.get("since", "")
+        if re.fullmatch(r"(?:\d+[smhdw])+", option):
+            return option
+        since = ex.extract_since(parsed)
+        if since is None and not any(isinstance(m, Lasting) for m in fields.values()):
+            since = ex.extract_for_duration(parsed)  # "graph it for 3h": the chart's span
+        return since
+    if isinstance(meaning, Lasting):
+        return ex.extract_for_duration(parsed)
+    if isinstance(meaning, Count):
+        return count(parsed, meaning.unit)
+    if isinstance(meaning, Expression):
+        return parsed.expr
+    if isinstance(meaning, Matchers):
+        return ex.extract_matchers(parsed, inventory.get("alertname"))
+    if isinstance(meaning, ObjectKind):
+        return parsed.refs[0][0] if parsed.refs else ex.extract_kind(parsed)
+    if isinstance(meaning, Choice):
+        return choose(parsed, meaning)
+    if isinstance(meaning, Remark):
+        return ex.extract_comment(parsed)
+    if isinstance(meaning, Flag):
+        return flag(parsed, meaning.name)
+    return None
+
+
+_N = lexicon.NUMBER
+_UNITS = r"(?!\s*(?:s|sec|secs|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?|w|weeks?)\b)"
+#: kubectl options, then phrases, for each kind of count
+COUNTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "replicas": (
+        ("replicas",),
+        (
+            rf"\bto\s+{_N}\b{_UNITS}",
+            rf"\b{_N}\s+(?:replicas?|pods?|instances?|copies)\b",
+            rf"\breplicas?\s*(?:=|:)\s*{_N}\b",
+            r"\bx\s?(\d+)\b",
+        ),
+    ),
+    "revision": (
+        ("to-revision", "revision"),
+        (
+            r"\brevision\s*#?(\d+)",
+            r"\brev\s*#?(\d+)",
+            r"\bversion\s*#?(\d+)",
+            r"\bto\s+#?(\d+)\b",
+        ),
+    ),
+    "lines": (
+        ("tail", "limit"),
+        (
+            rf"\b{_N}\s+(?:log\s+)?lines?\b",
+            rf"\btail\s+(?:-n\s*)?{_N}\b",
+            rf"\blimit\s+(?:to\s+)?{_N}\b",
+        ),
+    ),
+    "top": (("limit",), (rf"\btop\s+{_N}\b", rf"\blimit\s+{_N}\b")),
+}
+
+
+def count(parsed: ex.Parsed, unit: str) -> int | None:
+    """A number of ``unit`` (see :data:`COUNTS`): "to 3", "three replicas", ``--replicas=3``."""
+    options, patterns = COUNTS[unit]
+    for option in options:
+        if parsed.flags.get(option, "").isdigit():
+            return int(parsed.flags[option])
+    for pattern in patterns:
+        m = re.search(pattern, parsed.rest, re.I)
+        if m:
+            return lexicon.number(m.group(1))
+    return None
+
+
+@lru_cache(maxsize=64)
+def _choice_cues(meaning: Choice) -> list[tuple[str, list[Cue]]]:
+    return [(value, [cue(w) for w in words]) for value, words in meaning.words.items()]
+
+
+def choose(parsed: ex.Parsed, meaning: Choice) -> str | None:
+    """The first value of ``meaning`` (in its order) whose words the request says (by stem,
+    or exactly for ``=word``)."""
+    exact = {t.lower() for t in parsed.tokens}
+    for value, cues in _choice_cues(meaning):
+        for said in cues:
+            if said.exact and said.exact in exact:
+                return value
+            if said.words and ex.contains(parsed.stems, ex.phrase(" ".join(said.words))):
+                return value
+    return None
+
+
+def flag(parsed: ex.Parsed, name: str) -> str | None:
+    """``-c app``/``--container app``/"container app"; ``-l app=x``/"selector app=x"."""
+    if parsed.flags.get(name):
+        return parsed.flags[name]
+    word = {"container": r"container", "selector": r"(?:selector|label selector)"}[name]
+    m = re.search(rf"\b{word}\s+([a-z0-9][\w.=,!-]*)", parsed.rest, re.I)
+    if m and (name != "selector" or "=" in m.group(1)):
+        return m.group(1)
+    return None
+
+
+def _read_name(
+    name: str, meaning: Grounded, reading: Reading, raw: dict[str, Any], skip: set[str]
+) -> str | Ask | None:
+    parsed = reading.parsed
+    kinds = meaning.kinds(raw)
+    for kind, value in parsed.refs:  # deploy/checkout
+        if kind in kinds or meaning.kind_field:
+            return value
+    names = ex.candidate_names(parsed, reading.vocabulary, skip)
+    chosen = _pick(names, meaning, raw, reading.inventory)
+    if isinstance(chosen, tuple):
+        return Ask(name, f"Which one do you mean: {', '.join(chosen)}?", list(chosen), raw)
+    return chosen
+
+
+def _pick(
+    names: Sequence[str],
+    meaning: Grounded,
+    raw: Mapping[str, Any],
+    inventory: Mapping[str, set[str]],
+) -> str | tuple[str, ...] | None:
+    """The name among ``names`` grounded for ``meaning``; the close candidates when one is
+    ambiguous; the first as typed when none is known; None when there is no name."""
+    if not names:
+        return None
+    resolved = [resolve(meaning, n, raw, inventory) for n in names]
+    if not resolved[0].checked and not known_names(meaning, raw, inventory):
+        return names[0]
+    for found in resolved:  # an exact name wins over any fuzzy one
+        if found.exact and found.value:
+            return found.value
+    for found in resolved:
+        if found.value and found.checked:
+            return found.value
+        if found.candidates:
+            return found.candidates
+    return names[0]
+
+
+def _homes(
+    fields: Mapping[str, Meaning], raw: Mapping[str, Any], inventory: Mapping[str, set[str]]
+) -> list[str]:
+    """The namespaces whose inventory has the named object (``deployment/<ns>`` keys)."""
+    for name, meaning in fields.items():
+        if _is_name(meaning) and name in raw and isinstance(meaning, Grounded):
+            kind = meaning.kinds(raw)[0]
+            return sorted(
+                key.split("/", 1)[1]
+                for key, names in inventory.items()
+                if key.startswith(f"{kind}/") and raw[name] in names
+            )
+    return []
+
+
+# -- PromQL recipes -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecipeAsk:
+    """A recipe the request asks for, and how: ranked (``top``), charted."""
+
+    name: str
+    recipe: Recipe
+    top: int | None = None
+    lowest: bool = False
+    chart: bool = False
+
+    @property
+    def strong(self) -> bool:
+        """Whether the request asks for the recipe itself, not something a skill answers."""
+        return self.recipe.alone or self.top is not None or self.chart
+
+
+def _phrase(words: str) -> tuple[str, ...]:
+    return ex.phrase(words)
+
+
+def says(stems: list[str], words: str) -> bool:
+    """Whether ``stems`` contain the phrase ``words`` (stems compared; ``*`` a gap)."""
+    return ex.contains(stems, ex.phrase(words))
+
+
+_TOP = re.compile(
+    rf"\b(?:top|bottom|first)\s+{_N}\b|\b{_N}\s+(?:most|highest|biggest|largest|lowest|least)\b",
+    re.I,
+)
+_WHICH_MOST = re.compile(
+    r"\b(?:which|what|who)\b.*\b(?:most|highest|biggest|largest|heaviest|hungriest|worst|lowest|least)\b",
+    re.I,
+)
+
+
+def match_recipe(parsed: ex.Parsed, recipes: Mapping[str, Recipe]) -> RecipeAsk | None:
+    """The recipe the request's words ask for (the longest match), with its ranking."""
+    best: tuple[int, str, Recipe] | None = None
+    stems = parsed.stems
+    for name, recipe in recipes.items():
+        for words in recipe.words:
+            if says(stems, words):
+                size = len(_phrase(words))
+                if best is None or size > best[0]:
+                    best = (size, name, recipe)
+    if best is None:
+        return None
+    text = parsed.rest
+    top: int | None = None
+    lowest = bool(re.search(r"\b(?:lowest|least|smallest|bottom)\b", text, re.I))
+    if m := _TOP.search(text):
+        top = lexicon.number(next(g for g in m.groups() if g))
+    elif (
+        any(
+            s in ("top", "most", "highest", "biggest", "largest", "heaviest", "hungriest")
+            for s in (t.lower() for t in parsed.tokens)
+        )
+        or _WHICH_MOST.search(text)
+        or lowest
+    ):
+        top = 10
+    chart = any(says(stems, w) for w in lexicon.CHART)
+    return RecipeAsk(best[1], best[2], top, lowest, chart)
+
+
+_BY = re.compile(
+    r"\b(?:by|per|for each|each)\s+(pod|namespace|container|node|service|instance|job)s?\b", re.I
+)
+_TOP_OF = re.compile(
+    r"\b(?:top|which|what|the)\s+(?:\w+\s+){0,2}?(pod|namespace|container|node|service|instance|job)s?\b",
+    re.I,
+)
+_QUANTILE = re.compile(
+    r"\bp(\d{2}(?:\.\d+)?)\b|\b(\d{2})(?:th|st|nd|rd)?\s+percentile\b|\b(median)\b", re.I
+)
+
+
+def fill_recipe(reading: Reading, skill: Skill[Any, Any], skip: set[str]) -> tuple[str, str] | None:
+    """The PromQL of the recipe the request asks for, filled in (namespace, the workload or
+    service named, the breakdown label, window, quantile, ranking), and the rationale that
+    names the recipe; None when it asks for none."""
+    parsed = reading.parsed
+    asked = match_recipe(parsed, reading.recipes)
+    if asked is None or not asked.strong:
+        return None
+    recipe = asked.recipe
+    namespace = read_namespace(parsed, reading.inventory)
+    vocabulary = reading.vocabulary | _recipe_words(reading.recipes)
+    names = ex.candidate_names(parsed, vocabulary, skip | ({namespace} if namespace else set()))
+    name = None
+    if names:
+        kind = "service" if "service=" in recipe.name_selector.replace(" ", "") else "deployment"
+        picked = _pick(
+            names,
+            Grounded(kind, also=("pod",) if kind == "deployment" else ()),
+            {},
+            reading.inventory,
+        )
+        name = picked if isinstance(picked, str) else None
+    label = (m.group(1).lower() if (m := _BY.search(parsed.rest)) else None) or (
+        m.group(1).lower() if asked.top and (m := _TOP_OF.search(parsed.rest)) else None
+    )
+    window = None
+    if not any(isinstance(m, Since) for m in meanings(skill.Args).values()) and parsed.durations:
+        window = parsed.durations[0].value
+    quantile = None
+    if m := _QUANTILE.search(parsed.rest):
+        quantile = 0.5 if m.group(3) else float("0." + (m.group(1) or m.group(2)).replace(".", ""))
+    query = recipe.render(
+        namespace=namespace,
+        name=name,
+        by=label,
+        window=window,
+        quantile=quantile,
+        top=asked.top,
+        lowest=asked.lowest,
+    )
+    return query, f"recipe `{asked.name}`: {recipe.summary}"
+
+
+def render_named(
+    recipes: Mapping[str, Recipe], name: str, *, namespace: str | None = None
+) -> tuple[str, str] | None:
+    """Recipe ``name`` rendered for a namespace (``kubectl top pods -n shop``)."""
+    recipe = recipes.get(name)
+    if recipe is None:
+        return None
+    return recipe.render(namespace=namespace), f"recipe `{name}`: {recipe.summary}"
+
+
+def _recipe_words(recipes: Mapping[str, Recipe]) -> frozenset[str]:
+    return _words_of(tuple(w for r in recipes.values() for w in r.words))
+
+
+@lru_cache(maxsize=8)
+def _words_of(words: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(ex.stem(w) for phrase in words for w in phrase.split() if w != "*")

@@ -1,0 +1,117 @@
+"""The offline router's lexicon: how SREs say things, mapped to the words skills list.
+
+A skill's ``keywords`` name the words of its own domain ("restart", "rollback", "health");
+people say "bounce the pods", "kick cart", "take checkout down to zero", "is payments ok?",
+"RED metrics for cart". :data:`SYNONYMS` maps such words and idioms (compared by stem; ``*``
+stands for up to three words) to the word a skill's keywords use, so a request that says
+"bounce" scores as one that says "restart": a word is replaced in place ("lift the mute"
+reads as "lift the silence"), an idiom adds its word. Whether a write is asked for is still
+decided by :mod:`opsbot.intent.speech` alone, so a synonym of a write is always one of its
+write words (a word that is not, such as "previous version", is no synonym of "rollback").
+
+:data:`NUMBERS` reads counts written as words ("down to zero", "three replicas");
+:data:`RANKING` and :data:`CHART` are the words of a ranking ("top 5", "which ... most") and
+of a chart, which PromQL recipes answer.
+"""
+
+from __future__ import annotations
+
+#: everyday word or idiom -> the word skills' keywords use (see module doc)
+SYNONYMS: dict[str, str] = {
+    # k8s.restart
+    "bounce": "restart",
+    "kick": "restart",
+    "cycle": "restart",
+    "recycle": "restart",
+    "reboot": "restart",
+    "redeploy": "restart",
+    "rollout restart": "restart",
+    "rolling restart": "restart",
+    # k8s.scale
+    "take * down": "scale",
+    "spin * down": "scale",
+    "scale * out": "scale",
+    "scale * in": "scale",
+    "downscale": "scale",
+    "upscale": "scale",
+    "resize": "scale",
+    # k8s.rollback
+    "rollout undo": "rollback",
+    "roll * back": "rollback",
+    "revert": "rollback",
+    # service.health
+    "be * ok": "health",
+    "be * okay": "health",
+    "be * fine": "health",
+    "be * alright": "health",
+    "be * all right": "health",
+    "be * good": "health",
+    "be * alive": "health",
+    "be * healthy": "health",
+    "red metric": "health",
+    "red signal": "health",
+    "golden signal": "health",
+    "how be * look": "health",
+    "how be * do": "health",
+    "how be * hold": "health",
+    # alerts
+    "alarm": "alert",
+    "pager": "alert",
+    "paging": "alert",
+    "page": "alert",
+    # alerts.silence
+    "mute": "silence",
+    "snooze": "silence",
+    "shush": "silence",
+    # logs
+    "stdout": "log",
+    "stderr": "log",
+    "output": "log",
+    "logging": "log",
+    # errors
+    "exception": "error",
+    "stack trace": "error",
+    "traceback": "error",
+    "panic": "error",
+    # describe
+    "detail": "describe",
+    "inspect": "describe",
+    "spec": "describe",
+    "get * yaml": "describe",
+}
+
+#: counts written as words
+NUMBERS = {
+    "zero": 0,
+    "none": 0,
+    "one": 1,
+    "a single": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "fifteen": 15,
+    "twenty": 20,
+}
+NUMBER = r"(\d+|" + "|".join(sorted(NUMBERS, key=len, reverse=True)) + ")"
+
+
+def number(word: str) -> int:
+    """``"3"`` or ``"three"`` -> 3."""
+    word = word.lower()
+    return int(word) if word.isdigit() else NUMBERS[word]
+
+
+#: words that rank ("top 5 pods by CPU", "which pods restart most", "highest memory")
+RANKING = ("top", "most", "highest", "biggest", "largest", "heaviest", "hungriest", "worst")
+#: words that rank from the bottom
+LOWEST = ("lowest", "least", "smallest", "bottom")
+#: words that ask for a chart
+CHART = ("graph", "plot", "chart", "draw", "trend", "visualize", "visualise", "over time")

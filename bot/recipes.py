@@ -1,0 +1,201 @@
+"""PromQL recipes: named query templates for the questions SREs ask without writing PromQL.
+
+"top 5 pods by CPU in prod", "memory of checkout", "which pods restart most", "graph the error
+rate of payments for 3h": the offline router finds the recipe whose ``words`` the request
+says, fills in its template and plans ``prometheus.query`` (or ``prometheus.range`` for a
+chart) with the query written out, so the plan shows exactly what runs and the recipe's name.
+
+The defaults follow the kube-prometheus conventions (cAdvisor and kube-state-metrics series,
+``namespace``/``pod``/``container`` labels) and the RED method for HTTP services
+(``http_requests_total`` with a ``code`` label, ``http_request_duration_seconds`` histogram,
+a ``service`` label). An install whose metrics are named differently overrides a recipe, or
+adds its own, under ``prometheus_recipes`` in ``opsbot.yaml`` (the Prometheus backend's
+``recipes`` setting); a recipe given there replaces the default of the same name, and one
+set to ``{enabled: false}`` is switched off.
+
+A template's placeholders:
+
+- ``{selector}``: the label matchers the request implies, comma-separated, e.g.
+  ``namespace="shop",pod=~"checkout(-.*)?"`` (may be empty: write it after the recipe's own
+  matchers, ``{container!="",{selector}}``; a dangling comma is tidied away);
+- ``{by}``: the label to break the result down by (``pod``, or what "by namespace"/"per
+  container" says);
+- ``{window}``: the rate/increase window (the recipe's ``window``, or the request's duration
+  for an instant query: "restarts in the last 24h");
+- ``{quantile}``: 0.99, or what "p95"/"median"/"90th percentile" says.
+
+A ranking ("top 5", "which ... most", "highest") wraps the query in ``topk(N, ...)``
+("lowest"/"least": ``bottomk``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+_CADVISOR = 'container!="",image!=""'
+
+
+class Recipe(BaseModel):
+    """One named PromQL template (see the module doc)."""
+
+    summary: str = Field(description="what it measures, shown with the plan")
+    words: list[str] = Field(
+        default_factory=list,
+        description="what asks for it: words compared by stem, phrases, '*' for a gap",
+    )
+    query: str = Field(description="the PromQL template")
+    by: str = Field(
+        default="pod", description="the label to break down by when the request says none"
+    )
+    name_selector: str = Field(
+        default='pod=~"{name}(-.*)?"',
+        description="the matcher a workload or service name becomes ({name})",
+    )
+    namespace_label: str = "namespace"
+    window: str = "5m"
+    alone: bool = Field(
+        default=True,
+        description="its words alone ask for it; False: only in a ranking or a chart, since "
+        "another skill answers the plain question (k8s.pods shows restarts, service.health "
+        "the RED signals)",
+    )
+    unit: str = ""
+    enabled: bool = True
+
+    def render(
+        self,
+        *,
+        namespace: str | None = None,
+        name: str | None = None,
+        by: str | None = None,
+        window: str | None = None,
+        quantile: float | None = None,
+        top: int | None = None,
+        lowest: bool = False,
+    ) -> str:
+        """The PromQL this recipe stands for with these choices."""
+        matchers = []
+        if namespace:
+            matchers.append(f'{self.namespace_label}="{namespace}"')
+        if name:
+            matchers.append(self.name_selector.format(name=name))
+        query = self.query.format(
+            selector=",".join(matchers),
+            by=by or self.by,
+            window=window or self.window,
+            quantile=f"{quantile if quantile is not None else 0.99:g}",
+        )
+        query = re.sub(r",\s*}", "}", re.sub(r"{\s*,", "{", query))
+        if top:
+            query = f"{'bottomk' if lowest else 'topk'}({top}, {query})"
+        return query
+
+
+def _cadvisor(expr: str) -> str:
+    return expr.replace("CADVISOR", _CADVISOR)
+
+
+DEFAULT_RECIPES: dict[str, Recipe] = {
+    "cpu": Recipe(
+        summary="CPU used, in cores (cAdvisor container_cpu_usage_seconds_total)",
+        words=["cpu", "cores", "processor", "cpu usage"],
+        query=_cadvisor(
+            "sum by ({by}) (rate(container_cpu_usage_seconds_total{{CADVISOR,{selector}}}[{window}]))"
+        ),
+        unit="cores",
+    ),
+    "memory": Recipe(
+        summary="memory in use, in bytes (working set: what the OOM killer counts)",
+        words=["memory", "mem", "ram", "working set", "rss"],
+        query=_cadvisor(
+            "sum by ({by}) (container_memory_working_set_bytes{{CADVISOR,{selector}}})"
+        ),
+        unit="bytes",
+    ),
+    "memory_limit": Recipe(
+        summary="memory working set as a share of the memory limit (saturation)",
+        words=["memory limit", "memory saturation", "oom", "out of memory", "close to * limit"],
+        query=_cadvisor(
+            "sum by ({by}) (container_memory_working_set_bytes{{CADVISOR,{selector}}}) / "
+            'sum by ({by}) (kube_pod_container_resource_limits{{resource="memory",{selector}}})'
+        ),
+        unit="ratio",
+    ),
+    "cpu_throttling": Recipe(
+        summary="share of CPU periods throttled by the CPU limit (saturation)",
+        words=["throttling", "throttled", "throttle", "saturation", "saturated", "cpu limit"],
+        query=(
+            'sum by ({by}) (rate(container_cpu_cfs_throttled_periods_total{{container!="",{selector}}}[{window}])) / '
+            'sum by ({by}) (rate(container_cpu_cfs_periods_total{{container!="",{selector}}}[{window}]))'
+        ),
+        unit="ratio",
+    ),
+    "restarts": Recipe(
+        summary="container restarts over the window (kube-state-metrics)",
+        words=["restart", "restarts", "restart count", "restarting", "crashloop", "crash"],
+        query="sum by ({by}) (increase(kube_pod_container_status_restarts_total{{{selector}}}[{window}]))",
+        window="1h",
+        alone=False,
+    ),
+    "error_ratio": Recipe(
+        summary="share of requests answered 5xx (RED: errors)",
+        words=["error rate", "error ratio", "5xx", "failure rate", "error percentage"],
+        query=(
+            'sum by ({by}) (rate(http_requests_total{{code=~"5..",{selector}}}[{window}])) / '
+            "sum by ({by}) (rate(http_requests_total{{{selector}}}[{window}]))"
+        ),
+        by="service",
+        name_selector='service="{name}"',
+        alone=False,
+        unit="ratio",
+    ),
+    "latency": Recipe(
+        summary="request latency at a quantile, in seconds (RED: duration histogram)",
+        words=["latency", "response time", "p99", "p95", "p90", "p50", "percentile", "median"],
+        query=(
+            "histogram_quantile({quantile}, sum by (le, {by}) "
+            "(rate(http_request_duration_seconds_bucket{{{selector}}}[{window}])))"
+        ),
+        by="service",
+        name_selector='service="{name}"',
+        alone=False,
+        unit="seconds",
+    ),
+    "request_rate": Recipe(
+        summary="requests per second (RED: rate)",
+        words=["request rate", "rps", "qps", "throughput", "traffic", "requests per second"],
+        query="sum by ({by}) (rate(http_requests_total{{{selector}}}[{window}]))",
+        by="service",
+        name_selector='service="{name}"',
+        alone=False,
+        unit="req/s",
+    ),
+    "top": Recipe(
+        summary="CPU (cores) and memory (bytes) per pod, as kubectl top pod",
+        words=[],
+        query=_cadvisor(
+            "label_replace(sum by ({by}) (rate(container_cpu_usage_seconds_total{{CADVISOR,{selector}}}[{window}])), "
+            '"resource", "cpu_cores", "", "") or label_replace(sum by ({by}) '
+            '(container_memory_working_set_bytes{{CADVISOR,{selector}}}), "resource", "memory_bytes", "", "")'
+        ),
+        alone=False,
+    ),
+}
+
+
+def merged(configured: Mapping[str, Recipe] | None) -> dict[str, Recipe]:
+    """The default recipes with ``configured`` ones replacing or adding to them (a recipe
+    with ``enabled: false`` removes its name)."""
+    recipes = {**DEFAULT_RECIPES, **(configured or {})}
+    return {name: recipe for name, recipe in recipes.items() if recipe.enabled}
+
+
+@runtime_checkable
+class RecipeSource(Protocol):
+    """A backend whose settings hold PromQL recipes (the Prometheus backend's ``recipes``)."""
+
+    def recipes(self) -> Mapping[str, Recipe]: ...
