@@ -233,6 +233,22 @@ class AuditLog:
             rows: Sequence[AuditRow] = (await session.scalars(query)).all()
         return [AuditRecord.from_row(r) for r in reversed(rows)]
 
+    async def of_requests(self, request_ids: Sequence[str]) -> list[AuditRecord]:
+        """Every record of these requests, oldest first (their whole chains)."""
+        ids = [r for r in dict.fromkeys(request_ids) if r]
+        out: list[AuditRecord] = []
+        for start in range(0, len(ids), 200):
+            async with self.store.sessions() as session:
+                rows = (
+                    await session.scalars(
+                        select(AuditRow)
+                        .where(AuditRow.request_id.in_(ids[start : start + 200]))
+                        .order_by(AuditRow.seq)
+                    )
+                ).all()
+            out += [AuditRecord.from_row(r) for r in rows]
+        return sorted(out, key=lambda r: r.seq)
+
     async def get(self, seq: int) -> AuditRecord | None:
         async with self.store.sessions() as session:
             row = await session.get(AuditRow, seq)

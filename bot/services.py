@@ -47,6 +47,9 @@ class Services:
     ) -> list[AuditRecord]:
         return await self.audit.search(since=since, actor=actor, skill=skill, limit=limit)
 
+    async def audit_of_requests(self, request_ids: Sequence[str]) -> list[AuditRecord]:
+        return await self.audit.of_requests(request_ids)
+
     def impersonation(self, actor: Actor) -> Impersonation:
         """The backend identity the policy maps ``actor`` to (empty: opsbot's own)."""
         mapped = self.policy.identity_for(actor)

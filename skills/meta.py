@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Protocol
+from urllib.parse import urlencode
 
 from pydantic import BaseModel, Field
 
 from opsbot.audit import AuditRecord
 from opsbot.durations import Duration, format_duration, parse_duration
 from opsbot.meaning import Since
-from opsbot.model import Actor, SkillResult, Table, Text
+from opsbot.model import Actor, Block, SkillResult, Table, Text
 from opsbot.skills.base import Backend, NoArgs, NoSettings, Risk, Skill, SkillContext, SkillRegistry
 
 
@@ -48,6 +49,10 @@ class BotState(Protocol):
     async def search_audit(
         self, *, since: datetime, actor: str | None, skill: str | None, limit: int
     ) -> list[AuditRecord]: ...
+
+    async def audit_of_requests(self, request_ids: Sequence[str]) -> list[AuditRecord]:
+        """Every record of these requests (their whole chains: votes, results)."""
+        ...
 
 
 class Meta(Backend[NoSettings]):
@@ -128,7 +133,15 @@ class ApprovalsPending(Skill[NoArgs, Meta]):
     Args = NoArgs
     risk = Risk.READ
     examples = ["what's waiting for approval?", "pending approvals", "anything to approve?"]
-    keywords = {"approval": 2.5, "approve": 1.5, "wait": 1.0, "awaiting": 1.0, "pending": 0.8}
+    keywords = {
+        "approval": 2.5,
+        "approve": 1.5,
+        "wait": 1.0,
+        "awaiting": 1.0,
+        "pending": 0.8,
+        "who": -2.0,  # "who approved the rollback": the audit log answers
+        "=approved": -1.0,
+    }
 
     async def run(self, args: NoArgs, ctx: SkillContext[Meta]) -> SkillResult:
         now = datetime.now(UTC)
@@ -171,6 +184,9 @@ _ACTIONS = {
 class AuditArgs(BaseModel):
     actor: str | None = Field(None, description="who (substring of the actor id, e.g. alice)")
     skill: str | None = Field(None, description="skill name, e.g. k8s.restart")
+    target: str | None = Field(
+        None, description="what was acted on: a deployment or service name, e.g. checkout"
+    )
     since: Annotated[Duration, Since()] = Field("24h", description="how far back, e.g. 2h, 7d")
 
 
@@ -183,6 +199,7 @@ class AuditSearch(Skill[AuditArgs, Meta]):
         "who restarted checkout today?",
         "show audit log for alice in the last 24h",
         "what did bob do this week",
+        "who approved the rollback of payments",
     ]
     keywords = {
         "audit": 3.0,
@@ -195,67 +212,209 @@ class AuditSearch(Skill[AuditArgs, Meta]):
         "=rolled": 1.5,
         "=silenced": 1.5,
         "=muted": 1.5,
-        "=did": 0.5,
+        "=did": 1.5,
         "changed": 1.0,
         "history of actions": 1.0,
+        "who approved": 4.0,
     }
 
     def route_args(self, parsed: Any, found: dict[str, Any]) -> dict[str, Any]:
+        rest = parsed.rest
         for pattern, skill in _ACTIONS.items():
-            if re.search(pattern, parsed.rest, re.I):
+            if re.search(pattern, rest, re.I):
                 found["skill"] = skill
                 break
-        m = re.search(
-            r"\b(?:for|by|of|from|did)\s+([a-z]+:[\w.-]+|[a-z][\w.-]*)", parsed.rest, re.I
+        target = re.search(
+            rf"(?:{'|'.join(_ACTIONS)})\s+(?:of\s+|on\s+|to\s+)?(?:the\s+)?(?:deployment\s+)?"
+            r"([a-z][\w.-]*)",
+            rest,
+            re.I,
         )
-        if m and m.group(1).lower() not in (
-            "the",
-            "a",
-            "an",
-            "last",
-            "past",
-            "today",
-            "this",
-            "me",
-        ):
+        if target and target.group(1).lower() not in _NOT_NAMES:
+            found["target"] = target.group(1).lower()
+        m = re.search(r"\b(?:for|by|from|did|has|of)\s+([a-z]+:[\w.-]+|[a-z][\w.-]*)", rest, re.I)
+        if m and m.group(1).lower() not in _NOT_NAMES and m.group(1).lower() != found.get("target"):
             found["actor"] = m.group(1)
-        if re.search(r"\bthis week\b", parsed.rest, re.I):
-            found.setdefault("since", "7d")
+        found.update(_since_words(rest))
+        if "since" not in found and (found.get("target") or found.get("skill")):
+            found["since"] = "7d"  # "who restarted checkout?": the last week, not the last day
         return found
 
     async def run(self, args: AuditArgs, ctx: SkillContext[Meta]) -> SkillResult:
+        bot = ctx.backend.bot
         since = datetime.now(UTC) - parse_duration(args.since)
-        records = await ctx.backend.bot.search_audit(
-            since=since, actor=args.actor, skill=args.skill, limit=500
-        )
-        if args.skill:  # the interesting records of a skill are its executions and decisions
-            records = [r for r in records if r.event not in ("plan",)]
-        rows = [
-            [
-                str(r.seq),
-                f"{r.at:%m-%d %H:%M:%S}",
-                r.event,
-                r.actor,
-                r.skill,
-                r.outcome,
-                r.detail[:80],
-            ]
-            for r in reversed(records)
-        ]
-        what = " ".join(f"{k}={v}" for k, v in args.model_dump(exclude_none=True).items())
-        if not rows:
-            return SkillResult(
-                summary="no records", blocks=[Text(text=f"No audit records for {what}.")]
+        records = await bot.search_audit(since=since, actor=None, skill=args.skill, limit=2000)
+        if args.actor:  # what they asked for, and what they approved or denied
+            records += await bot.search_audit(
+                since=since, actor=args.actor, skill=args.skill, limit=2000
             )
+        ids = [r.request_id for r in records if r.request_id and r.request_id != ctx.request.id]
+        chains = _chains(await bot.audit_of_requests(list(dict.fromkeys(ids))[-300:]))
+        rows: list[list[str]] = []
+        for chain in chains:
+            row = _row(chain, args)
+            if row is not None:
+                rows.append(row)
+        what = " ".join(f"{k}={v}" for k, v in args.model_dump(exclude_none=True).items())
+        link = _console_link(ctx.settings, args)
+        if not rows:
+            blocks: list[Block] = [Text(text=f"No audit records for {what}.")]
+            if link:
+                blocks.append(Text(text=f"[Search the audit console]({link})"))
+            return SkillResult(summary="no records", blocks=blocks)
+        rows.reverse()  # newest first
         table = Table.bounded(
-            ["seq", "at (UTC)", "event", "actor", "skill", "outcome", "detail"],
+            ["who", "what", "when (UTC)", "approved by", "result"],
             rows,
             ctx.settings.max_rows,
-            "records",
+            "requests",
         )
+        blocks = [Text(text=f"Audit, {what}:"), table]
+        if link:
+            blocks.append(Text(text=f"[Open these records in the audit console]({link})"))
         return SkillResult(
-            summary=f"{len(rows)} records", blocks=[Text(text=f"Audit, {what}:"), table]
+            summary=f"{len(rows)} request{'s' if len(rows) != 1 else ''}",
+            blocks=blocks,
+            data={"request_ids": [c[0].request_id for c in chains]},
         )
+
+
+_NOT_NAMES = {
+    "the",
+    "a",
+    "an",
+    "last",
+    "past",
+    "today",
+    "yesterday",
+    "this",
+    "me",
+    "it",
+    "in",
+    "on",
+    "at",
+    "to",
+    "anything",
+    "something",
+    "what",
+    "who",
+    "since",
+    "during",
+    "ago",
+    "do",
+    "done",
+    "there",
+    "any",
+    "all",
+    "alerts",
+    "week",
+    "hour",
+    "night",
+    "morning",
+}
+
+
+_UNITS = {"minute": "m", "hour": "h", "day": "d", "week": "w"}
+
+
+def _since_words(text: str) -> dict[str, str]:
+    """``since`` from today / yesterday / last night / this week / the last hour."""
+    now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    lowered = text.lower()
+    if re.search(r"\bthis week\b", lowered):
+        return {"since": "7d"}
+    if re.search(r"\b(?:yesterday|last night)\b", lowered):
+        return {"since": _minutes(now - midnight + timedelta(days=1))}
+    if re.search(r"\btoday\b|\bthis morning\b", lowered):
+        return {"since": _minutes(now - midnight)}
+    m = re.search(r"\b(?:last|past)\s+(\d+\s*)?(minute|hour|day|week)s?\b", lowered)
+    if m:
+        count = int(m.group(1) or 1)
+        return {"since": f"{count}{_UNITS[m.group(2)]}"}
+    return {}
+
+
+def _minutes(delta: timedelta) -> str:
+    return format_duration(timedelta(minutes=max(1, int(delta.total_seconds() // 60))))
+
+
+def _chains(records: Sequence[AuditRecord]) -> list[list[AuditRecord]]:
+    """Records grouped by request, each oldest first, requests in order of their start."""
+    by: dict[str, list[AuditRecord]] = {}
+    for record in sorted(records, key=lambda r: r.seq):
+        by.setdefault(record.request_id, []).append(record)
+    return list(by.values())
+
+
+def _row(chain: Sequence[AuditRecord], args: AuditArgs) -> list[str] | None:
+    """who | what | when | approved by | result for one request; None when it does not match
+    the question (another skill or target, or the actor neither asked nor voted)."""
+    events = [r.event for r in chain]
+    if all(e.startswith("console.") for e in events):
+        return None
+    request = next((r for r in chain if r.event == "request.received"), chain[0])
+    acting = [r for r in chain if r.skill and r.event not in ("plan",)] or [
+        r for r in chain if r.skill
+    ]
+    skill = acting[-1].skill if acting else ""
+    call_args = next((r.args for r in chain if r.skill == skill and r.args), {})
+    if args.skill and skill != args.skill:
+        return None
+    target = _target(call_args)
+    if args.target and args.target not in target.lower():
+        return None
+    voters = [
+        r.actor
+        for r in chain
+        if r.event == "approval.approved"
+        or (r.event == "approval.vote" and r.outcome == "recorded")
+    ]
+    deniers = [r.actor for r in chain if r.event == "approval.denied"]
+    who = request.actor
+    if args.actor:
+        needle = args.actor.lower()
+        if needle not in who.lower() and not any(needle in v.lower() for v in voters + deniers):
+            return None
+    what = " ".join(p for p in (skill, target) if p) or request.detail[:60]
+    extra = {k: v for k, v in call_args.items() if k in ("replicas", "revision", "duration")}
+    if extra:
+        what += " " + " ".join(f"{k}={v}" for k, v in extra.items())
+    results = [r for r in chain if r.event == "skill.result"]
+    done = results[-1] if results else chain[-1]
+    if results:
+        outcome = f"{done.outcome}: {re.sub(r' [(][0-9.]+ ms[)]$', '', done.detail)}"
+    elif "approval.denied" in events:
+        outcome = f"denied by {', '.join(deniers)}"
+    elif "approval.expired" in events:
+        outcome = "approval expired"
+    elif "approval.requested" in events:
+        outcome = "waiting for approval"
+    elif any(r.event == "policy.decision" and r.outcome == "deny" for r in chain):
+        outcome = "refused by policy"
+    else:
+        outcome = done.outcome or "answered"
+    approved = ", ".join(voters) or ("—" if "approval.requested" not in events else "none yet")
+    return [who, what[:80], f"{done.at:%m-%d %H:%M}", approved, outcome[:90]]
+
+
+def _target(call_args: dict[str, Any]) -> str:
+    name = call_args.get("name") or call_args.get("service") or ""
+    namespace = call_args.get("namespace") or ""
+    if name:
+        return f"{namespace}/{name}" if namespace else str(name)
+    return str(call_args.get("matchers") or call_args.get("query") or "")[:50]
+
+
+def _console_link(settings: Any, args: AuditArgs) -> str:
+    """The console's timeline filtered as this answer was (``OPSBOT_CONSOLE_URL``)."""
+    base = str(getattr(settings, "console_url", None) or "")
+    if not base:
+        return ""
+    query = {"since": args.since, "actor": args.actor or "", "skill": args.skill or ""}
+    if args.target:
+        query["q"] = args.target
+    return base.rstrip("/") + "?" + urlencode({k: v for k, v in query.items() if v})
 
 
 Meta.skills = (Help, ApprovalsPending, AuditSearch)
