@@ -104,6 +104,19 @@ class Settings(BaseSettings):
     discord_gateway_url: str | None = Field(
         None, validation_alias=_env("DISCORD_GATEWAY_URL", "discord_gateway_url")
     )
+    adapters: str = Field(
+        "slack,discord",
+        validation_alias=_env("OPSBOT_ADAPTERS", "adapters"),
+        description="chat adapters opsbot serve tries, comma-separated (each runs when its "
+        "tokens are set): slack, discord, or one an installed package registers",
+    )
+    slash_command: str = Field(
+        "/ops",
+        pattern=r"^/?[a-z0-9_-]{1,32}$",
+        validation_alias=_env("OPSBOT_SLASH_COMMAND", "slash_command"),
+        description="the slash command that asks opsbot (Slack's, as in the app manifest, "
+        "and Discord's application command)",
+    )
     http_host: str = Field(
         "0.0.0.0",
         validation_alias=_env("OPSBOT_HTTP_HOST", "http_host"),

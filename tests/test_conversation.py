@@ -31,11 +31,12 @@ import yarl
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import BaseModel, Field
 
+from opsbot.adapters.base import Adapter, Adapters, build_adapters
 from opsbot.adapters.discord import DiscordAdapter
 from opsbot.adapters.http import make_app
 from opsbot.adapters.slack import SlackAdapter
 from opsbot.engine import Engine
-from opsbot.model import Code, SkillResult, Table
+from opsbot.model import Code, Message, SkillResult, Step, Table
 from opsbot.policy import Policy
 from opsbot.services import build_services
 from opsbot.skills.base import Risk, Skill, SkillContext, SkillRegistry
@@ -85,8 +86,8 @@ class ToyBounce(Skill[Target, Any]):
     summary = "Bounce a toy service"
     Args = Target
     risk = Risk.WRITE
-    examples: ClassVar[list[str]] = ["bounce web in shop"]
-    keywords: ClassVar[dict[str, float]] = {"bounce": 4.0}
+    examples: ClassVar[list[str]] = ["wobble web in shop"]
+    keywords: ClassVar[dict[str, float]] = {"wobble": 4.0}
     gate: ClassVar[Gate] = Gate()
     runs: ClassVar[list[str]] = []
 
@@ -534,13 +535,15 @@ async def platform(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
             settings = make_settings(
                 database,
                 tmp_path,
+                adapters="slack",
                 slack_bot_token=SLACK_TOKEN,
                 slack_signing_secret=None if socket_mode else SLACK_SECRET,
                 slack_app_token=SLACK_APP_TOKEN if socket_mode else None,
                 slack_api_url=slack.base_url,
             )
             services = await build_services(settings, registry=registry, policy=policy)
-            adapter = SlackAdapter(Engine(services), settings)
+            [adapter] = build_adapters(Engine(services), settings)  # chosen by the settings
+            assert isinstance(adapter, SlackAdapter) and isinstance(adapter, Adapter)
             try:
                 if socket_mode:
                     async with FakeSlackSocket(slack) as socket:
@@ -565,22 +568,22 @@ async def platform(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         settings = make_settings(
             database,
             tmp_path,
+            adapters="discord",
             discord_token="discord-test-token",
             discord_api_url=fake.api_url,
             discord_gateway_url=fake.gateway_url,
         )
         services = await build_services(settings, registry=registry, policy=policy)
-        discord_adapter = DiscordAdapter(Engine(services), settings)
-        task = asyncio.create_task(discord_adapter.run())
+        [discord_adapter] = build_adapters(Engine(services), settings)
+        assert isinstance(discord_adapter, DiscordAdapter) and isinstance(discord_adapter, Adapter)
+        await discord_adapter.start()
         try:
             await asyncio.wait_for(fake.identified.wait(), 10)
             await asyncio.wait_for(discord_adapter.client.wait_until_ready(), 10)
             yield DiscordPlatform(fake, discord_adapter)
         finally:
             ToyBounce.gate.open()
-            await discord_adapter.client.close()
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await discord_adapter.stop()
             await services.close()
             discord.http.Route.BASE = base
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(str(gateway))
@@ -591,7 +594,7 @@ async def platform(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 
 async def test_one_conversation(platform: Platform) -> None:
     # a mention -> the plan -> an approval card with buttons
-    await platform.ask("alice", "bounce web in shop")
+    await platform.ask("alice", "wobble web in shop")
     card = await platform.card(0)
     await until(lambda: "Plan (offline): `toy.bounce" in platform.thread_text())
     assert "would bounce web in shop" in platform.card_text(card)
@@ -611,7 +614,7 @@ async def test_one_conversation(platform: Platform) -> None:
     assert platform.card_buttons(card) == [] and ToyBounce.runs == ["web"]
 
     # a second request expires: its card is edited in place and loses its buttons
-    await platform.ask("alice", "bounce api in shop")
+    await platform.ask("alice", "wobble api in shop")
     second = await platform.card(1)
     await expire_now(platform.engine, second.id)
     assert [a.id for a in await platform.engine.sweep_expired(platform.adapter.post)] == [second.id]
@@ -626,3 +629,77 @@ async def test_one_conversation(platform: Platform) -> None:
     assert all(f"conn-{i:03d}" in whole for i in range(ToyDump.ROWS))
     assert f"{ToyDump.ROWS} connections of web" in platform.thread_text()
     assert platform.refused() == []
+
+
+# -- the adapter protocol and its registry ---------------------------------------------------
+
+
+async def test_the_settings_choose_the_adapters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``OPSBOT_ADAPTERS`` chooses, the tokens decide: each adapter chosen runs when its
+    settings are there, and one line says why not (or that the name is unknown)."""
+    tokens = {
+        "slack_bot_token": SLACK_TOKEN,
+        "slack_signing_secret": SLACK_SECRET,
+        "discord_token": "discord-test-token",
+    }
+    services = await build_services(
+        make_settings(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}", tmp_path, **tokens),
+        registry=SkillRegistry(),
+        policy=conversation_policy(tmp_path / "policy.yaml"),
+    )
+    engine = Engine(services)
+    base, gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    try:
+
+        def built(**settings: Any) -> list[str]:
+            chosen = services.settings.model_copy(update=settings)
+            adapters = build_adapters(engine, chosen)
+            assert all(isinstance(a, Adapter) for a in adapters)
+            return [a.name for a in adapters]
+
+        assert built() == ["slack", "discord"]  # the default: every adapter with its tokens
+        assert built(adapters="discord") == ["discord"]
+        assert built(adapters="discord, slack") == ["discord", "slack"]
+        assert built(adapters="slack", slack_signing_secret=None) == []
+        assert built(adapters="teams,slack") == ["slack"]
+        out = capsys.readouterr().out
+        assert (
+            "adapter.off" in out and "SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET" in out
+        )
+        assert "adapter.unknown" in out and "teams" in out
+    finally:
+        await services.close()
+        discord.http.Route.BASE = base
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(str(gateway))
+
+
+async def test_a_message_goes_to_the_adapter_that_owns_its_thread() -> None:
+    class Toy:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.posted: list[str] = []
+
+        def owns(self, thread: str) -> bool:
+            return thread.startswith(self.name + ":")
+
+        async def start(self) -> None: ...
+
+        async def stop(self) -> None: ...
+
+        async def post(self, message: Message) -> None:
+            self.posted.append(message.thread)
+
+        async def update(self, message: Message) -> bool:
+            return False
+
+        def routes(self) -> list[Any]:
+            return []
+
+    mattermost, teams = Toy("mattermost"), Toy("teams")
+    assert isinstance(mattermost, Adapter)
+    adapters = Adapters([mattermost, teams])
+    for thread in ("teams:19:abc", "mattermost:town-square:1", "irc:#ops"):
+        await adapters.post(Message(thread=thread, step=Step.RESULT, blocks=[]))
+    assert (mattermost.posted, teams.posted) == (["mattermost:town-square:1"], ["teams:19:abc"])

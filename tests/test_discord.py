@@ -618,7 +618,7 @@ async def test_a_message_over_6000_characters_is_attached_not_lost(rig: DiscordR
 async def test_a_click_is_deferred_before_the_decision(rig: DiscordRig) -> None:
     """Discord wants an answer within 3 seconds: the click is deferred before the vote is
     decided and the approved action (held here) runs; the buttons go when the vote decides."""
-    await rig.fake.mention(ALICE, "bounce web in shop", roles=[SRE])
+    await rig.fake.mention(ALICE, "wobble web in shop", roles=[SRE])
     _post, message, approval_id = await rig.card()
     ToyBounce.gate.close()
     click = await rig.fake.click(BOB, f"opsbot:approve:{approval_id}", message, roles=[ONCALL])
@@ -643,7 +643,7 @@ async def test_an_action_that_raises_is_told_in_the_thread_and_on_the_card(
 ) -> None:
     """Defects 2 and 6 on Discord: the thread is told, and the card says the action failed."""
     assert rig.adapter is not None
-    await rig.fake.mention(ALICE, "bounce web in shop", roles=[SRE])
+    await rig.fake.mention(ALICE, "wobble web in shop", roles=[SRE])
     _post, message, approval_id = await rig.card()
 
     async def explode(*args: Any, **kwargs: Any) -> Any:
@@ -661,7 +661,7 @@ async def test_an_action_that_raises_is_told_in_the_thread_and_on_the_card(
 
 async def test_an_expired_card_is_edited_in_place_after_a_restart(rig: DiscordRig) -> None:
     """Defect 3: a restarted bot still knows which message shows the card."""
-    await rig.fake.mention(ALICE, "bounce web in shop", roles=[SRE])
+    await rig.fake.mention(ALICE, "wobble web in shop", roles=[SRE])
     post, message, approval_id = await rig.card()
     await rig.disconnect()
     adapter = await rig.connect()
@@ -676,7 +676,7 @@ async def test_an_expired_card_is_edited_in_place_after_a_restart(rig: DiscordRi
 
 async def test_deny_asks_for_a_reason_in_a_modal(rig: DiscordRig) -> None:
     """Defect 9: Deny opens a modal for the reason, as on Slack; the reason is in the thread."""
-    await rig.fake.mention(ALICE, "bounce web in shop", roles=[SRE])
+    await rig.fake.mention(ALICE, "wobble web in shop", roles=[SRE])
     _post, message, approval_id = await rig.card()
     card = f"/messages/{message['id']}"
     click = await rig.fake.click(BOB, f"opsbot:deny:{approval_id}", message, roles=[ONCALL])
@@ -715,3 +715,27 @@ async def test_a_mention_of_the_bots_role_starts_a_request(rig: DiscordRig) -> N
     await rig.fake.dispatch("MESSAGE_CREATE", other)  # another role: not for the bot
     await asyncio.sleep(0.3)
     assert len(rig.fake.of("POST", "/threads")) == 1
+
+
+async def test_the_command_name_is_configurable(rig: DiscordRig) -> None:
+    """``OPSBOT_SLASH_COMMAND`` names the application command (synced, and answered)."""
+    await rig.disconnect()
+    rig.services.settings = rig.services.settings.model_copy(
+        update={"slash_command": "/opsbot-staging"}
+    )
+    await rig.connect()
+    synced = rig.fake.of("PUT", "/commands")[-1]
+    assert [c["name"] for c in synced.body] == ["opsbot-staging"]
+    payload = rig.fake.interaction(
+        2,
+        EVE,
+        [],
+        {
+            "id": "500000000000000001",
+            "name": "opsbot-staging",
+            "type": 1,
+            "options": [{"name": "request", "type": 3, "value": "help"}],
+        },
+    )
+    await rig.fake.dispatch("INTERACTION_CREATE", payload)
+    await until(lambda: "Skills you (discord:444)" in rig.text())

@@ -155,14 +155,16 @@ class SlackRig:
             **kw,
         )
 
-    async def command(self, user: str, text: str, channel: str = CHANNEL) -> Any:
+    async def command(
+        self, user: str, text: str, channel: str = CHANNEL, command: str = "/ops"
+    ) -> Any:
         body = urlencode(
             {
                 "token": "x",
                 "team_id": "T1",
                 "channel_id": channel,
                 "user_id": user,
-                "command": "/ops",
+                "command": command,
                 "text": text,
                 "response_url": self.slack.response_url(f"cmd-{next(self._n)}"),
                 "trigger_id": self.slack.issue_trigger(f"trig-{next(self._n)}"),
@@ -475,7 +477,7 @@ async def test_signed_mention_to_button_approved_rollback(rig: SlackRig) -> None
 
 
 async def test_deny_asks_for_a_reason_in_a_modal(rig: SlackRig) -> None:
-    await rig.mention("UALICE", "bounce web in shop")
+    await rig.mention("UALICE", "wobble web in shop")
     card = await rig.card()
     await rig.vote("UBOB", card, DENY)
     [opened] = await rig.slack.wait_for("views.open")
@@ -524,6 +526,26 @@ async def test_slash_command_works_in_a_thread(rig: SlackRig) -> None:
     assert "BackOff" in rig.texts()
 
 
+async def test_the_slash_command_name_is_configurable(rig: SlackRig) -> None:
+    """``OPSBOT_SLASH_COMMAND`` names the command this app answers (as in its manifest)."""
+    settings = rig.settings.model_copy(update={"slash_command": "/opsbot-staging"})
+    staging = SlackAdapter(Engine(rig.services), settings)
+    client = TestClient(TestServer(make_app(rig.services, slack=staging)))
+    await client.start_server()
+    try:
+        rig.client, default = client, rig.client
+        response = await rig.command("UEVE", "help", command="/opsbot-staging")
+        assert response.status == 200
+        await wait_until(lambda: "Skills you (slack:UEVE)" in rig.texts())
+        before = len(rig.slack.of("chat.postMessage"))
+        assert (await rig.command("UEVE", "help")).status == 404  # /ops is not this app's
+        await asyncio.sleep(0.3)
+        assert len(rig.slack.of("chat.postMessage")) == before
+    finally:
+        rig.client = default
+        await client.close()
+
+
 async def test_slash_command_is_acknowledged_before_the_work_ends(rig: SlackRig) -> None:
     """Slack wants the HTTP answer within 3 seconds; the work (here held as long as the test
     likes) comes after it. Fails with ``ack()`` after the work, or with
@@ -542,7 +564,7 @@ async def test_a_click_is_acknowledged_and_the_buttons_go_before_the_action_ends
 ) -> None:
     """The approving click is answered at once, and the card loses its buttons as soon as the
     vote decides, not when the action (held here) ends; then it shows the result."""
-    await rig.mention("UALICE", "bounce web in shop")
+    await rig.mention("UALICE", "wobble web in shop")
     card = await rig.card()
     ToyBounce.gate.close()
     response = await asyncio.wait_for(rig.vote("UBOB", card), 2.5)
@@ -779,7 +801,7 @@ async def test_an_action_that_raises_is_told_in_the_thread_and_on_the_card(
 ) -> None:
     """Defects 2 and 6: when running the approved action raises, everyone in the thread is
     told (not only the clicker, not the channel root) and the card says it failed."""
-    await rig.mention("UALICE", "bounce web in shop")
+    await rig.mention("UALICE", "wobble web in shop")
     card = await rig.card()
     engine = rig.adapter().engine
 
@@ -800,7 +822,7 @@ async def test_an_action_that_raises_is_told_in_the_thread_and_on_the_card(
 
 async def test_an_expired_card_is_edited_in_place_after_a_restart(rig: SlackRig) -> None:
     """Defect 3: the card's message is known to a restarted process (or another replica)."""
-    await rig.mention("UALICE", "bounce web in shop")
+    await rig.mention("UALICE", "wobble web in shop")
     card = await rig.card()
     restarted = SlackAdapter(Engine(rig.services), rig.settings)
     await expire_now(restarted.engine, card.id)
@@ -846,7 +868,7 @@ async def test_a_refusal_reaches_the_clicker_in_the_thread_when_ephemerals_fail(
 ) -> None:
     """Defect 6: the bot was removed from the channel after posting the card; a refusal still
     reaches the clicker, in the thread, through the click's response_url."""
-    await rig.mention("UALICE", "bounce web in shop")
+    await rig.mention("UALICE", "wobble web in shop")
     card = await rig.card()
     rig.slack.outside.add(CHANNEL)
     await rig.vote("UEVE", card)
@@ -872,7 +894,7 @@ async def test_user_groups_are_read_when_the_vote_is_counted(rig: SlackRig) -> N
     rig.slack.groups = [{"id": "S0ONCALL", "handle": "oncall", "users": ["UDAVE"]}]
     adapter = rig.adapter()
     await adapter.check()  # as opsbot serve does at start
-    await rig.mention("UALICE", "bounce web in shop")
+    await rig.mention("UALICE", "wobble web in shop")
     card = await rig.card()
     rig.slack.groups = [{"id": "S0ONCALL", "handle": "oncall", "users": ["UERIN"]}]
     await rig.event(
@@ -937,7 +959,7 @@ async def test_socket_mode_acknowledges_each_envelope_before_the_work(rig: Slack
                 {
                     "type": "app_mention",
                     "user": "UALICE",
-                    "text": "<@UBOT> bounce web in shop",
+                    "text": "<@UBOT> wobble web in shop",
                     "ts": "1800000000.000100",
                     "channel": CHANNEL,
                     "event_ts": "1800000000.000100",

@@ -27,6 +27,7 @@ Thread keys are ``discord:<channel or thread id>``. ``DISCORD_API_URL`` and
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 from typing import Any
@@ -36,7 +37,7 @@ import structlog
 import yarl
 from discord import app_commands
 
-from opsbot.adapters.base import CardRefs, report_failure
+from opsbot.adapters.base import CardRefs, Handler, discord_off, report_failure
 from opsbot.adapters.discord_render import MAX_CONTENT, OUTPUT, Rendered, render
 from opsbot.config import Settings
 from opsbot.engine import Engine, Reply
@@ -58,8 +59,7 @@ STYLES = {
 PRIVILEGED = ("members", "presences", "message_content")
 
 
-def off_reason(settings: Settings) -> str | None:
-    return None if settings.discord_token else "DISCORD_TOKEN is not set"
+off_reason = discord_off  # why the Discord adapter cannot run with given settings
 
 
 def thread_key(channel_id: int) -> str:
@@ -233,6 +233,7 @@ class DiscordAdapter:
         self.client.event(self.on_interaction)
         self.cards = CardRefs(engine.services.store, PREFIX)
         self.command = command_name(settings)
+        self._task: asyncio.Task[None] | None = None
 
         @self.tree.command(
             name=self.command, description="Ask opsbot (metrics, alerts, logs, Kubernetes)"
@@ -274,8 +275,21 @@ class DiscordAdapter:
         except discord.LoginFailure as exc:
             log.error("discord.login_failed", error=str(exc), effect="the Discord adapter is off")
 
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        return []  # everything comes through the gateway
+
+    async def start(self) -> None:
+        """Connect in the background (:meth:`run`); a refused token or intents end it with
+        one log line."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self.run(), name="discord")
+
     async def stop(self) -> None:
         await self.client.close()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def on_ready(self) -> None:
         log.info("discord.ready", user=str(self.client.user), guilds=len(self.client.guilds))

@@ -111,15 +111,11 @@ def make_app(services: Services, slack: Any = None) -> web.Application:
 async def serve(services: Services) -> None:
     """Run the configured chat adapters and the HTTP server until cancelled (Ctrl-C).
 
-    An adapter whose tokens are missing is off, and the log says why. Expired approvals are
-    swept every 30 s and announced in their threads.
+    The adapters are those ``OPSBOT_ADAPTERS`` names (:mod:`opsbot.adapters.base`); one whose
+    tokens are missing is off, and the log says why. Expired approvals are swept every 30 s
+    and announced in their threads, through the adapter that owns each.
     """
-    from opsbot.adapters.discord import PREFIX as DISCORD
-    from opsbot.adapters.discord import DiscordAdapter
-    from opsbot.adapters.discord import off_reason as discord_off
-    from opsbot.adapters.slack import PREFIX as SLACK
-    from opsbot.adapters.slack import SlackAdapter
-    from opsbot.adapters.slack import off_reason as slack_off
+    from opsbot.adapters.base import Adapters, build_adapters
     from opsbot.engine import Engine
 
     settings = services.settings
@@ -129,46 +125,30 @@ async def serve(services: Services) -> None:
         log.warning(
             "llm.unavailable_at_start", problem=problem, effect="the offline router answers"
         )
-    posters: dict[str, Any] = {}
+    adapters = Adapters(build_adapters(engine, settings))
     tasks: list[asyncio.Task[Any]] = []
-    slack = None
-    if reason := slack_off(settings):
-        log.info("adapter.off", adapter="slack", reason=reason)
-    else:
-        slack = SlackAdapter(engine, settings)
-        await slack.check()
-        posters[SLACK] = slack.post
-        if settings.slack_app_token:
-            tasks.append(asyncio.create_task(slack.run_socket_mode(), name="slack-socket-mode"))
-    if reason := discord_off(settings):
-        log.info("adapter.off", adapter="discord", reason=reason)
-    else:
-        bot = DiscordAdapter(engine, settings)
-        posters[DISCORD] = bot.post
-        tasks.append(asyncio.create_task(bot.run(), name="discord"))
-    if not posters:
+    await adapters.start()
+    if not adapters:
         log.warning(
             "adapter.none_configured",
             effect="no chat adapter runs: only the HTTP endpoints answer",
             fix="set SLACK_BOT_TOKEN with SLACK_APP_TOKEN or SLACK_SIGNING_SECRET, or DISCORD_TOKEN",
         )
 
-    async def announce(message: Any) -> None:
-        poster = posters.get(message.thread.split(":", 1)[0])
-        if poster is not None:
-            await poster(message)
-
     async def sweeper() -> None:
         while True:
             await asyncio.sleep(30)
             try:
-                await engine.sweep_expired(announce)
+                await engine.sweep_expired(adapters.post)
             except Exception:
                 log.exception("approvals.sweep_failed")
 
     tasks.append(asyncio.create_task(sweeper(), name="sweeper"))
-    http_slack = slack if slack is not None and not settings.slack_app_token else None
-    runner = web.AppRunner(make_app(services, slack=http_slack))
+    app = make_app(services)
+    routes = adapters.routes()
+    for method, path, handler in routes:  # e.g. Slack's /slack/events (Events API)
+        app.router.add_route(method, path, handler)
+    runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
     await site.start()
@@ -176,11 +156,13 @@ async def serve(services: Services) -> None:
         "http.listening",
         host=settings.http_host,
         port=settings.http_port,
-        slack_events="/slack/events" if http_slack else "off",
+        adapters=[a.name for a in adapters],
+        adapter_routes=[path for _, path, _ in routes],
     )
     try:
         await asyncio.gather(*tasks)
     finally:
         for task in tasks:
             task.cancel()
+        await adapters.stop()
         await runner.cleanup()

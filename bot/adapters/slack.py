@@ -49,7 +49,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from opsbot.adapters.base import CardRefs, report_failure
+from opsbot.adapters.base import CardRefs, Handler, report_failure, slack_off
 from opsbot.adapters.slack_blocks import (
     ACTION,
     APPROVE,
@@ -92,13 +92,7 @@ def card_of(message: Message) -> ApprovalCard | None:
     return next((b for b in message.blocks if isinstance(b, ApprovalCard)), None)
 
 
-def off_reason(settings: Settings) -> str | None:
-    """Why the Slack adapter cannot run with these settings (None: it can)."""
-    if not settings.slack_bot_token:
-        return "SLACK_BOT_TOKEN is not set"
-    if not settings.slack_app_token and not settings.slack_signing_secret:
-        return "set SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP events)"
-    return None
+off_reason = slack_off  # why the Slack adapter cannot run with given settings (None: it can)
 
 
 def slash_command(settings: Settings) -> str:
@@ -241,10 +235,20 @@ class SlackAdapter:
             )
         return await to_aiohttp_response(bolt_response)
 
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        """``POST /slack/events`` for the Events API (none in Socket Mode)."""
+        if self.settings.slack_app_token:
+            return []
+        return [("POST", "/slack/events", self.http_handler)]
+
     async def start(self) -> None:
-        """Socket Mode (``SLACK_APP_TOKEN``): connect (no public HTTP endpoint needed).
-        Without it, requests come through ``opsbot serve``'s ``/slack/events``."""
-        if not self.settings.slack_app_token or self._socket is not None:
+        """Check the token's scopes (one log line naming those missing) and, in Socket Mode
+        (``SLACK_APP_TOKEN``), connect: no public HTTP endpoint needed. Without it, requests
+        come through ``opsbot serve``'s ``/slack/events``."""
+        if self._socket is not None:
+            return
+        await self.check()
+        if not self.settings.slack_app_token:
             return
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -255,14 +259,6 @@ class SlackAdapter:
         socket, self._socket = self._socket, None
         if socket is not None:
             await socket.close_async()
-
-    async def run_socket_mode(self) -> None:
-        """Socket Mode until cancelled."""
-        await self.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await self.stop()
 
     # -- posting -------------------------------------------------------------------------
 
