@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -29,6 +29,36 @@ from opsbot.errors import ConfigError
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
+
+
+def chat_channel(value: str) -> str:
+    """``value`` when it names a chat channel as ``discord:<id>`` or ``slack:<id>``."""
+    platform, _, where = value.partition(":")
+    if platform not in ("discord", "slack") or not where.strip():
+        raise ValueError(f"a channel is discord:<channel id> or slack:<channel id>, not {value!r}")
+    return value
+
+
+class AlertRoute(BaseModel):
+    """Where an Alertmanager alert group opens its incident thread: the first route whose
+    ``matchers`` all hold for the group's labels (a label equal to the value, or to one of a
+    list of values; no matchers: every group) names the ``channel``, as
+    ``discord:<channel id>`` or ``slack:<channel id>``."""
+
+    matchers: dict[str, str | list[str]] = Field(default_factory=dict)
+    channel: str
+
+    @field_validator("channel")
+    @classmethod
+    def _platform_channel(cls, value: str) -> str:
+        return chat_channel(value)
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        for name, wanted in self.matchers.items():
+            allowed = [wanted] if isinstance(wanted, str) else wanted
+            if labels.get(name) not in allowed:
+                return False
+        return True
 
 
 class Settings(BaseSettings):
@@ -127,6 +157,32 @@ class Settings(BaseSettings):
         8080,
         validation_alias=_env("OPSBOT_HTTP_PORT", "http_port"),
         description="port opsbot serve listens on",
+    )
+
+    alert_routes: list[AlertRoute] = Field(
+        default_factory=list,
+        validation_alias=_env("OPSBOT_ALERT_ROUTES", "alert_routes"),
+        description="Alertmanager alerts -> channels by labels, first match wins: "
+        '[{"matchers": {"severity": "critical", "team": "payments"}, "channel": "discord:123"}]',
+    )
+    alert_channel: str | None = Field(
+        None,
+        validation_alias=_env("OPSBOT_ALERT_CHANNEL", "alert_channel"),
+        description="where alerts that no route matches open their thread "
+        "(discord:<channel id> or slack:<channel id>)",
+    )
+    alertmanager_token: str | None = Field(
+        None,
+        validation_alias=_env("OPSBOT_ALERTMANAGER_TOKEN", "alertmanager_token"),
+        description="bearer token /alertmanager wants (Alertmanager's http_config.authorization)",
+    )
+    alertmanager_username: str | None = Field(
+        None,
+        validation_alias=_env("OPSBOT_ALERTMANAGER_USERNAME", "alertmanager_username"),
+        description="basic-auth user /alertmanager wants (Alertmanager's http_config.basic_auth)",
+    )
+    alertmanager_password: str | None = Field(
+        None, validation_alias=_env("OPSBOT_ALERTMANAGER_PASSWORD", "alertmanager_password")
     )
 
     rollout_timeout: float = Field(
@@ -241,6 +297,11 @@ class Settings(BaseSettings):
             env_settings,
             YamlConfigSettingsSource(settings_cls, yaml_file=config_file()),
         )
+
+    @field_validator("alert_channel")
+    @classmethod
+    def _alert_channel(cls, value: str | None) -> str | None:
+        return chat_channel(value) if value else None
 
     @property
     def llm_configured(self) -> bool:

@@ -96,6 +96,8 @@ class DemoExporter:
             registry=self.registry,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        #: service -> (requests per tick, error ratio, latency): change it to change the traffic
+        self.services = dict(SERVICES)
         self._rng = random.Random(7)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._traffic, daemon=True, name="demo-traffic")
@@ -109,7 +111,7 @@ class DemoExporter:
 
     def _tick(self) -> None:
         rng = self._rng
-        for service, (count, error_ratio, latency) in SERVICES.items():
+        for service, (count, error_ratio, latency) in list(self.services.items()):
             for _ in range(count):
                 code = "500" if rng.random() < error_ratio else "200"
                 self.requests.labels(service, "shop", code).inc()
@@ -161,6 +163,14 @@ class LocalStack:
     cluster: BackgroundCluster | None = None
     kubeconfig: Path | None = None
     _kubeconfig_before: str | None = None
+    #: Alertmanager notifies this webhook (``opsbot serve``'s ``/alertmanager``) instead of no one
+    webhook_url: str = ""
+    #: the bearer token Alertmanager sends it (its ``http_config.authorization``)
+    webhook_token: str = ""
+    #: how soon Alertmanager sends an unchanged alert group again (its ``repeat_interval``)
+    repeat_interval: str = "1h"
+    #: the alerting rules Prometheus evaluates
+    rules: str = ALERT_RULES
 
     def start(self) -> LocalStack:
         missing = missing_binaries()
@@ -180,11 +190,8 @@ class LocalStack:
         am_port, prom_port = free_port(), free_port()
         self.alertmanager_url = f"http://127.0.0.1:{am_port}"
         self.prometheus_url = f"http://127.0.0.1:{prom_port}"
-        (work / "alertmanager.yml").write_text(
-            "route: {receiver: 'null', group_wait: 1s, group_interval: 1s, repeat_interval: 1h}\n"
-            "receivers: [{name: 'null'}]\n"
-        )
-        (work / "rules.yml").write_text(ALERT_RULES)
+        (work / "alertmanager.yml").write_text(self._alertmanager_config())
+        (work / "rules.yml").write_text(self.rules)
         (work / "prometheus.yml").write_text(
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
             "rule_files: [rules.yml]\n"
@@ -238,6 +245,26 @@ class LocalStack:
                 self.stop()
                 raise RuntimeError(f"the emulated Kubernetes API did not start: {exc}") from exc
         return self
+
+    def _alertmanager_config(self) -> str:
+        """Alertmanager's config: groups by alert, service and namespace, at once (1 s), to
+        :attr:`webhook_url` when there is one."""
+        route = (
+            "route: {receiver: %s, group_by: [alertname, service, namespace], group_wait: 1s, "
+            f"group_interval: 1s, repeat_interval: {self.repeat_interval}}}\n"
+        )
+        if not self.webhook_url:
+            return route % "'null'" + "receivers: [{name: 'null'}]\n"
+        auth = (
+            f"\n      http_config: {{authorization: {{credentials: '{self.webhook_token}'}}}}"
+            if self.webhook_token
+            else ""
+        )
+        return (
+            route % "opsbot"
+            + "receivers:\n  - name: opsbot\n    webhook_configs:\n"
+            + f"    - url: '{self.webhook_url}'\n      send_resolved: true{auth}\n"
+        )
 
     @property
     def database_url(self) -> str:

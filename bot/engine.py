@@ -58,6 +58,8 @@ log = structlog.get_logger(__name__)
 
 SKILL_TIMEOUT_FACTOR = 3  # a skill may take this many backend timeouts before it is abandoned
 BUTTON = "button"  # the planner name of a suggested action clicked by a person
+#: handles a button that is not a suggested action: (action id, clicker, reply, channel)
+ButtonHandler = Callable[[str, Actor, Reply, str], Awaitable[None]]
 
 __all__ = ["Engine", "Reply", "default_planner", "result_text"]
 
@@ -97,6 +99,9 @@ class Engine:
         self.actions = Actions(services.store)
         #: requests waiting in their thread for the answer to the bot's question
         self.clarifications = Clarifications(services.store, OfflineRouter(services.inventory))
+        #: buttons that are not suggested actions, by the prefix of their id (an incident's
+        #: Ack: opsbot.incidents); ``click`` hands them to their handler
+        self.buttons: dict[str, ButtonHandler] = {}
 
     # -- catalog -------------------------------------------------------------------------
 
@@ -147,6 +152,10 @@ class Engine:
     async def click(self, action_id: str, clicker: Actor, reply: Reply, *, channel: str) -> None:
         """A suggested-action button was clicked: run its invocation as ``clicker``'s own
         request in the thread it was offered in (policy, approval, audit as if typed)."""
+        for prefix, handler in self.buttons.items():
+            if action_id.startswith(prefix):
+                await handler(action_id, clicker, reply, channel)
+                return
         offered = await self.actions.get(action_id)
         if offered is None:
             request = Request(actor=clicker, channel=channel, text=f"(clicked {action_id})")
@@ -176,6 +185,34 @@ class Engine:
             )
 
         await self._run_request(request, trail, planned)
+
+    async def run(
+        self,
+        invocation: Invocation,
+        actor: Actor,
+        reply: Reply,
+        *,
+        channel: str,
+        thread: str,
+        planner: str = "system",
+        request_id: str = "",
+        text: str = "",
+    ) -> Outcome:
+        """Run a fixed ``invocation`` as ``actor``'s request in ``thread`` (policy, approval,
+        audit and every step posted, as for a typed request), e.g. the triage of a new
+        incident by the system identity of the alert's receiver."""
+        request = Request(
+            actor=actor,
+            channel=channel,
+            text=text or f"({planner}) {wording.describe(invocation)}",
+            thread=thread,
+            **({"id": request_id} if request_id else {}),
+        )
+
+        async def planned() -> Plan:
+            return Run(invocations=[invocation], planner=planner)
+
+        return await self._run_request(request, self.trail(request, reply), planned)
 
     async def _run_request(
         self, request: Request, trail: Trail, plan: Callable[[], Awaitable[Plan]]

@@ -1,4 +1,4 @@
-"""Persistence (SQLAlchemy 2 async): approvals, their votes, and the audit chain.
+"""Persistence (SQLAlchemy 2 async): approvals, their votes, the audit chain and incidents.
 
 SQLite (``sqlite+aiosqlite://``) by default, PostgreSQL (``postgresql+asyncpg://``) by URL.
 The schema is owned by the Alembic migrations in ``bot/migrations``; :func:`open_store`
@@ -199,6 +199,39 @@ class ClarificationRow(Base):
     question: Mapped[str] = mapped_column(Text)
     asked_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class IncidentRow(Base):
+    """An incident: one Alertmanager alert group (``group_key``) and its thread
+    (:mod:`opsbot.incidents`). ``open_key`` (the group key's SHA-256) is unique while the
+    incident is open and NULL once it is resolved: the first delivery of a group inserts the
+    row, every replica's later deliveries find it (deduplication in the database)."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    group_key: Mapped[str] = mapped_column(Text)
+    group_hash: Mapped[str] = mapped_column(String(64), index=True)
+    open_key: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    receiver: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(16), index=True)  # firing|acknowledged|resolved
+    title: Mapped[str] = mapped_column(String(300), default="")
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    annotations: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    alerts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    external_url: Mapped[str] = mapped_column(String(500), default="")
+    channel: Mapped[str] = mapped_column(String(200), default="")  # route: platform:channel
+    thread: Mapped[str] = mapped_column(String(200), default="")  # "" until it is opened
+    root: Mapped[str] = mapped_column(String(200), default="")  # the first message's reference
+    acked_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: when a replica took on posting the first message (another takes over when it is stale)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    deliveries: Mapped[int] = mapped_column(Integer, default=1)
+    version: Mapped[int] = mapped_column(Integer, default=1)
 
 
 async def first_time(store: Store, key: str) -> bool:

@@ -739,3 +739,58 @@ async def test_the_command_name_is_configurable(rig: DiscordRig) -> None:
     )
     await rig.fake.dispatch("INTERACTION_CREATE", payload)
     await until(lambda: "Skills you (discord:444)" in rig.text())
+
+
+async def test_an_alert_opens_an_incident_thread_with_an_ack_button(rig: DiscordRig) -> None:
+    """An Alertmanager notification opens its incident: the first message in the routed
+    channel with an Ack button, a thread created from it with the triage; Ack edits the first
+    message (its button gone) and says who in the thread; resolved is told there too."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from opsbot.adapters.http import make_app
+    from opsbot.incidents import ACK_PREFIX, Desk
+    from tests.test_incidents import alert, payload
+
+    adapter = rig.adapter
+    assert adapter is not None
+    rig.services.settings.alert_channel = f"discord:{CHANNEL_ID}"
+    desk = Desk(rig.services, adapter.engine, {"discord": adapter})
+    client = TestClient(TestServer(make_app(rig.services, desk=desk)))
+    await client.start_server()
+    try:
+        answer = await client.post("/alertmanager", json=payload())
+        body = await answer.json()
+        assert answer.status == 200 and body["opened"] is True, body
+        [root] = [
+            c for c in rig.fake.of("POST", "/messages") if c.path.endswith(f"{CHANNEL_ID}/messages")
+        ]
+        [thread] = rig.fake.of("POST", f"/messages/{root.answer['id']}/threads")
+        assert thread.body["name"] == "HighErrorRate: checkout in shop"
+        assert body["thread"] == f"discord:{thread.answer['id']}"
+        [[button]] = [row["components"] for row in root.body["components"]]
+        assert button["custom_id"] == f"opsbot:action:{ACK_PREFIX}{body['incident']}"
+        assert button["label"] == "Ack"
+        await desk.settle(within=60)
+        assert "incident.triage" in rig.text()  # the triage, in the thread
+
+        message = rig.fake.message(
+            user(BOT_ID, "opsbot", bot=True),
+            "",
+            channel_id=CHANNEL_ID,
+            components=root.body["components"],
+        )
+        message["id"] = root.answer["id"]
+        await rig.fake.click(BOB, button["custom_id"], message)
+        [edit] = await rig.fake.wait_for("PATCH", f"/messages/{root.answer['id']}")
+        assert edit.body["components"] == []  # the Ack button is gone
+        assert "Acknowledged by discord:222" in rig.shown(edit)
+        await until(lambda: "acknowledged this incident" in rig.text())
+
+        done = alert(service="checkout", namespace="shop", severity="critical", status="resolved")
+        answer = await client.post("/alertmanager", json=payload(done))
+        assert (await answer.json())["status"] == "resolved"
+        assert "RESOLVED" in rig.shown(rig.fake.of("PATCH", f"/messages/{root.answer['id']}")[-1])
+        assert "Resolved" in rig.text()
+    finally:
+        await desk.close()
+        await client.close()

@@ -84,29 +84,35 @@ async def test_serve_warns_when_no_chat_adapter_is_configured(
 
 
 async def test_alertmanager_webhook_accepts_and_rejects(sqlite_services: Services) -> None:
+    """A version 4 payload is recorded as an incident (tests/test_incidents.py has the rest);
+    what is not JSON is 400."""
     client = await client_for(sqlite_services)
     try:
         ok = await client.post(
             "/alertmanager",
             json={
                 "version": "4",
+                "groupKey": '{}:{alertname="HighErrorRate"}',
+                "receiver": "opsbot",
                 "status": "firing",
                 "alerts": [
                     {
                         "status": "firing",
                         "labels": {"alertname": "HighErrorRate", "service": "checkout"},
+                        "startsAt": "2026-11-01T10:00:00Z",
                     }
                 ],
             },
         )
-        assert ok.status == 200 and (await ok.json()) == {"received": 1}
+        body = await ok.json()
+        assert ok.status == 200 and body["status"] == "firing" and body["alerts"] == 1
         bad = await client.post("/alertmanager", data=b"{not json")
         assert (
             bad.status == 400
             and "not an Alertmanager webhook payload" in (await bad.json())["error"]
         )
-        records = await sqlite_services.audit.search(actor="alertmanager")
-        assert [r.detail for r in records] == ["firing HighErrorRate service=checkout"]
+        [record] = await sqlite_services.audit.search(event=AuditEvent.INCIDENT_OPENED)
+        assert record.actor == "alertmanager:opsbot" and record.request_id == body["incident"]
     finally:
         await client.close()
 

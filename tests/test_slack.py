@@ -1072,3 +1072,55 @@ async def test_a_question_takes_a_short_answer_in_its_thread(rig: SlackRig) -> N
         "Plan (offline): `k8s.logs name=checkout namespace=shop tail=100`"
     )
     assert posts[2]["text"].startswith("Allowed by rule *everyone reads*")
+
+
+async def test_an_alert_opens_an_incident_thread_with_an_ack_button(rig: SlackRig) -> None:
+    """An Alertmanager notification opens its incident: the first message in the routed
+    channel (the alert's own data and an Ack button), the triage in the thread under it; Ack
+    edits the first message and says who in the thread; resolved is told there too."""
+    from opsbot.incidents import ACK_PREFIX, Desk
+    from tests.test_incidents import alert, payload
+
+    adapter = rig.adapter()
+    rig.settings.alert_channel = f"slack:{CHANNEL}"
+    desk = Desk(rig.services, adapter.engine, {"slack": adapter})
+    client = TestClient(TestServer(make_app(rig.services, slack=adapter, desk=desk)))
+    await client.start_server()
+    try:
+        answer = await client.post("/alertmanager", json=payload())
+        body = await answer.json()
+        assert answer.status == 200 and body["opened"] is True, body
+        [root] = [c for c in rig.slack.posted() if not c.params.get("thread_ts")]
+        ts = root.answer["ts"]
+        assert root.params["channel"] == CHANNEL and body["thread"] == f"slack:{CHANNEL}:{ts}"
+        assert "HighErrorRate: checkout in shop" in root.params["text"]
+        [ack] = [e for b in root.params["blocks"] if b["type"] == "actions" for e in b["elements"]]
+        assert ack["value"] == f"{ACK_PREFIX}{body['incident']}" and ack["text"]["text"] == "Ack"
+        await desk.settle(within=60)
+        thread = [c.params for c in rig.slack.posted() if c.params.get("thread_ts") == ts]
+        assert "incident.triage" in "\n".join(p["text"] for p in thread)
+        assert len([c for c in rig.slack.posted() if not c.params.get("thread_ts")]) == 1
+
+        await rig.click(
+            "UBOB",
+            "opsbot_action",
+            ack["value"],
+            message_ts=ts,
+            thread_ts=ts,
+            block_id=f"action:{ack['value']}",
+        )
+        await wait_until(
+            lambda: "Acknowledged by slack:UBOB" in rig.slack.messages[(CHANNEL, ts)]["text"]
+        )
+        assert rig.buttons(Card("", CHANNEL, ts, ts)) == []  # no Ack any more
+        await wait_until(lambda: "acknowledged this incident" in rig.texts())
+
+        done = alert(service="checkout", namespace="shop", severity="critical", status="resolved")
+        answer = await client.post("/alertmanager", json=payload(done))
+        assert (await answer.json())["status"] == "resolved"
+        assert "RESOLVED" in rig.slack.messages[(CHANNEL, ts)]["text"]
+        resolved = [c.params for c in rig.slack.posted() if c.params.get("thread_ts") == ts]
+        assert "Resolved" in resolved[-1]["text"]
+    finally:
+        await desk.close()
+        await client.close()

@@ -358,6 +358,48 @@ class DiscordAdapter:
                 "discord.post_failed", channel=channel_id, status=exc.status, error=str(exc)[:200]
             )
 
+    async def open_thread(self, channel: str, message: Message, title: str = "") -> tuple[str, str]:
+        """Post ``message`` in the channel ``channel`` (an id) and create a thread from it,
+        e.g. an incident's first message: (the thread's key, the message's reference
+        ``channel:message`` for :meth:`edit_root`). Without permission to create threads the
+        channel itself is the thread. Raises ``discord.HTTPException`` when Discord refuses
+        the message, ``ValueError`` when ``channel`` is not a channel messages can go to."""
+        channel_id = int(channel)
+        found = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
+        if not isinstance(found, discord.abc.Messageable):
+            raise ValueError(f"channel {channel} takes no messages")
+        rendered = render(message)
+        view = view_of(rendered)
+        sent = await found.send(
+            embeds=rendered.embeds,
+            files=rendered.files,
+            view=view if view is not None else discord.utils.MISSING,
+        )
+        try:
+            thread = await sent.create_thread(name=(title or "opsbot")[:90])
+            thread_id = thread.id
+        except (discord.HTTPException, ValueError) as exc:
+            log.warning(
+                "discord.thread_failed", error=str(exc)[:200], hint="grant Create Public Threads"
+            )
+            thread_id = channel_id
+        return thread_key(thread_id), f"{channel_id}:{sent.id}"
+
+    async def edit_root(self, root: str, message: Message) -> bool:
+        """Replace the message at ``root`` (``channel:message``) with ``message``, its buttons
+        too (False: Discord refused), e.g. an incident's first message once acknowledged."""
+        channel_id, _, message_id = root.partition(":")
+        rendered = render(message)
+        try:
+            partial = self.client.get_partial_messageable(int(channel_id))
+            await partial.get_partial_message(int(message_id)).edit(
+                embeds=rendered.embeds, attachments=rendered.files, view=view_of(rendered)
+            )
+        except discord.HTTPException as exc:
+            log.warning("discord.edit_failed", status=exc.status, error=str(exc)[:200])
+            return False
+        return True
+
     # -- requests ------------------------------------------------------------------------
 
     def _addressed(self, message: discord.Message) -> bool:

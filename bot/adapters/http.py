@@ -1,13 +1,17 @@
 """``opsbot serve``'s HTTP server (aiohttp): ``/healthz``, ``/readyz``, ``/metrics``,
 ``/audit`` (a read-only console of the audit log) and ``/alertmanager`` (webhook receiver,
-Alertmanager's webhook JSON v4). Slack's ``/slack/events`` is mounted by the Slack adapter.
+Alertmanager's webhook JSON v4: each alert group an incident with its own thread, see
+:mod:`opsbot.incidents`). Slack's ``/slack/events`` is mounted by the Slack adapter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hmac
 import json
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
@@ -15,12 +19,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from opsbot.adapters.console import mount as mount_console
-from opsbot.audit import AuditEvent
+from opsbot.config import Settings
+from opsbot.incidents import BadPayload, Chat, Desk, parse_webhook
 from opsbot.services import Services
 from opsbot.telemetry import REGISTRY
 
 log = structlog.get_logger(__name__)
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+DESK: web.AppKey[Desk] = web.AppKey("desk", Desk)
+MAX_WEBHOOK_BYTES = 1024 * 1024  # bodies /alertmanager (and /slack/events) read at most
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -70,34 +77,97 @@ def int_param(request: web.Request, name: str, default: int, low: int, high: int
     return value
 
 
+def refused_auth(header: str, settings: Settings) -> str | None:
+    """Why ``Authorization: header`` does not open ``/alertmanager`` (None: it does). With
+    ``OPSBOT_ALERTMANAGER_TOKEN`` a bearer token is wanted, with
+    ``OPSBOT_ALERTMANAGER_USERNAME``/``_PASSWORD`` basic auth (either, when both are set), as
+    Alertmanager's ``http_config`` sends them; with neither, the webhook is open."""
+    token, user = settings.alertmanager_token, settings.alertmanager_username
+    if not token and not user:
+        return None
+    scheme, _, credentials = header.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer" and token:
+        if hmac.compare_digest(credentials.encode(), token.encode()):
+            return None
+    elif scheme.lower() == "basic" and user:
+        try:
+            given = base64.b64decode(credentials, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            given = ""
+        wanted = f"{user}:{settings.alertmanager_password or ''}"
+        if hmac.compare_digest(given.encode(), wanted.encode()):
+            return None
+    return "wrong credentials" if header.strip() else "no credentials"
+
+
+def _bad_request(reason: str, request: web.Request, **extra: Any) -> web.Response:
+    log.warning("alertmanager.bad_payload", reason=reason, remote=request.remote, **extra)
+    return web.json_response(
+        {"error": f"not an Alertmanager webhook payload opsbot can read: {reason}", **extra},
+        status=400,
+    )
+
+
 async def alertmanager_webhook(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    try:
-        payload: Any = await request.json()
-        alerts = payload["alerts"]
-        if not isinstance(alerts, list):
-            raise TypeError("alerts is not a list")
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        log.warning("alertmanager.bad_payload", error=str(exc))
+    """``POST /alertmanager``: one notification of an alert group (webhook payload version
+    4) -> its incident and thread (:class:`~opsbot.incidents.Desk`). 401 without the
+    configured credentials; 400 with a log line for a body that is not JSON, not version 4 or
+    larger than :data:`MAX_WEBHOOK_BYTES`, and for alerts that are malformed (the valid ones of
+    the batch are kept); 200 once the incident is recorded (and its first message posted)."""
+    services, desk = request.app[SERVICES], request.app[DESK]
+    refused = refused_auth(request.headers.get("Authorization", ""), services.settings)
+    if refused is not None:
+        log.warning("alertmanager.unauthorized", reason=refused, remote=request.remote)
         return web.json_response(
-            {"error": f"not an Alertmanager webhook payload: {exc}"}, status=400
+            {"error": f"{refused}: /alertmanager wants the configured bearer token or basic auth"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="opsbot", Basic realm="opsbot"'},
         )
-    for alert in alerts[:100]:
-        labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
-        await services.audit.append(
-            AuditEvent.REQUEST,
-            actor="alertmanager",
-            channel="webhook",
-            detail=f"{alert.get('status', '?')} {labels.get('alertname', '?')} "
-            + " ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "alertname"),
+    if (request.content_length or 0) > MAX_WEBHOOK_BYTES:
+        return _bad_request(
+            f"the body is {request.content_length} bytes, more than {MAX_WEBHOOK_BYTES}", request
         )
-    return web.json_response({"received": len(alerts)})
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _bad_request(f"the body is more than {MAX_WEBHOOK_BYTES} bytes", request)
+    try:
+        hook = parse_webhook(json.loads(body))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and BadPayload
+        reason = str(exc) if isinstance(exc, BadPayload) else f"not JSON ({exc})"
+        return _bad_request(reason[:500], request)
+    received = await desk.receive(hook)
+    incident = received.incident
+    answer: dict[str, Any] = {
+        "incident": incident.id,
+        "status": incident.status,
+        "thread": incident.thread,
+        "opened": received.opened,
+        "alerts": len(hook.alerts),
+    }
+    if received.problem:
+        answer["problem"] = received.problem
+    if hook.truncated:
+        log.warning("alertmanager.truncated", incident=incident.id, left_out=hook.truncated)
+    if hook.rejected:
+        return _bad_request(
+            f"{len(hook.rejected)} malformed alert(s) left out; the {len(hook.alerts)} valid "
+            "one(s) were kept",
+            request,
+            rejected=hook.rejected[:20],
+            **answer,
+        )
+    return web.json_response(answer)
 
 
-def make_app(services: Services, slack: Any = None) -> web.Application:
-    """The HTTP app; ``slack`` (a SlackAdapter in Events-API mode) mounts ``/slack/events``."""
-    app = web.Application(client_max_size=1024 * 1024)
+def make_app(services: Services, slack: Any = None, desk: Desk | None = None) -> web.Application:
+    """The HTTP app; ``slack`` (a SlackAdapter in Events-API mode) mounts ``/slack/events``;
+    ``desk`` opens the incident threads of ``/alertmanager`` (without one, incidents are only
+    recorded)."""
+    app = web.Application(client_max_size=MAX_WEBHOOK_BYTES)
     app[SERVICES] = services
+    app[DESK] = desk or Desk(services)
     if slack is not None:
         app.router.add_post("/slack/events", slack.http_handler)
     app.router.add_get("/healthz", healthz)
@@ -126,6 +196,8 @@ async def serve(services: Services) -> None:
             "llm.unavailable_at_start", problem=problem, effect="the offline router answers"
         )
     adapters = Adapters(build_adapters(engine, settings))
+    # the adapters incident threads open in, by platform
+    chats = {a.name: cast(Chat, a) for a in adapters if hasattr(a, "open_thread")}
     tasks: list[asyncio.Task[Any]] = []
     await adapters.start()
     if not adapters:
@@ -144,7 +216,15 @@ async def serve(services: Services) -> None:
                 log.exception("approvals.sweep_failed")
 
     tasks.append(asyncio.create_task(sweeper(), name="sweeper"))
-    app = make_app(services)
+    desk = Desk(services, engine, chats)
+    if refused_auth("", settings) is None:
+        log.warning(
+            "alertmanager.webhook_open",
+            effect="/alertmanager accepts posts without credentials",
+            fix="set OPSBOT_ALERTMANAGER_TOKEN (or _USERNAME and _PASSWORD) and the same in "
+            "Alertmanager's webhook_configs http_config",
+        )
+    app = make_app(services, desk=desk)
     routes = adapters.routes()
     for method, path, handler in routes:  # e.g. Slack's /slack/events (Events API)
         app.router.add_route(method, path, handler)
@@ -165,4 +245,5 @@ async def serve(services: Services) -> None:
         for task in tasks:
             task.cancel()
         await adapters.stop()
+        await desk.close()
         await runner.cleanup()

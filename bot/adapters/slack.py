@@ -281,6 +281,21 @@ class SlackAdapter:
         blocks, text, _ = render(message)
         return await self._edit(where, blocks, text)
 
+    async def open_thread(self, channel: str, message: Message, title: str = "") -> tuple[str, str]:
+        """Post ``message`` in ``channel`` (not in a thread) and make it the root of a thread of
+        its own, e.g. an incident's first message: (the thread's key, the message's reference
+        ``channel:ts`` for :meth:`edit_root`). Raises ``SlackApiError`` when Slack refuses it."""
+        blocks, text, _ = render(message)
+        response = await self.client.chat_postMessage(channel=channel, blocks=blocks, text=text)
+        where, ts = str(response.get("channel") or channel), str(response["ts"])
+        return thread_key(where, ts), f"{where}:{ts}"
+
+    async def edit_root(self, root: str, message: Message) -> bool:
+        """Replace the message at ``root`` (``channel:ts``) with ``message`` (False: Slack
+        refused), e.g. an incident's first message once it is acknowledged or resolved."""
+        blocks, text, _ = render(message)
+        return await self._edit(root, blocks, text)
+
     async def post(self, message: Message) -> None:
         """Post one engine message into its thread (and upload its files). A message with an
         approval card whose message is known replaces that message (``chat.update``)."""
