@@ -842,6 +842,96 @@ def policy_explain(
         )
 
 
+# -- incidents -----------------------------------------------------------------------------
+
+INCIDENT_STATES = ("firing", "acknowledged", "resolved")
+
+
+def _incident_status(value: str | None) -> str | None:
+    if value is not None and value not in INCIDENT_STATES:
+        raise typer.BadParameter(f"is one of {', '.join(INCIDENT_STATES)}, not {value!r}")
+    return value
+
+
+@app.command("incidents")
+def incidents(
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="Only incidents in this state: firing, acknowledged or resolved.",
+            callback=_incident_status,
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only incidents opened since, e.g. 30m, 24h, 7d.", callback=_duration),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many (the newest).")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Incidents opened by Alertmanager alerts, newest first.
+
+    One per alert group: its state, channel and thread, who acknowledged it and when, and the
+    actions suggested and taken in its thread. The audit log has each incident's records under
+    its id (opsbot audit list shows them; audit.search request_id=<id>).
+    """
+
+    async def listed(services: Services) -> list[tuple[Any, list[str], list[str]]]:
+        from opsbot.incidents import Incidents
+
+        records = Incidents(services.store)
+        found = await records.find(status=status, since=_since(since), limit=limit)
+        return [(i, *(await records.actions(i))) for i in found]
+
+    found = _with_services(listed)
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {**i.as_dict(), "actions_proposed": proposed, "actions_taken": taken}
+                    for i, proposed, taken in found
+                ],
+                indent=2,
+            )
+        )
+        return
+
+    def when(at: datetime | None) -> str:
+        return f"{at:%Y-%m-%d %H:%M:%S}" if at else ""
+
+    rows = [
+        [
+            i.id,
+            i.status,
+            i.title,
+            i.channel or "(no route)",
+            when(i.opened_at),
+            f"{i.acked_by} {i.acked_at:%H:%M:%S}" if i.acked_by and i.acked_at else "",
+            when(i.resolved_at),
+            f"{len(i.firing)}/{len(i.alerts)}",
+            f"{len(proposed)}/{len(taken)}",
+        ]
+        for i, proposed, taken in found
+    ]
+    scope = " ".join(part for part in (status or "", f"since {since}" if since else "") if part)
+    _print_table(
+        [
+            "id",
+            "status",
+            "incident",
+            "channel",
+            "opened (UTC)",
+            "acked by",
+            "resolved (UTC)",
+            "firing/alerts",
+            "actions proposed/taken",
+        ],
+        rows,
+        title=f"{len(rows)} incidents{f' ({scope})' if scope else ''}",
+        note="" if len(rows) < limit else f"only the newest {limit} are shown (--limit)",
+    )
+
+
 # -- audit ---------------------------------------------------------------------------------
 
 

@@ -27,9 +27,11 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import AwareDatetime, BaseModel
+from typer.testing import CliRunner
 
 from opsbot.adapters.http import make_app, serve
 from opsbot.audit import AuditEvent
+from opsbot.cli import app
 from opsbot.config import AlertRoute, load_settings
 from opsbot.demo import LocalStack, free_port, missing_binaries
 from opsbot.engine import Engine
@@ -607,6 +609,53 @@ def test_without_a_desk_incidents_are_recorded_without_a_thread(tmp_path: Path) 
             await services.close()
 
     asyncio.run(go())
+
+
+# -- opsbot incidents -----------------------------------------------------------------------
+
+
+def test_opsbot_incidents_lists_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("OPSBOT_DATABASE_URL", db)
+    monkeypatch.setenv("OPSBOT_POLICY_PATH", str(ROOT / "policies"))
+    monkeypatch.chdir(tmp_path)
+
+    async def seed() -> list[str]:
+        settings = make_settings(db, tmp_path, alert_channel="discord:700")
+        services = await build_services(
+            settings, policy=Policy.load(ROOT / "policies"), registry=SkillRegistry()
+        )
+        chat = FakeChat("discord")
+        desk = Desk(services, Engine(services), {"discord": chat})
+        try:
+            ids = []
+            for service in ("checkout", "payments"):
+                hook = parse_webhook(payload(alert(service=service, namespace="shop")))
+                ids.append((await desk.receive(hook)).incident.id)
+            await desk.incidents.ack(ids[0], "slack:UBOB")
+            done = payload(alert(service="payments", namespace="shop", status="resolved"))
+            await desk.receive(parse_webhook(done))
+            return ids
+        finally:
+            await desk.close()
+            await services.close()
+
+    checkout, payments = asyncio.run(seed())
+    runner = CliRunner()
+    listed = runner.invoke(app, ["incidents"])
+    assert listed.exit_code == 0, listed.output
+    assert "2 incidents" in listed.output
+    assert checkout in listed.output and payments in listed.output
+    assert "HighErrorRate: checkout in shop" in listed.output and "slack:UBOB" in listed.output
+    firing = runner.invoke(app, ["incidents", "--status", "resolved", "--since", "24h"])
+    assert payments in firing.output and checkout not in firing.output
+    assert "1 incidents (resolved since 24h)" in firing.output
+    as_json = json.loads(runner.invoke(app, ["incidents", "--json"]).output)
+    assert [i["id"] for i in as_json] == [payments, checkout]
+    assert as_json[1]["acked_by"] == "slack:UBOB" and as_json[1]["status"] == "acknowledged"
+    assert as_json[0]["thread"] == "discord:thread-2" and as_json[0]["actions_proposed"] == []
+    bad = runner.invoke(app, ["incidents", "--status", "burning"])
+    assert bad.exit_code == 64 and "firing, acknowledged, resolved" in bad.output
 
 
 # -- the real servers ------------------------------------------------------------------------
