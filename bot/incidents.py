@@ -792,11 +792,13 @@ class Chat(Protocol):
 @dataclass(frozen=True)
 class Received:
     """What one delivery did: its incident, whether this call opened the thread, and why
-    there is no thread when there is none."""
+    there is no thread when there is none; ``retry``: the chat platform failed, so the
+    webhook asks Alertmanager to send it again (a 5xx) rather than wait for its next repeat."""
 
     incident: Incident
     opened: bool = False
     problem: str = ""
+    retry: bool = False
 
 
 class Desk:
@@ -873,7 +875,7 @@ class Desk:
                 AuditEvent.INCIDENT_OPENED, incident, outcome="no thread", detail=problem
             )
             await self.incidents.release(incident.id)
-            return Received(incident, problem=problem)
+            return Received(incident, problem=problem, retry=True)
         shown = await self.incidents.opened(incident.id, thread, root)
         await self._audit(
             AuditEvent.INCIDENT_OPENED,

@@ -114,7 +114,8 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
     4) -> its incident and thread (:class:`~opsbot.incidents.Desk`). 401 without the
     configured credentials; 400 with a log line for a body that is not JSON, not version 4 or
     larger than :data:`MAX_WEBHOOK_BYTES`, and for alerts that are malformed (the valid ones of
-    the batch are kept); 200 once the incident is recorded (and its first message posted)."""
+    the batch are kept); 200 once the incident is recorded (and its first message posted);
+    503 when the chat platform refused the first message (recorded; Alertmanager sends again)."""
     services, desk = request.app[SERVICES], request.app[DESK]
     refused = refused_auth(request.headers.get("Authorization", ""), services.settings)
     if refused is not None:
@@ -150,6 +151,9 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         answer["problem"] = received.problem
     if hook.truncated:
         log.warning("alertmanager.truncated", incident=incident.id, left_out=hook.truncated)
+    if received.retry:  # the chat platform failed: Alertmanager retries a 5xx at once
+        log.warning("alertmanager.retry_asked", incident=incident.id, problem=received.problem)
+        return web.json_response(answer, status=503)
     if hook.rejected:
         return _bad_request(
             f"{len(hook.rejected)} malformed alert(s) left out; the {len(hook.alerts)} valid "
