@@ -334,7 +334,7 @@ async def test_the_webhook_answers_once_the_first_message_is_up_not_after_the_tr
 ) -> None:
     rig.triage.gate.clear()  # the triage takes as long as the test wants
     started = time.monotonic()
-    status, answer = await rig.post(payload())
+    status, answer = await asyncio.wait_for(rig.post(payload()), 5)  # not held by the triage
     elapsed = time.monotonic() - started
     assert status == 200 and answer["opened"] is True and len(rig.discord.roots) == 1
     assert "rolled out" not in rig.discord.said(answer["thread"])  # the triage has not ended
