@@ -559,12 +559,32 @@ def test_the_fakes_limits_are_discords() -> None:
     assert "MAX_EMBED_SIZE_EXCEEDED" in str(refused.body["errors"])
 
 
-async def test_the_bot_asks_for_no_privileged_intent(rig: DiscordRig) -> None:
-    """Discord refuses privileged intents not granted (4014); the bot asks for none (a
-    mention carries its content without MESSAGE_CONTENT)."""
-    privileged = sum(PRIVILEGED)
-    assert rig.fake.identifies and all(i["intents"] & privileged == 0 for i in rig.fake.identifies)
-    assert rig.fake.closed_with == []
+async def test_the_bot_asks_for_no_privileged_intent(tmp_path: Path) -> None:
+    """Discord refuses privileged intents not granted (4014, and the fake grants none); the
+    bot asks for none (a mention carries its content without MESSAGE_CONTENT)."""
+    base, gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    async with FakeDiscord() as fake:
+        settings = make_settings(
+            f"sqlite+aiosqlite:///{tmp_path / 'i.db'}",
+            tmp_path,
+            discord_token="discord-test-token",
+            discord_api_url=fake.api_url,
+            discord_gateway_url=fake.gateway_url,
+        )
+        services = await build_services(settings, policy=discord_policy(tmp_path))
+        adapter = DiscordAdapter(Engine(services), settings)
+        await adapter.start()
+        try:
+            await until(lambda: bool(fake.identifies))
+            [identify] = fake.identifies
+            assert identify["intents"] & sum(PRIVILEGED) == 0
+            await asyncio.wait_for(fake.identified.wait(), 5)
+            assert fake.closed_with == []
+        finally:
+            await adapter.stop()
+            await services.close()
+            discord.http.Route.BASE = base
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(str(gateway))
 
 
 async def test_refused_intents_turn_the_adapter_off_with_one_line(
