@@ -601,7 +601,7 @@ def _against_anchors(
                     "rewritten",
                     f"record {anchor.seq}: hash {found[:16]}… differs from the anchor of "
                     f"{anchor.at:%Y-%m-%d %H:%M:%S} UTC{_where(anchor)} ({anchor.hash[:16]}…): "
-                    "the log was rewritten up to here",
+                    "the log was truncated or rewritten at or before this record",
                 )
             )
     return problems

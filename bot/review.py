@@ -226,6 +226,11 @@ class Filters:
     def describe(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.params(before=None).items()) or "everything"
 
+    def describe_filters(self) -> str:
+        """The filters other than the time range and paging, as ``key=value`` words."""
+        skip = ("since", "from", "to", "before", "limit", "console")
+        return " ".join(f"{k}={v}" for k, v in self.params().items() if k not in skip)
+
 
 def _int(name: str, raw: str, low: int, high: int, default: int | None) -> int | None:
     if not raw:

@@ -68,6 +68,12 @@ def test_the_wheel_installs_one_package_named_opsbot(wheel: Path) -> None:
     for required in ("opsbot/policies/default.yaml", "opsbot/py.typed", "opsbot/testing.py"):
         assert required in names
     assert "opsbot/migrations/script.py.mako" in names
+    web = {n.removeprefix("opsbot/") for n in names if n.startswith("opsbot/web/")}
+    assert web >= {
+        f"web/{p.relative_to(ROOT / 'bot' / 'web')}"
+        for p in (ROOT / "bot" / "web").rglob("*")
+        if p.is_file()
+    }  # the audit console's templates, CSS and htmx
     # the LLM planner's prompt templates are package data, byte for byte (their hash is their version)
     for prompt in (ROOT / "bot" / "intent" / "prompts").glob("*.j2"):
         shipped = f"opsbot/intent/prompts/{prompt.name}"

@@ -592,8 +592,12 @@ class Console:
         )
 
     async def verify_now(self, request: web.Request, viewer: Viewer) -> web.StreamResponse:
+        """Walk the whole chain now; answer when it is done, or after 10 s with the walk
+        still going (the chain page then reloads itself until it is done)."""
         await self.record(viewer, request, outcome="verify")
-        self.watcher.request_full()
+        walk = asyncio.ensure_future(self.watcher.check(full=True))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(walk), 10)
         raise web.HTTPSeeOther(f"{PREFIX}/chain")
 
     async def export(self, request: web.Request, viewer: Viewer) -> web.StreamResponse:
