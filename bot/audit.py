@@ -400,20 +400,25 @@ class AuditLog:
         )
 
     async def retain(self, *, before: datetime, export_dir: Path) -> Retention | None:
-        """Remove the records older than ``before``, export first: they are written to a
+        """Remove the records older than ``before`` (the prefix of the log up to the first
+        record that is not), export first: they are written to a
         JSON-lines file in ``export_dir`` (fsynced, its SHA-256 kept), then a checkpoint
         record carrying the hash the removed prefix ended with is appended, then they are
         deleted. The chain stays verifiable across the boundary (:meth:`verify_chain` starts
         from the checkpoint). Refuses (:class:`ValueError`) when the prefix does not verify:
         a broken record is never deleted out of sight. None when nothing is that old."""
         async with self.store.sessions() as session:
-            last = await session.scalar(select(func.max(AuditRow.seq)).where(AuditRow.at < before))
             first = await session.scalar(select(func.min(AuditRow.seq)))
-        if last is None or first is None:
+            newer = await session.scalar(
+                select(func.min(AuditRow.seq)).where(AuditRow.at >= before)
+            )
+            last = await session.scalar(select(func.max(AuditRow.seq)))
+        if first is None or last is None:
             return None
-        head_seq, _ = await self.head()
-        if last >= head_seq:
-            last = head_seq  # the checkpoint appended below becomes the oldest record kept
+        if newer is not None:  # the prefix before the first record that is not that old
+            last = newer - 1
+        if last < first:
+            return None
         prev, _base, missing = await self._base(first)
         if missing is not None:
             raise ValueError(f"not removing records: {missing.message}")

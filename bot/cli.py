@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -1009,16 +1009,100 @@ def audit_show(seq: Annotated[int, typer.Argument(help="The record's sequence nu
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Check the hash chain; exit 1 and name the records if any was edited or deleted."""
+    """Check the hash chain; exit 1 and name the records if any was edited or deleted.
 
-    report = _with_services(lambda s: s.audit.verify())
-    if report.ok:
-        print(f"ok: {report.checked} records, chain intact; head {report.head}")
+    With OPSBOT_AUDIT_ANCHOR_PATH set, the chain is also held against its anchors: a log
+    that ends before the last anchor was truncated, one whose record differs from its
+    anchor's was rewritten. A log trimmed by retention is checked from its checkpoint.
+    """
+    from opsbot.anchors import AnchorFile
+
+    async def verify(s: Services) -> tuple[Any, list[str], int]:
+        path = s.settings.audit_anchor_path
+        read = AnchorFile(path, s.settings.audit_anchor_key).read() if path else None
+        points = [a.point(str(path)) for a in read.anchors] if read else []
+        status = await s.audit.verify_chain(anchors=points)
+        return status, (read.problems if read else []), len(points)
+
+    status, anchor_problems, anchors = _with_services(verify)
+    problems = [p.message for p in status.problems] + anchor_problems
+    if not problems:
+        against = f", checked against {anchors} anchors" if anchors else ""
+        print(f"ok: {status.checked} records, chain intact{against}; head {status.head_hash}")
         return
-    for problem in report.problems:
+    for problem in problems:
         print(f"FAIL {problem}")
-    print(f"audit chain broken: {len(report.problems)} problem(s) in {report.checked} records")
+    print(f"audit chain broken: {len(problems)} problem(s) in {status.checked} records")
     raise typer.Exit(1)
+
+
+@audit_app.command("anchor")
+def audit_anchor() -> None:
+    """Append the chain's head to the anchor file (OPSBOT_AUDIT_ANCHOR_PATH) now.
+
+    `opsbot serve` does this every OPSBOT_AUDIT_ANCHOR_INTERVAL seconds; this is for a cron
+    job or a deployment without the server.
+    """
+    from opsbot.anchors import Anchorer, AnchorFile
+
+    async def anchor(s: Services) -> Any:
+        path = s.settings.audit_anchor_path
+        if path is None:
+            raise ConfigError(
+                "no anchor file: OPSBOT_AUDIT_ANCHOR_PATH is not set",
+                hint="set OPSBOT_AUDIT_ANCHOR_PATH to a file the database's users cannot rewrite",
+            )
+        file = AnchorFile(path, s.settings.audit_anchor_key)
+        return await Anchorer(s.audit, file, interval=0).anchor_once() or file.latest()
+
+    written = _with_services(anchor)
+    if written is None:
+        print("nothing to anchor: the audit log is empty")
+        return
+    print(f"anchored record {written.seq} hash {written.hash}")
+
+
+@audit_app.command("retain")
+def audit_retain(
+    days: Annotated[
+        int | None,
+        typer.Option(min=1, help="Keep this many days (default: OPSBOT_AUDIT_RETENTION_DAYS)."),
+    ] = None,
+    export_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where the removed records go first (default: OPSBOT_AUDIT_EXPORT_DIR)."),
+    ] = None,
+) -> None:
+    """Export the records older than the retention period, then remove them.
+
+    They are written to a JSON-lines file first (its SHA-256 is kept); a checkpoint record
+    carrying the hash they ended with keeps the chain verifiable. A prefix that does not
+    verify is never removed.
+    """
+
+    async def retain(s: Services) -> Any:
+        keep = days or s.settings.audit_retention_days
+        if not keep:
+            raise ConfigError(
+                "no retention period: give --days or set OPSBOT_AUDIT_RETENTION_DAYS",
+                hint="e.g. opsbot audit retain --days 365",
+            )
+        try:
+            return await s.audit.retain(
+                before=datetime.now(UTC) - timedelta(days=keep),
+                export_dir=export_dir or s.settings.audit_export_dir,
+            )
+        except ValueError as exc:
+            raise OpsbotError(str(exc), hint="see `opsbot audit verify`") from None
+
+    done = _with_services(retain)
+    if done is None:
+        print("nothing to remove: no record is that old")
+        return
+    print(
+        f"removed records {done.first_seq}..{done.through_seq} ({done.records}); exported to "
+        f"{done.export} (sha256 {done.export_sha256}); checkpoint record {done.checkpoint.seq}"
+    )
 
 
 @audit_app.command("export")

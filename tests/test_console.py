@@ -590,3 +590,45 @@ async def test_views_write_nothing_but_their_own_records(svc: Services, client: 
         after = len((await session.scalars(select(AuditRow.seq))).all())
     assert after - before == 4
     assert (await svc.audit.verify()).ok
+
+
+async def test_incidents_are_listed_and_filter_the_timeline(svc: Services, client: Client) -> None:
+    from opsbot.store import IncidentRow
+
+    await seed(svc.store)
+    opened = datetime.now(UTC) - timedelta(hours=2)
+    thread = "slack:C0OPS:1732520000.000400"  # where bob listed the firing alerts
+    async with svc.store.sessions() as session:
+        session.add(
+            IncidentRow(
+                id="inc7q2",
+                group_key='{}:{alertname="HighErrorRate"}',
+                group_hash="h" * 64,
+                open_key=None,
+                receiver="opsbot",
+                status="resolved",
+                title="HighErrorRate: checkout 5xx above 5%",
+                labels={"alertname": "HighErrorRate", "service": "checkout"},
+                annotations={},
+                alerts=[],
+                external_url="",
+                channel="slack:C0OPS",
+                thread=thread,
+                root="",
+                acked_by="slack:U02BOB",
+                acked_at=opened + timedelta(minutes=3),
+                opened_at=opened,
+                updated_at=opened,
+                resolved_at=opened + timedelta(minutes=41),
+                claimed_at=opened,
+                deliveries=2,
+                version=3,
+            )
+        )
+        await session.commit()
+    page = await (await client.get("/audit/incidents", headers={**PROXY, **HTML})).text()
+    for expected in ("inc7q2", "HighErrorRate: checkout 5xx above 5%", "slack:U02BOB", "41m"):
+        assert expected in page, expected
+    assert "https://slack.com/archives/C0OPS/p1732520000000400" in page
+    timeline = await (await client.get("/audit?incident=inc7q2", headers=PROXY)).text()
+    assert "2 alerts firing: HighErrorRate" in timeline and "rolled back" not in timeline
