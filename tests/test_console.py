@@ -56,7 +56,7 @@ HTML = {"Accept": "text/html"}
 Client = TestClient  # type: ignore[type-arg]
 
 
-async def console_services(tmp_path: Path, **settings: Any) -> Services:
+async def console_services(tmp_path: Path, url: str = "", **settings: Any) -> Services:
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(POLICY)
     defaults: dict[str, Any] = {
@@ -69,15 +69,18 @@ async def console_services(tmp_path: Path, **settings: Any) -> Services:
     }
     return await build_services(
         make_settings(
-            f"sqlite+aiosqlite:///{tmp_path / 'console.db'}", tmp_path, **{**defaults, **settings}
+            url or f"sqlite+aiosqlite:///{tmp_path / 'console.db'}",
+            tmp_path,
+            **{**defaults, **settings},
         ),
         policy=Policy.load(policy_file),
     )
 
 
 @pytest.fixture
-async def svc(tmp_path: Path) -> AsyncIterator[Services]:
-    services = await console_services(tmp_path)
+async def svc(tmp_path: Path, db_url: str) -> AsyncIterator[Services]:
+    """The console's services on SQLite and on PostgreSQL."""
+    services = await console_services(tmp_path, db_url)
     yield services
     await services.close()
 
