@@ -446,7 +446,9 @@ class DiscordPlatform(Platform):
         message = self.fake.message(
             discord_user(DISCORD_BOT_ID, "opsbot", bot=True), "", channel_id=channel_id
         )
-        message.update({"id": message_id, "components": self._latest(card).get("components", [])})
+        # the card as the clicker's client shows it: with its buttons (a click can race an edit)
+        [posted] = [c for c in self._posts() if c.answer["id"] == message_id]
+        message.update({"id": message_id, "components": posted.body.get("components", [])})
         await self.fake.click(person, f"opsbot:{verdict}:{card.id}", message, roles=roles)
 
     def _posts(self) -> list[Any]:
@@ -621,6 +623,10 @@ async def test_one_conversation(platform: Platform) -> None:
     await until(lambda: "expired" in platform.card_text(second))
     assert platform.card_buttons(second) == [] and len(platform.cards()) == 2
     assert ToyBounce.runs == ["web"]
+    # a late click on the expired card (a stale client): only the clicker is told
+    await platform.click("bob", second, "approve")
+    await until(lambda: f"approval {second.id} is already expired" in platform.private_to("bob"))
+    assert ToyBounce.runs == ["web"] and platform.card_buttons(second) == []
 
     # a long result arrives whole, as a file
     await platform.ask("eve", "dump web in shop")

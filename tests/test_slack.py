@@ -516,6 +516,22 @@ async def test_deny_asks_for_a_reason_in_a_modal(rig: SlackRig) -> None:
     assert approval is not None and approval.state is State.DENIED
 
 
+async def test_deny_whose_reason_form_cannot_open_still_denies(rig: SlackRig) -> None:
+    """A Deny click whose ``trigger_id`` Slack no longer takes (``expired_trigger_id``: the
+    form must open within 3 seconds) denies without a reason rather than doing nothing."""
+    await rig.mention("UALICE", "wobble web in shop")
+    card = await rig.card()
+    payload = rig.click_payload("UBOB", DENY, card.id, message_ts=card.ts, thread_ts=card.thread)
+    rig.slack._triggers[payload["trigger_id"]] -= 3.5  # as if it came 3.5 seconds ago
+    await rig.signed(
+        urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded"
+    )
+    await wait_until(lambda: "*denied*" in rig.shown(card))
+    [refused] = rig.slack.refused("views.open")
+    assert refused.answer["error"] == "expired_trigger_id"
+    assert rig.buttons(card) == [] and ToyBounce.runs == []
+
+
 async def test_slash_command_works_in_a_thread(rig: SlackRig) -> None:
     response = await rig.command("UEVE", "events in shop")
     assert response.status == 200
@@ -607,7 +623,7 @@ async def test_direct_messages_start_requests_but_bot_messages_do_not(rig: Slack
 
 
 async def test_forged_stale_and_malformed_requests_are_rejected(
-    rig: SlackRig, caplog: pytest.LogCaptureFixture
+    rig: SlackRig, capsys: pytest.CaptureFixture[str]
 ) -> None:
     body = json.dumps(
         {
@@ -632,6 +648,37 @@ async def test_forged_stale_and_malformed_requests_are_rejected(
     assert garbage.status == 400  # signed, but not a request Slack sends
     await asyncio.sleep(0.3)
     assert rig.slack.of("chat.postMessage") == [] and await rig.services.audit.count() == 0
+    logged = [ln for ln in capsys.readouterr().out.splitlines() if "slack.rejected" in ln]
+    assert len(logged) == 4 and "malformed body" in logged[-1]
+
+
+async def test_a_replayed_request_runs_once(rig: SlackRig) -> None:
+    """The same signed body sent again (within the 5 minutes the signature is good for)
+    is a repeat of its event: nothing runs twice."""
+    body = json.dumps(
+        {
+            "token": "x",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "type": "event_callback",
+            "event_id": "EvReplay",
+            "event_time": int(time.time()),
+            "event": {
+                "type": "app_mention",
+                "user": "UEVE",
+                "text": "<@UBOT> show pods in shop",
+                "ts": "3.0",
+                "channel": CHANNEL,
+            },
+        }
+    )
+    timestamp = int(time.time())
+    first = await rig.signed(body, "application/json", timestamp=timestamp)
+    again = await rig.signed(body, "application/json", timestamp=timestamp)
+    assert (first.status, again.status) == (200, 200)
+    await rig.slack.wait_for("chat.postMessage", 3)
+    await asyncio.sleep(0.3)
+    assert len(await rig.services.audit.search(event=AuditEvent.REQUEST)) == 1
 
 
 async def test_retried_events_run_once(rig: SlackRig) -> None:
