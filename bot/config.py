@@ -279,6 +279,21 @@ class Settings(BaseSettings):
         description="folder retention exports audit records to before removing them",
     )
 
+    @field_validator("console_trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        import ipaddress
+
+        for part in (p.strip() for p in value.split(",")):
+            if part:
+                try:
+                    ipaddress.ip_network(part, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"{part!r} is not an address or a network (e.g. 127.0.0.1, 10.0.0.0/8)"
+                    ) from None
+        return value
+
     #: settings of each backend by its name, winning over its environment variables
     #: (``backends: {loki: {url: ..., tenant: ...}}`` in opsbot.yaml; tests; the demo)
     backends: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -635,3 +635,17 @@ async def test_incidents_are_listed_and_filter_the_timeline(svc: Services, clien
     assert "https://slack.com/archives/C0OPS/p1732520000000400" in page
     timeline = await (await client.get("/audit?incident=inc7q2", headers=PROXY)).text()
     assert "2 alerts firing: HighErrorRate" in timeline and "rolled back" not in timeline
+
+
+def test_a_bad_trusted_proxy_setting_names_its_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opsbot.config import load_settings
+    from opsbot.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPSBOT_CONSOLE_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "OPSBOT_CONSOLE_TRUSTED_PROXIES='10.0.0.0/8, proxy.internal'" in str(err.value)
+    assert "'proxy.internal' is not an address or a network" in str(err.value)

@@ -696,6 +696,20 @@ class Console:
     # -- background ----------------------------------------------------------------------------
 
     async def background(self, app: web.Application) -> AsyncIterator[None]:
+        if self.access.enabled:
+            log.info(
+                "audit.console",
+                state="on",
+                path=PREFIX,
+                token=bool(self.access.token),
+                trusted_proxies=[str(n) for n in self.access.proxies],
+            )
+        else:
+            log.info(
+                "audit.console",
+                state="off",
+                fix="set OPSBOT_CONSOLE_TOKEN or OPSBOT_CONSOLE_TRUSTED_PROXIES to turn it on",
+            )
         tasks: list[asyncio.Task[Any]] = []
         if self.access.enabled:
             tasks.append(asyncio.create_task(self.watcher.run(), name="console-verify"))
