@@ -649,3 +649,19 @@ def test_a_bad_trusted_proxy_setting_names_its_variable(
         load_settings()
     assert "OPSBOT_CONSOLE_TRUSTED_PROXIES='10.0.0.0/8, proxy.internal'" in str(err.value)
     assert "'proxy.internal' is not an address or a network" in str(err.value)
+
+
+def test_thread_links() -> None:
+    from opsbot.adapters.console import thread_link
+    from opsbot.config import Settings
+
+    settings = Settings(console_slack_url="https://acme.slack.com/", console_discord_guild="42")
+    assert thread_link("slack:C0OPS:1732450000.123456", settings) == (
+        "https://acme.slack.com/archives/C0OPS/p1732450000123456"
+        "?thread_ts=1732450000.123456&cid=C0OPS"
+    )
+    assert thread_link("discord:1190000000000000001", settings) == (
+        "https://discord.com/channels/42/1190000000000000001"
+    )
+    assert thread_link("discord:1190000000000000001", Settings()) == ""
+    assert thread_link("shell:abc", settings) == "" and thread_link("", settings) == ""

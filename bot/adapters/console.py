@@ -365,10 +365,9 @@ def thread_link(thread: str, settings: Any) -> str:
         return f"{base}/archives/{channel}/p{ts.replace('.', '')}?" + urlencode(
             {"thread_ts": ts, "cid": channel}
         )
-    if platform == "discord" and rest.isdigit():
-        guild = settings.console_discord_guild or "@me"
-        return f"https://discord.com/channels/{guild}/{rest}"
-    return ""
+    if platform == "discord" and rest.isdigit() and settings.console_discord_guild:
+        return f"https://discord.com/channels/{settings.console_discord_guild}/{rest}"
+    return ""  # a Discord thread needs its server's id (OPSBOT_CONSOLE_DISCORD_GUILD)
 
 
 def environment() -> Environment:
