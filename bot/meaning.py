@@ -169,6 +169,7 @@ class Signal(StrEnum):
     MATCHER = "<matcher>"  # label=value
     NUMBER = "<number>"  # a number
     WRITE_TALK = "<write-talk>"  # talk about a write that was done (a report, a noun)
+    HYPOTHETICAL = "<hypothetical>"  # a write imagined, not done: "what if we scaled it"
     RECIPE = "<recipe>"  # a measure a PromQL recipe answers ("CPU of the checkout pods")
     RANKING = "<ranking>"  # a ranking: "top 5", "which ... most", "highest"
 

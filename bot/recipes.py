@@ -118,16 +118,44 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
     ),
     "memory_limit": Recipe(
         summary="memory working set as a share of the memory limit (saturation)",
-        words=["memory limit", "memory saturation", "oom", "out of memory", "close to * limit"],
+        words=["memory limit", "memory saturation", "close to * limit", "near * limit"],
         query=_cadvisor(
             "sum by ({by}) (container_memory_working_set_bytes{{CADVISOR,{selector}}}) / "
             'sum by ({by}) (kube_pod_container_resource_limits{{resource="memory",{selector}}})'
         ),
         unit="ratio",
     ),
+    "oom_kills": Recipe(
+        summary="containers whose last termination was an OOM kill (kube-state-metrics)",
+        words=["oom", "oomkilled", "oom kill", "out of memory", "oom killer"],
+        query=(
+            "sum by ({by}) (kube_pod_container_status_last_terminated_reason"
+            '{{reason="OOMKilled",{selector}}})'
+        ),
+    ),
+    "disk": Recipe(
+        summary="share of each persistent volume claim's capacity in use (kubelet)",
+        words=["disk", "disk usage", "disk space", "volume", "pvc", "storage", "disk full"],
+        query=(
+            "sum by ({by}) (kubelet_volume_stats_used_bytes{{{selector}}}) / "
+            "sum by ({by}) (kubelet_volume_stats_capacity_bytes{{{selector}}})"
+        ),
+        by="persistentvolumeclaim",
+        name_selector='persistentvolumeclaim=~"{name}.*"',
+        unit="ratio",
+    ),
     "cpu_throttling": Recipe(
         summary="share of CPU periods throttled by the CPU limit (saturation)",
-        words=["throttling", "throttled", "throttle", "saturation", "saturated", "cpu limit"],
+        words=[
+            "throttling",
+            "throttled",
+            "throttle",
+            "saturation",
+            "saturated",
+            "cpu limit",
+            "cpu throttling",
+            "throttled cpu",
+        ],
         query=(
             'sum by ({by}) (rate(container_cpu_cfs_throttled_periods_total{{container!="",{selector}}}[{window}])) / '
             'sum by ({by}) (rate(container_cpu_cfs_periods_total{{container!="",{selector}}}[{window}]))'

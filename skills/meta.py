@@ -207,6 +207,7 @@ class AuditSearch(Skill[AuditArgs, Meta]):
         "anyone": 1.5,
         "someone": 1.0,
         "<write-talk>": 1.0,
+        "<hypothetical>": -2.0,  # "what if we scaled it": nothing was done to look up
         "=restarted": 1.5,
         "=scaled": 1.5,
         "=rolled": 1.5,

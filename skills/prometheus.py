@@ -273,6 +273,8 @@ class PrometheusQuery(Skill[QueryArgs, Prometheus]):
     keywords = {
         "promql": 3.0,
         "<promql>": 1.2,
+        "<recipe>": 3.0,  # "top 5 pods by CPU", "memory of checkout": a PromQL recipe
+        "<ranking>": 0.5,
         "<selector>": 0.8,
         "query": 1.5,
         "metric": 1.0,
@@ -358,6 +360,7 @@ class PrometheusRange(Skill[RangeArgs, Prometheus]):
         "trend": 1.2,
         "over time": 1.2,
         "<promql>": 1.0,
+        "<recipe>": 1.5,  # with a chart word: "graph the error rate of payments for 3h"
         "promql": 1.0,
         "log": -2.0,
         "<logql>": -2.0,
@@ -447,6 +450,9 @@ class ServiceHealth(Skill[HealthArgs, Prometheus]):
         "how is": 1.2,
         "doing": 0.8,
         "error rate": 2.0,
+        "error ratio": 2.0,
+        "5xx": 2.0,
+        "failure rate": 1.5,
         "latency": 2.0,
         "slow": 1.0,
         "throughput": 2.0,
@@ -458,6 +464,7 @@ class ServiceHealth(Skill[HealthArgs, Prometheus]):
         "response time": 2.0,
         "red": 0.5,
         "<promql>": -1.5,
+        "<recipe>": -1.0,
         "log": -1.5,
         "alert": -1.0,
         "pod": -1.0,

@@ -96,7 +96,8 @@ STOPWORDS = {
         most top first latest one two three progress namespace ns svc service deployment deploy pod
         pods statefulset daemonset node nodes replica replicas instance instances revision rev
         everything anything something thing things stuff happening set change put bring increase
-        decrease reduce raise lower bump run go quick quickly asap urgently
+        decrease reduce raise lower bump run go quick quickly asap urgently use using used
+        consume consuming eat eating hog hogging burn burning keep keeps
         """
     )
 }
@@ -551,7 +552,8 @@ _NS_PATTERNS = [
     re.compile(r"\bnamespace[:=\s]+([a-z0-9][a-z0-9-]*)", re.I),
     re.compile(r"\bns[:=\s]+([a-z0-9][a-z0-9-]*)", re.I),
     re.compile(r"\b([a-z0-9][a-z0-9-]*)\s+(?:namespace|ns)\b", re.I),
-    re.compile(r"\b(?:in|on|within|from)\s+([a-z0-9][a-z0-9-]*)\b", re.I),
+    re.compile(r"\b(?:in|within)\s+([a-z0-9][a-z0-9-]*)\b", re.I),
+    re.compile(r"\b(?:on|from)\s+([a-z0-9][a-z0-9-]*)\b", re.I),
 ]
 
 
@@ -567,9 +569,9 @@ def extract_namespace(parsed: Parsed, known: set[str] | None = None) -> str | No
             value = m.group(1).lower()
             if stem(value) in STOPWORDS or re.fullmatch(r"\d+\w*", value):
                 continue
-            if i == 4 and known and value not in known:
+            if i >= 4 and known and value not in known:
                 continue
-            if i == 4 and any(d.start <= m.start(1) < d.end for d in parsed.durations):
+            if i >= 4 and any(d.start <= m.start(1) < d.end for d in parsed.durations):
                 continue
             return value
     if known:

@@ -167,7 +167,7 @@ def options(text: str) -> Options:
         glued = _SHORT_GLUED.match(token) if not eq else None
         if glued and f"-{glued.group(1)}" in _OPTIONS and len(token) > 2:
             key, _ = _OPTIONS[f"-{glued.group(1)}"]
-            found.values.setdefault(key, glued.group(2).rstrip(".,;"))
+            found.values.setdefault(key, glued.group(2).rstrip(".,;?!"))
             i += 1
             continue
         if name in _OPTIONS:
@@ -175,9 +175,9 @@ def options(text: str) -> Options:
             if not takes:
                 found.values.setdefault(key, "true")
             elif eq:
-                found.values.setdefault(key, value.strip("'\"").rstrip(".,;"))
+                found.values.setdefault(key, value.strip("'\"").rstrip(".,;?!"))
             elif i + 1 < len(tokens) and not tokens[i + 1].startswith("-"):
-                found.values.setdefault(key, tokens[i + 1].strip("'\"").rstrip(".,;"))
+                found.values.setdefault(key, tokens[i + 1].strip("'\"").rstrip(".,;?!"))
                 i += 1
             i += 1
             continue
@@ -301,11 +301,24 @@ def command(text: str) -> Command | None:
     return found
 
 
+#: words of English, never of a kubectl command line
+_ENGLISH = frozenset(
+    re.findall(
+        r"\S+",
+        "a an the of for from in on at to with about since over into my our its their this "
+        "that is are was were be me us please and or but not any some all last past",
+    )
+)
+
+
 def _command_like(verb: str, rest: list[str]) -> bool:
-    """Whether words after a kubectl verb read as its arguments, not as English."""
+    """Whether words after a kubectl verb read as its arguments, not as English ("logs for
+    payments since 2h -n shop" is a sentence with an option in it)."""
     if not rest:
         return False
     first = rest[0].lower()
+    if any(t.lower() in _ENGLISH for t in rest if not t.startswith("-")):
+        return False
     if verb == "rollout":
         return first in _SUBVERBS
     if any(t.startswith("-") and t.split("=")[0] in _OPTIONS for t in rest):
@@ -367,7 +380,7 @@ def translate(cmd: Command) -> Mapped | Refusal:
         if cmd.kind in DESCRIBABLE and cmd.name:
             note = "" if not values.get("output") else "shown as described fields, not raw output"
             return Mapped("k8s.describe", {**base, "kind": cmd.kind, "name": cmd.name}, note=note)
-        if cmd.kind in ("deployment", "statefulset", "daemonset", "replicaset", ""):
+        if cmd.kind in ("deployment", "statefulset", "daemonset", "replicaset", "all", ""):
             return Mapped("k8s.pods", base, note="the pods of the namespace, by workload")
         return refusal(f"I don't list {cmd.kind or 'that'}", cmd)
     if cmd.verb == "describe":
@@ -379,7 +392,8 @@ def translate(cmd: Command) -> Mapped | Refusal:
             {**base, "kind": kind, "name": cmd.name} if cmd.name else {**base, "kind": kind},
         )
     if cmd.verb == "logs":
-        args = {**base, **({"name": cmd.name} if cmd.name else {}), **_since(values)}
+        name = cmd.name or _app(values.get("selector", ""))
+        args = {**base, **({"name": name} if name else {}), **_since(values)}
         if values.get("container"):
             args["container"] = values["container"]
         if values.get("tail", "").isdigit():
@@ -409,6 +423,14 @@ def translate(cmd: Command) -> Mapped | Refusal:
             return Mapped("k8s.rollout.history", workload)
         return refusal(f"I don't {cmd.sub or 'do that with'} rollouts", cmd)
     return refusal("I don't know that command", cmd)
+
+
+def _app(selector: str) -> str:
+    """``app=checkout`` (or ``app.kubernetes.io/name=checkout``) -> ``checkout``."""
+    m = re.fullmatch(
+        r"(?:app|app\.kubernetes\.io/name|k8s-app|name)=([a-z0-9][a-z0-9.-]*)", selector
+    )
+    return m.group(1) if m else ""
 
 
 def _since(values: dict[str, str]) -> dict[str, Any]:

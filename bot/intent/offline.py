@@ -130,8 +130,11 @@ class OfflineRouter:
     def signals(self, parsed: ex.Parsed) -> set[str]:
         """The :class:`~opsbot.meaning.Signal` values ``parsed`` shows."""
         signals: set[str] = set()
-        if speech.write_mood(parsed.text) in (speech.Mood.REPORT, speech.Mood.NOUN):
+        mood = speech.write_mood(parsed.text)
+        if mood in (speech.Mood.REPORT, speech.Mood.NOUN):
             signals.add(Signal.WRITE_TALK)
+        elif mood is speech.Mood.HYPOTHETICAL:
+            signals.add(Signal.HYPOTHETICAL)
         if parsed.expr:
             signals.add(Signal.EXPR)
             signals.add(f"<{parsed.expr_kind}>")
@@ -166,7 +169,7 @@ class OfflineRouter:
                 total += kw.weight
             elif len(kw.stems) == 1 and len(kw.stems[0]) >= 5 and kw.weight > 0:
                 best = max(
-                    (fuzz.ratio(kw.stems[0], s) for s in parsed.stems if len(s) >= 4), default=0
+                    (fuzz.ratio(kw.stems[0], s) for s in parsed.stems if len(s) >= 5), default=0
                 )
                 if best >= 85:
                     total += 0.8 * kw.weight
@@ -270,8 +273,13 @@ class OfflineRouter:
                 text=f"`{cmd.shown}` is `{mapped.skill}` here, which you may not use in this channel.",
                 unmatched=True,
             )
-        if skill.risk is not Risk.READ and not speech.write_mood(text).asks_for_write:
-            return None
+        # the mood of the command's words ("kubectl rollout undo deploy/x"): its options
+        # (-n shop) are no clause of English, and "oc"/"k" are kubectl
+        words = kubectl.options(text).rest.split()
+        if words and words[0].lower() in kubectl.PREFIXES:
+            words = words[1:]
+        said = "kubectl " + " ".join(words) + ("?" if text.rstrip().endswith("?") else "")
+        asked_about = skill.risk is not Risk.READ and not speech.write_mood(said).asks_for_write
         given: dict[str, Any] = dict(mapped.args)
         rationale = mapped.note
         if mapped.recipe:
@@ -282,10 +290,15 @@ class OfflineRouter:
                 return Answer(text=f"No `{mapped.recipe}` PromQL recipe is configured here.")
             given["query"], rationale = filled
         inventory = await self._inventory()
+        # the command's words are kubectl's, not names: only its options are read again
+        options = ex.Parsed(text=text, flags=parsed.flags, refs=parsed.refs)
         grounded = arguments.ground_given(skill, given, inventory)
         if isinstance(grounded, arguments.Ask):
-            return await self._ask(skill, parsed, self._vocabulary(catalog), grounded)
-        plan = await self.build(skill, parsed, self._vocabulary(catalog), given=grounded)
+            return await self._ask(skill, options, self._vocabulary(catalog), grounded)
+        plan = await self.build(skill, options, self._vocabulary(catalog), given=grounded)
+        if asked_about:  # "kubectl rollout restart deploy/x?": what it would do, nothing planned
+            about = first_invocation(plan)
+            return Answer(text=wording.about_write(about or skill.name), about=about)
         if isinstance(plan, Run) and rationale:
             plan.invocations[0] = plan.invocations[0].model_copy(update={"rationale": rationale})
         return plan
@@ -306,10 +319,11 @@ class OfflineRouter:
         text: str, parsed: ex.Parsed, catalog: Sequence[Skill[Any, Any]]
     ) -> tuple[ex.Parsed, Sequence[Skill[Any, Any]]] | None:
         """What to rank, and among which skills (None: nothing is asked). A request that only
-        talks about a write (negated, asked, reported, imagined, quoted) is ranked among the
-        read skills; negated clauses are left out of the text ("don't restart X, just check
-        its pods"; "no, not checkout: restart payments"); a report or a plan for later that
-        asks nothing ("fyi we rolled back payments") maps to no skill."""
+        talks about a write (negated, asked, reported, quoted) is ranked among the read skills;
+        negated clauses are left out of the text ("don't restart X, just check its pods"; "no,
+        not checkout: restart payments"); a report or a plan for later that asks nothing ("fyi
+        we rolled back payments") maps to no skill; a question that imagines a write ("would
+        10 replicas help?") is answered with what that write would do, and nothing runs."""
         mood = speech.write_mood(text)
         if mood is speech.Mood.IMPERATIVE:
             rest = speech.without_negated(text)
@@ -325,6 +339,8 @@ class OfflineRouter:
             speech.without_write_talk(text)
         ):
             return None
+        if mood is speech.Mood.HYPOTHETICAL:
+            return parsed, []  # "what if we scaled it to 0?": what the write would do, no read
         rest = {
             speech.Mood.NEGATED: speech.without_write_talk(text),
             speech.Mood.QUOTED: speech.unquoted(text),

@@ -71,12 +71,11 @@ def screen(text: str) -> str | None:
     if _binary(sample):
         return BINARY
     letters = [c for c in sample if c.isalpha()]
-    if not letters and not any(c.isdigit() for c in sample):
-        return NO_WORDS
-    if letters:
-        latin = sum(1 for c in letters if _latin(c))
-        if latin / len(letters) < 0.5:
-            return FOREIGN
+    latin = sum(1 for c in letters if _latin(c))
+    if len(letters) - latin >= 3 and latin / len(letters) < 0.5:
+        return FOREIGN
+    if latin < 2 and not any(c.isdigit() for c in sample):
+        return NO_WORDS  # emoji, punctuation, a kaomoji
     return None
 
 

@@ -167,6 +167,7 @@ class K8sPods(Skill[PodsArgs, "Kubernetes"]):
     ]
     keywords = {
         "pod": 2.5,
+        "<recipe>": -1.5,  # "top 5 pods by CPU": a PromQL recipe, not the pod list
         "crashloop": 2.0,
         "crash": 1.5,
         "container": 0.5,
@@ -383,6 +384,7 @@ class K8sRolloutStatus(Skill[WorkloadArgs, "Kubernetes"]):
         "progress": 1.0,
         "history": -2.5,
         "undo": -3.0,
+        "restart": -2.0,  # "rollout restart" is k8s.restart
         "back": -1.5,
         "revision": -1.0,
     }
