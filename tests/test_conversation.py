@@ -703,9 +703,15 @@ async def test_a_message_goes_to_the_adapter_that_owns_its_thread() -> None:
         def routes(self) -> list[Any]:
             return []
 
+    class Broken(Toy):
+        async def start(self) -> None:
+            raise ConnectionError("no route to the chat server")
+
     mattermost, teams = Toy("mattermost"), Toy("teams")
     assert isinstance(mattermost, Adapter)
-    adapters = Adapters([mattermost, teams])
+    adapters = Adapters([mattermost, Broken("irc"), teams])
+    await adapters.start()  # one that cannot start is logged and left out; the others run
+    assert [a.name for a in adapters] == ["mattermost", "teams"]
     for thread in ("teams:19:abc", "mattermost:town-square:1", "irc:#ops"):
         await adapters.post(Message(thread=thread, step=Step.RESULT, blocks=[]))
     assert (mattermost.posted, teams.posted) == (["mattermost:town-square:1"], ["teams:19:abc"])

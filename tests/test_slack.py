@@ -1031,6 +1031,28 @@ async def test_socket_mode_acknowledges_each_envelope_before_the_work(rig: Slack
             await adapter.stop()
 
 
+async def test_socket_mode_that_cannot_connect_does_not_hold_up_start(
+    rig: SlackRig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Slack refusing ``apps.connections.open`` (here: Socket Mode off for the app) leaves
+    slack_sdk retrying; ``start()`` says so and returns, so serve's HTTP server still starts."""
+    import opsbot.adapters.slack as slack_module
+
+    monkeypatch.setattr(slack_module, "SOCKET_WAIT", 0.3)
+    settings = rig.settings.model_copy(
+        update={"slack_app_token": APP_TOKEN, "slack_signing_secret": None}
+    )
+    adapter = SlackAdapter(Engine(rig.services), settings)
+    try:
+        await asyncio.wait_for(adapter.start(), 3)
+        assert rig.slack.refused("apps.connections.open")[0].answer["error"] == (
+            "socket_mode_disabled"
+        )
+        assert "slack.socket_mode_not_connected" in capsys.readouterr().out
+    finally:
+        await asyncio.wait_for(adapter.stop(), 5)
+
+
 # -- rendering -------------------------------------------------------------------------------------
 
 

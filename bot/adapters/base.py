@@ -188,8 +188,13 @@ class Adapters:
         return [route for adapter in self.adapters for route in adapter.routes()]
 
     async def start(self) -> None:
-        for adapter in self.adapters:
-            await adapter.start()
+        """Start each adapter; one that fails to is logged and left out (the others run)."""
+        for adapter in list(self.adapters):
+            try:
+                await adapter.start()
+            except Exception as exc:
+                log.exception("adapter.start_failed", adapter=adapter.name, error=str(exc)[:200])
+                self.adapters.remove(adapter)
 
     async def stop(self) -> None:
         for adapter in reversed(self.adapters):

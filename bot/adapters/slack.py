@@ -75,6 +75,7 @@ PREFIX = "slack"
 REQUIRED_SCOPES = ("app_mentions:read", "chat:write", "commands", "files:write", "im:history")
 LEADING_MENTION = re.compile(r"^\s*<@[UW][A-Z0-9]+(?:\|[^>]*)?>\s*")
 GROUPS_TTL = 60.0  # seconds a user-group membership read from Slack is trusted
+SOCKET_WAIT = 10.0  # seconds start() waits for Socket Mode to connect (then it goes on trying)
 TOO_BIG = ("invalid_blocks", "msg_too_long", "msg_blocks_too_long")
 NOT_THERE = ("not_in_channel", "channel_not_found", "is_archived")
 
@@ -176,6 +177,7 @@ class SlackAdapter:
         self.cards = CardRefs(engine.services.store, PREFIX)
         self.bot_user = ""
         self._socket: Any = None
+        self._connecting: asyncio.Task[None] | None = None
         self._register()
 
     def owns(self, thread: str) -> bool:
@@ -253,10 +255,21 @@ class SlackAdapter:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
         self._socket = AsyncSocketModeHandler(self.app, self.settings.slack_app_token)
-        await self._socket.connect_async()
+        connecting = asyncio.create_task(self._socket.connect_async(), name="slack-socket-mode")
+        self._connecting = connecting
+        done, _ = await asyncio.wait({connecting}, timeout=SOCKET_WAIT)
+        if not done:  # slack_sdk keeps trying; serve goes on meanwhile
+            log.warning(
+                "slack.socket_mode_not_connected",
+                waited=SOCKET_WAIT,
+                hint="check SLACK_APP_TOKEN (an app-level token with connections:write)",
+            )
 
     async def stop(self) -> None:
         socket, self._socket = self._socket, None
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None and not connecting.done():
+            connecting.cancel()
         if socket is not None:
             await socket.close_async()
 
