@@ -200,10 +200,10 @@ async def serve(services: Services) -> None:
             "llm.unavailable_at_start", problem=problem, effect="the offline router answers"
         )
     adapters = Adapters(build_adapters(engine, settings))
+    tasks: list[asyncio.Task[Any]] = []
+    await adapters.start()  # one that cannot start is logged and left out
     # the adapters incident threads open in, by platform
     chats = {a.name: cast(Chat, a) for a in adapters if hasattr(a, "open_thread")}
-    tasks: list[asyncio.Task[Any]] = []
-    await adapters.start()
     if not adapters:
         log.warning(
             "adapter.none_configured",
