@@ -326,7 +326,6 @@ class AlertsList(Skill[ListArgs, Alertmanager]):
     keywords = {
         "alert": 2.0,
         "fir": 2.0,
-        "paging": 0.8,
         "list": 0.5,
         "show": 0.3,
         "critical": 0.5,
@@ -476,9 +475,6 @@ class AlertsSilence(Skill[SilenceArgs, Alertmanager]):
     ]
     keywords = {
         "silence": 3.0,
-        "mute": 3.0,
-        "snooze": 2.5,
-        "shush": 2.0,
         "<alertname>": 0.5,
         "=silenced": -2.5,
         "=silences": -2.5,

@@ -291,7 +291,13 @@ class Skill(Generic[ArgsT, BackendT]):
     Args: type[ArgsT]
     risk: ClassVar[Risk] = Risk.READ
     examples: ClassVar[list[str]] = []
-    #: router hints: word or phrase -> weight (negative weights argue against this skill)
+    #: router hints: cue -> weight (negative weights argue against this skill). A cue is a
+    #: word or phrase compared by stem ("restart", "rollout status"), ``*`` for a gap of up
+    #: to three words ("remove * silence"), ``=word`` for that exact word ("=restarted"), or
+    #: a ``<signal>`` the router finds (``<promql>``, ``<recipe>``, ``<alertname>``...):
+    #: :mod:`opsbot.meaning`. Synonyms ("bounce", "kick" for restart) are the router's
+    #: lexicon (:mod:`opsbot.intent.lexicon`), not each skill's. What the arguments mean
+    #: is declared on ``Args`` (``Annotated[str, Grounded("deployment")]``), not here.
     keywords: ClassVar[dict[str, float]] = {}
 
     async def run(self, args: ArgsT, ctx: SkillContext[BackendT]) -> SkillResult:
@@ -306,8 +312,10 @@ class Skill(Generic[ArgsT, BackendT]):
         return None
 
     def route_args(self, parsed: Any, found: dict[str, Any]) -> dict[str, Any]:
-        """Refine what the offline router extracted for this skill (skill-specific phrasing).
-        ``parsed`` is the router's parse of the request (``.text``, ``.rest``, ``.words``);
+        """Refine what the offline router extracted for this skill (skill-specific phrasing
+        the ``Args`` meanings do not cover). ``parsed`` is the router's parse of the request
+        (``.text``; ``.rest``: without its expression and kubectl options; ``.tokens``,
+        ``.stems``; ``.flags``: kubectl options; ``.refs``: ``TYPE/NAME`` references);
         return the args to validate."""
         return found
 

@@ -653,13 +653,8 @@ class LogsErrors(Skill[ErrorsArgs, Loki]):
     ]
     keywords = {
         "error": 2.0,
-        "exception": 2.0,
         "complain": 2.5,
         "pattern": 1.5,
-        "panic": 1.5,
-        "stack trace": 1.5,
-        "stacktrace": 1.5,
-        "traceback": 1.5,
         "throw": 1.0,
         "log": 1.0,
         "loki": 1.0,

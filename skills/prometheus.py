@@ -467,7 +467,7 @@ class ServiceHealth(Skill[HealthArgs, Prometheus]):
         "<recipe>": -1.0,
         "log": -1.5,
         "alert": -1.0,
-        "pod": -1.0,
+        "pod": -1.5,  # "are the checkout pods healthy": their pods' status
         "graph": -0.5,
     }
 

@@ -47,7 +47,6 @@ SYNONYMS: dict[str, str] = {
     "be * all right": "health",
     "be * good": "health",
     "be * alive": "health",
-    "be * healthy": "health",
     "red metric": "health",
     "red signal": "health",
     "golden signal": "health",
@@ -66,12 +65,12 @@ SYNONYMS: dict[str, str] = {
     # logs
     "stdout": "log",
     "stderr": "log",
-    "output": "log",
     "logging": "log",
     # errors
     "exception": "error",
     "stack trace": "error",
     "traceback": "error",
+    "stacktrace": "error",
     "panic": "error",
     # describe
     "detail": "describe",

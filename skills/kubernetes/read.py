@@ -227,7 +227,7 @@ class K8sDescribe(Skill[DescribeArgs, "Kubernetes"]):
         "describe pod checkout-7d9f8b6c5-x2k4p in shop",
         "details of node worker-1",
     ]
-    keywords = {"describe": 3.0, "detail": 1.5, "inspect": 1.5, "spec": 1.0}
+    keywords = {"describe": 3.0}  # "details", "inspect", "spec": the lexicon's
 
     async def run(self, args: DescribeArgs, ctx: SkillContext[Kubernetes]) -> SkillResult:
         api = await ctx.backend.api(ctx.impersonate)
@@ -315,7 +315,6 @@ class K8sLogs(Skill[LogsArgs, "Kubernetes"]):
         "log": 2.5,
         "tail": 1.5,
         "line": 1.0,
-        "stdout": 1.0,
         "output": 0.5,
         "<logql>": -3.0,
         "<selector>": -2.0,

@@ -157,12 +157,7 @@ class K8sRestart(_Write[WorkloadArgs]):
     ]
     keywords = {
         "restart": 3.0,
-        "bounce": 3.0,
         "rolling restart": 1.0,
-        "recycle": 2.0,
-        "reboot": 2.0,
-        "kick": 1.5,
-        "cycle": 1.5,
         "=restarted": -2.0,
         "who": -2.5,
         "=bounced": -2.0,
@@ -270,10 +265,8 @@ class K8sRollback(_Write[RollbackArgs]):
         "undo the last rollout of cart in staging",
     ]
     keywords = {
-        "roll * back": 3.0,
         "rollback": 3.0,
         "undo": 2.5,
-        "revert": 2.5,
         "previous version": 1.5,
         "=rolled": -1.0,
         "who": -2.5,
