@@ -695,7 +695,7 @@ class UnsilenceArgs(BaseModel):
         pattern=SILENCE_ID,
         description="the silence's id as alerts.silences shows it (its first 8 characters do)",
     )
-    matchers: Annotated[dict[str, str], Matchers()] = Field(
+    matchers: ServiceMatchers = Field(
         default_factory=dict,
         description="expire the active or pending silences on these labels (their own "
         "matchers, or an alert they mute), e.g. {alertname: HighErrorRate}",

@@ -260,6 +260,7 @@ def extract(
         if isinstance(meaning, Matchers) and isinstance(raw.get(name), dict):
             skip.update(str(v).lower() for v in raw[name].values())
     raw = skill.route_args(parsed, raw)
+    skip.update(v.lower() for v in raw.values() if isinstance(v, str))
     rationale = ""
     for name, meaning in fields.items():
         if isinstance(meaning, Expression) and meaning.recipes and not parsed.expr:
@@ -615,7 +616,8 @@ def render_named(
 
 
 def _recipe_words(recipes: Mapping[str, Recipe]) -> frozenset[str]:
-    return _words_of(tuple(w for r in recipes.values() for w in r.words))
+    words = [w for r in recipes.values() for w in r.words]
+    return _words_of((*words, *lexicon.RANKING, *lexicon.LOWEST))
 
 
 @lru_cache(maxsize=8)

@@ -673,7 +673,7 @@ def candidate_names(parsed: Parsed, vocabulary: set[str], skip: set[str]) -> lis
             continue
         if low in skip or stem(low) in STOPWORDS or stem(low) in vocabulary or low in vocabulary:
             continue
-        if low in KIND_ALIASES or low in SEVERITIES or re.fullmatch(r"[\d.]+", low):
+        if low in KIND_ALIASES or low in SEVERITIES or re.fullmatch(r"[\d.]+|\w", low):
             continue
         if "=" in token or (":" in token and not re.match(r"^[a-z]+:[\w.-]+$", low)):
             continue

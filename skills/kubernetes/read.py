@@ -171,7 +171,7 @@ class K8sPods(Skill[PodsArgs, "Kubernetes"]):
         "crashloop": 2.0,
         "crash": 1.5,
         "container": 0.5,
-        "=running": 0.5,
+        "=running": 1.2,  # "what's running in staging"
         "log": -1.5,
         "describe": -2.0,
         "event": -1.5,
@@ -227,7 +227,11 @@ class K8sDescribe(Skill[DescribeArgs, "Kubernetes"]):
         "describe pod checkout-7d9f8b6c5-x2k4p in shop",
         "details of node worker-1",
     ]
-    keywords = {"describe": 3.0}  # "details", "inspect", "spec": the lexicon's
+    keywords = {
+        "describe": 3.0,  # and "details", "inspect", "spec" (the lexicon's synonyms)
+        "how many replica": 1.5,  # what the deployment says: replicas, image, strategy
+        "image": 1.5,
+    }
 
     async def run(self, args: DescribeArgs, ctx: SkillContext[Kubernetes]) -> SkillResult:
         api = await ctx.backend.api(ctx.impersonate)
@@ -275,7 +279,7 @@ class K8sEvents(Skill[EventsArgs, "Kubernetes"]):
     Args = EventsArgs
     risk = Risk.READ
     examples = ["any warning events for payments in shop in the last 30m?", "events in staging"]
-    keywords = {"event": 3.0, "warning": 1.0, "what happened": 1.0}
+    keywords = {"event": 3.0, "warning": 1.0, "=warnings": 1.5, "what happened": 1.0}
 
     async def run(self, args: EventsArgs, ctx: SkillContext[Kubernetes]) -> SkillResult:
         api = await ctx.backend.api(ctx.impersonate)
@@ -403,6 +407,8 @@ class K8sRolloutHistory(Skill[WorkloadArgs, "Kubernetes"]):
     examples = ["show the rollout history of checkout in shop", "revisions of payments in shop"]
     keywords = {
         "history": 2.5,
+        "deploy": 1.2,  # "when was checkout last deployed"
+        "release": 1.0,
         "revision": 1.5,
         "rollout history": 1.5,
         "version": 0.5,
