@@ -642,6 +642,13 @@ class AlertsSilences(Skill[SilencesArgs, Alertmanager]):
         "unsilence": -4.0,
         "unmute": -4.0,
         "who": -1.0,
+        # removing silences is alerts.unsilence, not a list of them
+        "remove * silence": -3.0,
+        "delete * silence": -3.0,
+        "lift * silence": -3.0,
+        "cancel * silence": -3.0,
+        "clear * silence": -3.0,
+        "drop * silence": -3.0,
     }
 
     async def run(self, args: SilencesArgs, ctx: SkillContext[Alertmanager]) -> SkillResult:

@@ -84,6 +84,8 @@ class Help(Skill[HelpArgs, Meta]):
     keywords = {
         "help": 3.0,
         "what can you do": 3.0,
+        "what can i ask": 3.0,
+        "what can i do": 2.0,
         "commands": 2.0,
         "capabilities": 2.0,
         "how do i use": 2.0,

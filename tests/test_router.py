@@ -341,3 +341,22 @@ async def test_p99_latency_per_request() -> None:
             times.append(time.perf_counter() - started)
     times.sort()
     assert times[int(len(times) * 0.99)] < 0.025
+
+
+async def test_no_input_makes_the_router_raise() -> None:
+    """Random text of every kind (control characters, emoji, scripts, brackets and quotes
+    that do not close, kubectl fragments, huge tokens) gets a plan, never an exception."""
+    import random
+
+    rng = random.Random(12)
+    pieces = [
+        "kubectl", "-n", "--replicas=", "deploy/", "rollout", "undo", "scale", "restart", "{",
+        "}", "(", ")", "[5m]", '"', "'", "`", "promql:", "logql:", "|=", "sum(rate(", "top",
+        "5", "zero", "for 2h", "in shop", "checkout", "🔥", "ツ", "Ж", "\x00", "\u200b", "=",
+        "?", "!", "\n", "x" * 300, "don't", "should we", "-o yaml", "secret", "exec", "--",
+    ]  # fmt: skip
+    router, catalog = OfflineRouter(), list(REGISTRY)
+    for _ in range(400):
+        text = " ".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        plan = await router.plan(request(text), catalog)
+        assert plan.kind in ("run", "clarify", "answer"), text

@@ -256,6 +256,14 @@ def extract(
             alert = ex.extract_matchers(parsed, inventory.get("alertname")).get("alertname")
             if alert:
                 raw[name] = alert
+    if not namespace_fields:  # "silence everything in namespace staging": a matcher
+        known = inventory.get("namespace")
+        said = ex.extract_namespace(parsed, known, guess=False) or (
+            ex.extract_namespace(parsed, known) if known else None
+        )
+        for name, meaning in fields.items():
+            if said and isinstance(meaning, Matchers) and name not in (given or {}):
+                raw[name] = {"namespace": said, **(raw.get(name) or {})}
     for name, meaning in fields.items():
         if isinstance(meaning, Matchers) and isinstance(raw.get(name), dict):
             skip.update(str(v).lower() for v in raw[name].values())
@@ -279,6 +287,13 @@ def extract(
             raw[name] = found
             if meaning.kind_field and meaning.kind_field in fields and parsed.refs:
                 raw.setdefault(meaning.kind_field, parsed.refs[0][0])
+    guessed = _guessed_namespace(parsed, inventory, raw, namespace_fields, given)
+    for name, meaning in fields.items():
+        if guessed and _is_name(meaning) and name not in raw and _required(skill, name):
+            # "health check on frontend", "error patterns in payments": the word taken for a
+            # namespace is the name the skill needs (the inventory knows no such namespace)
+            raw[name] = raw.pop(guessed)
+            break
     for name, meaning in fields.items():
         if isinstance(meaning, Matchers) and meaning.name_label and not raw.get(name):
             names = ex.candidate_names(parsed, reading.vocabulary, skip)
@@ -304,6 +319,28 @@ def extract(
             subject = next((str(raw[n]) for n, m in fields.items() if _is_name(m) and n in raw), "")
             raw[name] = "pod" if POD_NAME.search(subject) else "deployment"
     return Extracted(raw, rationale)
+
+
+def _required(skill: Skill[Any, Any], name: str) -> bool:
+    return bool(skill.Args.model_fields[name].is_required())
+
+
+def _guessed_namespace(
+    parsed: ex.Parsed,
+    inventory: Mapping[str, set[str]],
+    raw: Mapping[str, Any],
+    namespace_fields: list[str],
+    given: Mapping[str, Any] | None,
+) -> str | None:
+    """The namespace field whose value was only guessed from "in X"/"on X" (no inventory
+    confirms it), or None."""
+    for name in namespace_fields:
+        value = raw.get(name)
+        if not value or name in (given or {}) or value in inventory.get("namespace", set()):
+            continue
+        if ex.extract_namespace(parsed, inventory.get("namespace"), guess=False) is None:
+            return name
+    return None
 
 
 def _is_namespace(meaning: Meaning) -> bool:

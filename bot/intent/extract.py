@@ -97,7 +97,9 @@ STOPWORDS = {
         pods statefulset daemonset node nodes replica replicas instance instances revision rev
         everything anything something thing things stuff happening set change put bring increase
         decrease reduce raise lower bump run go quick quickly asap urgently use using used
-        consume consuming eat eating hog hogging burn burning keep keeps
+        consume consuming eat eating hog hogging burn burning keep keeps grab fetch pull
+        think guess compare sorted sort across through between among via versus vs anything
+        everything something broken
         """
     )
 }
@@ -557,14 +559,17 @@ _NS_PATTERNS = [
 ]
 
 
-def extract_namespace(parsed: Parsed, known: set[str] | None = None) -> str | None:
+def extract_namespace(
+    parsed: Parsed, known: set[str] | None = None, *, guess: bool = True
+) -> str | None:
     """``-n shop``, ``namespace shop``, ``shop namespace``, or ``in shop`` (not "in the last").
-    With known namespaces, a bare word that is one of them also counts."""
+    With known namespaces, a bare word that is one of them also counts. ``guess=False``:
+    only the forms that say it is a namespace (not "in shop", "on prod")."""
     option = parsed.flags.get("namespace", "").lower()
     if re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", option):
         return option
     text = parsed.rest
-    for i, pattern in enumerate(_NS_PATTERNS):
+    for i, pattern in enumerate(_NS_PATTERNS if guess else _NS_PATTERNS[:4]):
         for m in pattern.finditer(text):
             value = m.group(1).lower()
             if stem(value) in STOPWORDS or re.fullmatch(r"\d+\w*", value):
@@ -574,7 +579,7 @@ def extract_namespace(parsed: Parsed, known: set[str] | None = None) -> str | No
             if i >= 4 and any(d.start <= m.start(1) < d.end for d in parsed.durations):
                 continue
             return value
-    if known:
+    if known and guess:
         for token in parsed.tokens:
             if token.lower() in known:
                 return token.lower()
@@ -673,17 +678,35 @@ def candidate_names(parsed: Parsed, vocabulary: set[str], skip: set[str]) -> lis
             continue
         if low in skip or stem(low) in STOPWORDS or stem(low) in vocabulary or low in vocabulary:
             continue
-        if low in KIND_ALIASES or low in SEVERITIES or re.fullmatch(r"[\d.]+|\w", low):
+        if low in KIND_ALIASES or low in SEVERITIES or low in lexicon.NUMBERS:
+            continue
+        if re.fullmatch(r"[\d.]+|\w", low):
             continue
         if "=" in token or (":" in token and not re.match(r"^[a-z]+:[\w.-]+$", low)):
             continue
         before = parsed.rest[: m.start()].rstrip()
         if before.endswith(("-n", "--namespace", "namespace", "ns")):
             continue
-        out.append(token.rstrip(".,"))
+        out.append((token.rstrip(".,"), _place(before)))
     # a word right before a kind ("the checkout pods", "payments deployment") names it
     kinds = "|".join(re.escape(k) for k in KIND_ALIASES)
     named = {
         m.group(1).lower() for m in re.finditer(rf"\b([\w.-]+)\s+(?:{kinds})\b", parsed.rest, re.I)
     }
-    return sorted(out, key=lambda name: name.lower() not in named)
+    ranked = sorted(out, key=lambda found: (found[0].lower() not in named, -found[1]))
+    return [name for name, _ in ranked]
+
+
+_OBJECT = re.compile(r"\b(?:of|for|from|on|about|to|with|at)(?:\s+(?:the|a|an|our|my|all))?$", re.I)
+_SUBJECT = re.compile(r"\b(?:i|we|you|they|pls|please)$", re.I)
+
+
+def _place(before: str) -> int:
+    """How much the words before a candidate make it a name: 1 after a preposition ("logs
+    for payments"), -1 right after a subject, where a verb stands ("can you grab ...", "i
+    think ..."), else 0."""
+    if _OBJECT.search(before):
+        return 1
+    if _SUBJECT.search(before):
+        return -1
+    return 0

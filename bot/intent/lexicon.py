@@ -50,6 +50,8 @@ SYNONYMS: dict[str, str] = {
     "red metric": "health",
     "red signal": "health",
     "golden signal": "health",
+    "red dashboard": "health",
+    "red stat": "health",
     "how be * look": "health",
     "how be * do": "health",
     "how be * hold": "health",
