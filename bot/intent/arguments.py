@@ -14,7 +14,7 @@ This module reads those declarations:
   :func:`ground` grounds every ``Grounded`` argument of a call: the LLM planner's tool calls go
   through it, so both planners accept, correct and refuse the same names.
 
-Validation is the skill's own model (``Skill.parse_args``) for both.
+:func:`validate` is the skill's own model (``Skill.parse_args``), the same for both.
 """
 
 from __future__ import annotations
@@ -101,6 +101,13 @@ def declared(model: type[BaseModel]) -> dict[str, Meaning]:
         for name, info in model.model_fields.items()
         if (meaning := meaning_of(info.metadata)) is not None
     }
+
+
+def validate(skill: Skill[Any, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``raw`` validated by the skill's ``Args`` and dumped as an invocation carries it;
+    raises ``pydantic.ValidationError``."""
+    dumped: dict[str, Any] = skill.parse_args(dict(raw)).model_dump(mode="json", exclude_none=True)
+    return dumped
 
 
 # -- grounding (both planners) --------------------------------------------------------------

@@ -369,11 +369,8 @@ class LLMPlanner:
             return f"error: there is no tool {name!r}. Use only the tools you were given.", None
         args = dict(call.get("args") or {})
         try:
-            parsed = skill.parse_args(args)
             invocation = Invocation(
-                skill=skill.name,
-                args=parsed.model_dump(mode="json", exclude_none=True),
-                rationale=rationale[:500],
+                skill=skill.name, args=arguments.validate(skill, args), rationale=rationale[:500]
             )
             invocation = await self._ground(skill, invocation)
         except (ValidationError, ValueError) as exc:

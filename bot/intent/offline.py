@@ -385,7 +385,7 @@ class OfflineRouter:
         if isinstance(found, arguments.Ask):
             return await self._ask(skill, parsed, vocabulary, found)
         try:
-            args = skill.parse_args(found.args)
+            args = arguments.validate(skill, found.args)
         except ValidationError as exc:
             return Clarify(
                 question=_question(skill, exc),
@@ -397,7 +397,7 @@ class OfflineRouter:
             invocations=[
                 Invocation(
                     skill=skill.name,
-                    args=args.model_dump(mode="json", exclude_none=True),
+                    args=args,
                     rationale=found.rationale,
                 )
             ]
