@@ -55,6 +55,10 @@ class Recipe(BaseModel):
         default='pod=~"{name}(-.*)?"',
         description="the matcher a workload or service name becomes ({name})",
     )
+    name_kind: str = Field(
+        default="deployment",
+        description="the inventory kind a name is grounded against (deployment, service...)",
+    )
     namespace_label: str = "namespace"
     window: str = "5m"
     alone: bool = Field(
@@ -142,6 +146,7 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
         ),
         by="persistentvolumeclaim",
         name_selector='persistentvolumeclaim=~"{name}.*"',
+        name_kind="persistentvolumeclaim",
         unit="ratio",
     ),
     "cpu_throttling": Recipe(
@@ -178,6 +183,7 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
         ),
         by="service",
         name_selector='service="{name}"',
+        name_kind="service",
         alone=False,
         unit="ratio",
     ),
@@ -190,6 +196,7 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
         ),
         by="service",
         name_selector='service="{name}"',
+        name_kind="service",
         alone=False,
         unit="seconds",
     ),
@@ -199,6 +206,7 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
         query="sum by ({by}) (rate(http_requests_total{{{selector}}}[{window}]))",
         by="service",
         name_selector='service="{name}"',
+        name_kind="service",
         alone=False,
         unit="req/s",
     ),

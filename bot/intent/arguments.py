@@ -545,15 +545,13 @@ class RecipeAsk:
         return self.recipe.alone or self.top is not None or self.chart
 
 
-def _phrase(words: str) -> tuple[str, ...]:
-    return ex.phrase(words)
-
-
 def says(stems: list[str], words: str) -> bool:
     """Whether ``stems`` contain the phrase ``words`` (stems compared; ``*`` a gap)."""
     return ex.contains(stems, ex.phrase(words))
 
 
+#: how many a ranking without a number shows ("which pods restart most")
+DEFAULT_TOP = 10
 _TOP = re.compile(
     rf"\b(?:top|bottom|first)\s+{_N}\b|\b{_N}\s+(?:most|highest|biggest|largest|lowest|least)\b",
     re.I,
@@ -571,25 +569,19 @@ def match_recipe(parsed: ex.Parsed, recipes: Mapping[str, Recipe]) -> RecipeAsk 
     for name, recipe in recipes.items():
         for words in recipe.words:
             if says(stems, words):
-                size = len(_phrase(words))
+                size = len(ex.phrase(words))
                 if best is None or size > best[0]:
                     best = (size, name, recipe)
     if best is None:
         return None
     text = parsed.rest
     top: int | None = None
-    lowest = bool(re.search(r"\b(?:lowest|least|smallest|bottom)\b", text, re.I))
+    said = {t.lower() for t in parsed.tokens}
+    lowest = bool(said & set(lexicon.LOWEST))
     if m := _TOP.search(text):
         top = lexicon.number(next(g for g in m.groups() if g))
-    elif (
-        any(
-            s in ("top", "most", "highest", "biggest", "largest", "heaviest", "hungriest")
-            for s in (t.lower() for t in parsed.tokens)
-        )
-        or _WHICH_MOST.search(text)
-        or lowest
-    ):
-        top = 10
+    elif said & set(lexicon.RANKING) or _WHICH_MOST.search(text) or lowest:
+        top = DEFAULT_TOP
     chart = any(says(stems, w) for w in lexicon.CHART)
     return RecipeAsk(best[1], best[2], top, lowest, chart)
 
@@ -620,10 +612,10 @@ def fill_recipe(reading: Reading, skill: Skill[Any, Any], skip: set[str]) -> tup
     names = ex.candidate_names(parsed, vocabulary, skip | ({namespace} if namespace else set()))
     name = None
     if names:
-        kind = "service" if "service=" in recipe.name_selector.replace(" ", "") else "deployment"
+        kind = recipe.name_kind
         picked = _pick(
             names,
-            Grounded(kind, also=("pod",) if kind == "deployment" else ()),
+            Grounded(kind, also=("pod",) if kind == "deployment" else (), complete=False),
             {},
             reading.inventory,
         )
