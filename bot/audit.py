@@ -325,7 +325,7 @@ class AuditLog:
         *,
         start: tuple[int, str] | None = None,
         anchors: Sequence[AnchorPoint] = (),
-        batch: int = 1000,
+        batch: int = 500,
     ) -> ChainStatus:
         """Walk the chain and name each record that breaks it (edited, missing, relinked,
         reordered), then hold the result against ``anchors`` (heads written outside the
@@ -377,8 +377,9 @@ class AuditLog:
                 ).all()
             if not rows:
                 break
-            records = [AuditRecord.from_row(r) for r in rows]
-            found, expected, prev = await asyncio.to_thread(_check, records, expected, prev)
+            records, found, expected, prev = await asyncio.to_thread(
+                _check_rows, rows, expected, prev
+            )
             problems.extend(found)
             for record in records:
                 if record.seq in wanted:
@@ -541,6 +542,14 @@ def _sync_close(out: Any) -> None:
     out.flush()
     os.fsync(out.fileno())
     out.close()
+
+
+def _check_rows(
+    rows: Sequence[AuditRow], expected: int, prev: str
+) -> tuple[list[AuditRecord], list[ChainProblem], int, str]:
+    """:func:`_check` on loaded rows, turning them into records too (in a worker thread)."""
+    records = [AuditRecord.from_row(r) for r in rows]
+    return (records, *_check(records, expected, prev))
 
 
 def _check(
