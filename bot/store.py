@@ -48,6 +48,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 SUPPORTED = "sqlite+aiosqlite (sqlite://) and postgresql+asyncpg (postgresql://, postgres://)"
 EXAMPLES = "sqlite+aiosqlite:///path/opsbot.db or postgresql+asyncpg://user:password@host/db"
+#: PostgreSQL advisory lock keys (one namespace of bigints per database): the migrations and,
+#: with ``OPSBOT_LEADER_ELECTION=postgres``, the leader (:mod:`opsbot.leader`)
+MIGRATION_LOCK = 0x6F707362_6D696772  # "opsbmigr"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -347,6 +350,13 @@ async def open_store(url: str, *, migrate: bool = True) -> Store:
         ) from exc
     if migrate:
         async with engine.begin() as conn:
+            if parsed.get_backend_name() == "postgresql":
+                # replicas starting together: one migrates, the others wait here and then
+                # find the schema current (the lock ends with this transaction; PostgreSQL's
+                # DDL is transactional, so a migration is all or nothing)
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                )
             await conn.run_sync(_upgrade)
     return Store(engine, async_sessionmaker(engine, expire_on_commit=False))
 
