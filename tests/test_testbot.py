@@ -271,7 +271,10 @@ def test_hello(opsbot_bot):
 def test_the_plugin_is_registered_and_works_under_other_setups(
     pytester: pytest.Pytester, body: str, options: list[str]
 ) -> None:
-    """A skill author's project: the fixture comes from the installed entry point."""
+    """A skill author's project: the fixture comes from the installed entry point. The
+    project has its own (empty) pytest configuration, so no pyproject.toml above the
+    temporary folder (e.g. a stray /tmp/pyproject.toml) decides its settings."""
+    pytester.makeini("[pytest]\n")
     pytester.makepyfile(test_hello=PLUGIN_TEST.replace("{body}", textwrap.dedent(body)))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", *options)
     result.assert_outcomes(passed=1)
