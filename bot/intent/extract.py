@@ -40,6 +40,7 @@ _IRREGULAR = {
 }
 
 
+@lru_cache(maxsize=8192)
 def stem(word: str) -> str:
     """A small suffix stripper so "restarted", "restarting", "restarts" meet "restart"."""
     w = word.lower().strip("'\"?!.,;:()")
@@ -203,7 +204,7 @@ def find_durations(text: str) -> list[Duration]:
     def add(value: str, start: int, end: int) -> None:
         if any(s < end and start < e for s, e in taken):
             return
-        before = text[:start].lower().split()
+        before = text[max(0, start - 60) : start].lower().split()
         context = ""
         for word in reversed(before[-3:]):
             if word in _CONTEXT_SINCE or word == "for":
@@ -417,6 +418,10 @@ class Parsed:
     flags: dict[str, str] = field(default_factory=dict)
     #: ``TYPE/NAME`` references as (kind, name): ``deploy/cart`` -> ("deployment", "cart")
     refs: list[tuple[str, str]] = field(default_factory=list)
+    #: the distinct stems of five letters or more (typo-tolerant matching compares these)
+    long_stems: list[str] = field(default_factory=list)
+    #: the words as written, lower-cased (``=word`` cues compare these)
+    exact: frozenset[str] = frozenset()
     #: the stems in the lexicon's words: a synonym replaced in place ("bounce" ->
     #: "restart"), then, after a separator no phrase crosses, the words of idioms ("take *
     #: down" -> "scale") the request does not say already
@@ -471,6 +476,8 @@ def parse(text: str) -> Parsed:
     parsed.tokens = words(parsed.rest)
     parsed.stems = [stem(t) for t in parsed.tokens]
     parsed.canon = canonical(parsed.stems)
+    parsed.long_stems = sorted({s for s in parsed.stems if len(s) >= 5})
+    parsed.exact = frozenset(t.lower() for t in parsed.tokens)
     return parsed
 
 
@@ -489,31 +496,41 @@ def contains(seq: list[str], phrase: tuple[str, ...]) -> bool:
     """Whether the stems ``phrase`` occur in order in ``seq``: adjacent, except that ``*``
     allows up to MAX_GAP words in between."""
     if "*" not in phrase:
-        n = len(phrase)
-        if n == 1:
-            return phrase[0] in seq
-        return any(tuple(seq[i : i + n]) == phrase for i in range(len(seq) - n + 1))
+        return _at(seq, list(phrase), 0, len(seq)) >= 0
     return gapped(seq, phrase)
 
 
+def _at(seq: list[str], part: list[str], start: int, stop: int) -> int:
+    """The first index in ``start..stop-1`` where ``part`` begins in ``seq`` (-1: none)."""
+    n = len(part)
+    i = start - 1
+    while True:
+        try:
+            i = seq.index(part[0], i + 1, stop)  # a C-speed scan for the first word
+        except ValueError:
+            return -1
+        if n == 1 or seq[i : i + n] == part:
+            return i
+
+
 def gapped(seq: list[str], phrase: tuple[str, ...]) -> bool:
-    parts: list[tuple[str, ...]] = []
-    current: list[str] = []
+    parts: list[list[str]] = [[]]
     for stem_ in phrase:
         if stem_ == "*":
-            parts.append(tuple(current))
-            current = []
+            parts.append([])
         else:
-            current.append(stem_)
-    parts.append(tuple(current))
+            parts[-1].append(stem_)
 
     def match_from(start: int, index: int) -> bool:
         if index == len(parts):
             return True
         part = parts[index]
-        limit = len(seq) if index == 0 else min(len(seq), start + MAX_GAP + 1)
-        for i in range(start, limit):
-            if tuple(seq[i : i + len(part)]) == part and match_from(i + len(part), index + 1):
+        stop = len(seq) if index == 0 else min(len(seq), start + MAX_GAP + 1)
+        if not part:
+            return match_from(start, index + 1)
+        i = start - 1
+        while (i := _at(seq, part, i + 1, stop)) >= 0:
+            if match_from(i + len(part), index + 1):
                 return True
         return False
 
@@ -684,7 +701,7 @@ def candidate_names(parsed: Parsed, vocabulary: set[str], skip: set[str]) -> lis
             continue
         if "=" in token or (":" in token and not re.match(r"^[a-z]+:[\w.-]+$", low)):
             continue
-        before = parsed.rest[: m.start()].rstrip()
+        before = parsed.rest[max(0, m.start() - 40) : m.start()].rstrip()
         if before.endswith(("-n", "--namespace", "namespace", "ns")):
             continue
         out.append((token.rstrip(".,"), _place(before)))

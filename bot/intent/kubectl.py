@@ -263,6 +263,9 @@ def command(text: str) -> Command | None:
     """The kubectl command ``text`` is, or None when it reads as a sentence (see module doc)."""
     body = _LEAD.sub("", text.strip()).rstrip(" ?!.")
     body = re.split(r"\s+\|\s+|\s*&&\s*|;\s", body, maxsplit=1)[0]  # "... | grep x"
+    first = body.split(maxsplit=1)[0].lower() if body.strip() else ""
+    if first not in PREFIXES and first not in VERBS:
+        return None  # the common case, decided before any tokenizing
     tokens = _tokens(body)
     prefixed = bool(tokens) and tokens[0].lower() in PREFIXES
     if prefixed:

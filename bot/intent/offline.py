@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
 from opsbot import wording
 from opsbot.intent import arguments, kubectl, screen, speech
@@ -156,7 +156,7 @@ class OfflineRouter:
     ) -> float:
         signals = self.signals(parsed) if signals is None else signals
         stems, canon = parsed.stems, parsed.canon
-        exact = {t.lower() for t in parsed.tokens}
+        exact = parsed.exact
         total = 0.0
         for kw in self._keywords(skill):
             if kw.cue.signal is not None:
@@ -167,12 +167,15 @@ class OfflineRouter:
                 canon is not stems and ex.contains(canon, kw.stems)
             ):
                 total += kw.weight
-            elif len(kw.stems) == 1 and len(kw.stems[0]) >= 5 and kw.weight > 0:
-                best = max(
-                    (fuzz.ratio(kw.stems[0], s) for s in parsed.stems if len(s) >= 5), default=0
+            elif (
+                len(kw.stems) == 1
+                and len(kw.stems[0]) >= 5
+                and kw.weight > 0
+                and process.extractOne(
+                    kw.stems[0], parsed.long_stems, scorer=fuzz.ratio, score_cutoff=85
                 )
-                if best >= 85:
-                    total += 0.8 * kw.weight
+            ):
+                total += 0.8 * kw.weight  # a typo of a long word
         if total > 0 and skill.examples:
             similarity = max(
                 fuzz.token_set_ratio(parsed.lowered, e.lower()) for e in skill.examples
