@@ -26,6 +26,7 @@ from opsbot.actions import Actions
 from opsbot.approvals import Approval, VoteOutcome, VoteStatus
 from opsbot.audit import AuditEvent
 from opsbot.clarify import Clarifications
+from opsbot.intent import screen
 from opsbot.intent.base import Planner, ToolRunner
 from opsbot.intent.offline import OfflineRouter
 from opsbot.intent.speech import write_mood
@@ -133,6 +134,8 @@ class Engine:
         trail = self.trail(request, reply)
 
         async def plan() -> Plan:
+            if (problem := screen.unreadable(request.text)) is not None:
+                return Answer(text=problem)  # empty or binary: no planner is asked
             catalog = self.catalog(request.actor, request.channel)
             answered = await self.clarifications.answer(request, catalog)
             if answered is not None:  # it answers the question the thread was left with

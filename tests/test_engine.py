@@ -153,3 +153,12 @@ async def test_a_skill_reads_through_the_engine_and_never_writes(opsbot_bot: Tes
     events = [(r.event, r.skill) for r in await opsbot_bot.services.audit.search()]
     assert (AuditEvent.RESULT, "approvals.pending") in events
     assert all(skill != "alerts.silence" for _, skill in events)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\x00\x01\x02 binary", "QUJD" * 60])
+async def test_input_no_planner_can_read_never_reaches_one(opsbot_bot: TestBot, text: str) -> None:
+    """Screened in the engine, before any planner (a model included) is asked."""
+    planner = Scripted(RuntimeError("a planner was asked"))
+    thread = await run(opsbot_bot, planner, text)
+    assert "could not understand" not in thread.text and thread.text
+    assert planner.shown == []

@@ -79,6 +79,15 @@ def screen(text: str) -> str | None:
     return None
 
 
+def unreadable(text: str) -> str | None:
+    """The part of :func:`screen` that holds for every planner, a model included: empty or
+    binary-looking text is answered without asking one (a model reads other languages, and
+    a one-letter "y" in its conversation, so those stay the offline router's call)."""
+    if not text.strip():
+        return wording.EMPTY
+    return BINARY if _binary(text[:READ_CHARS]) else None
+
+
 def _binary(text: str) -> bool:
     if "\x00" in text or "\ufffd" in text:
         return True
