@@ -1,9 +1,16 @@
 """Approval requests and their state machine, kept in the database.
 
-States: ``pending -> approved | denied | expired``, then ``approved -> executed | failed``.
+States: ``pending -> approved | denied | expired``, then ``approved -> executing`` (the winner
+marks it, with its replica and the time, just before the skill runs) ``-> executed | failed``.
 Every transition is a compare-and-set (``UPDATE ... WHERE id = ? AND state = ?``) whose row
 count says who won, so with any number of replicas and double clicks exactly one caller sees
 :attr:`VoteStatus.APPROVED` and runs the action. Votes are unique per (approval, approver).
+
+A replica that dies while running an action leaves it ``executing``: nobody runs it again,
+and after ``OPSBOT_EXECUTION_UNKNOWN_AFTER`` the leader's sweep (:meth:`Approvals.stale`) moves
+it to ``unknown`` (it may or may not have happened: look before asking again) and says so in
+its thread. One that won the vote but died before marking it ``executing`` ran nothing: it
+becomes ``failed`` ("not run"). A late finish of an ``unknown`` one still records the outcome.
 
 Rules enforced here: the requester's own vote never counts; an approver must match the
 rule's ``approvers`` under the policy *at the time of the click*; an expired request cannot
@@ -14,11 +21,11 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from opsbot.model import Actor, ApprovalCard, Invocation, Request
@@ -36,13 +43,17 @@ class State(StrEnum):
     APPROVED = "approved"
     DENIED = "denied"
     EXPIRED = "expired"
+    EXECUTING = "executing"
     EXECUTED = "executed"
     FAILED = "failed"
+    UNKNOWN = "unknown"
 
 
 OUTCOME_WORDS = {
     State.EXECUTED: "approved and executed",
     State.FAILED: "approved; execution failed",
+    State.EXECUTING: "approved; running",
+    State.UNKNOWN: "approved; outcome unknown",
     State.APPROVED: "approved",
     State.DENIED: "denied",
     State.EXPIRED: "expired",
@@ -205,15 +216,68 @@ class Approvals:
                 out.append(approval)
         return out
 
-    async def _transition(self, approval_id: str, src: State, dst: State, **values: Any) -> bool:
+    async def _transition(
+        self, approval_id: str, src: State | tuple[State, ...], dst: State, **values: Any
+    ) -> bool:
+        sources = [s.value for s in (src if isinstance(src, tuple) else (src,))]
         async with self.store.sessions() as session:
             result = await session.execute(
                 update(ApprovalRow)
-                .where(ApprovalRow.id == approval_id, ApprovalRow.state == src.value)
+                .where(ApprovalRow.id == approval_id, ApprovalRow.state.in_(sources))
                 .values(state=dst.value, **values)
             )
             await session.commit()
         return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def start(self, approval_id: str, executor: str) -> bool:
+        """``approved -> executing``, by ``executor`` (this replica), just before the action
+        runs; False when it is no longer ``approved`` (the sweep gave it up: do not run it)."""
+        return await self._transition(
+            approval_id, State.APPROVED, State.EXECUTING, started_at=now(), executor=executor[:200]
+        )
+
+    async def stale(self, after: float) -> list[tuple[Approval, State]]:
+        """Approvals whose replica stopped: ``executing`` for more than ``after`` seconds ->
+        ``unknown``; ``approved`` (won, never started) for as long -> ``failed`` (not run).
+        Returns each one moved with the state it left."""
+        cutoff = now() - timedelta(seconds=after)
+        async with self.store.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(ApprovalRow.id, ApprovalRow.state).where(
+                        or_(
+                            and_(
+                                ApprovalRow.state == State.EXECUTING.value,
+                                ApprovalRow.started_at <= cutoff,
+                            ),
+                            and_(
+                                ApprovalRow.state == State.APPROVED.value,
+                                ApprovalRow.decided_at <= cutoff,
+                            ),
+                        )
+                    )
+                )
+            ).all()
+        moved: list[tuple[Approval, State]] = []
+        for approval_id, state in rows:
+            if state == State.EXECUTING.value:
+                done = await self._transition(
+                    approval_id,
+                    State.EXECUTING,
+                    State.UNKNOWN,
+                    result=f"no outcome from the replica running it within {after:g}s",
+                )
+            else:
+                done = await self._transition(
+                    approval_id,
+                    State.APPROVED,
+                    State.FAILED,
+                    finished_at=now(),
+                    result="not run: the replica that took it stopped before running it",
+                )
+            if done and (approval := await self.get(approval_id)) is not None:
+                moved.append((approval, State(state)))
+        return moved
 
     async def expire_due(self) -> list[Approval]:
         """Move every pending approval past its expiry to ``expired``; return those moved."""
@@ -326,10 +390,11 @@ class Approvals:
         )
 
     async def finish(self, approval_id: str, *, ok: bool, result: str) -> bool:
-        """``approved -> executed|failed``; False if it was not in ``approved``."""
+        """``executing`` (or ``approved``, or ``unknown`` when it finished late) ``->
+        executed|failed``; False if it was in none of these."""
         return await self._transition(
             approval_id,
-            State.APPROVED,
+            (State.EXECUTING, State.APPROVED, State.UNKNOWN),
             State.EXECUTED if ok else State.FAILED,
             finished_at=now(),
             result=result[:4000],

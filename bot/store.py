@@ -31,7 +31,13 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -97,7 +103,8 @@ class AuditRow(Base):
 
 
 class ApprovalRow(Base):
-    """An approval request. ``state``: pending -> approved|denied|expired -> executed|failed."""
+    """An approval request. ``state``: pending -> approved|denied|expired; approved ->
+    executing -> executed|failed (or unknown: its replica stopped while running it)."""
 
     __tablename__ = "approvals"
 
@@ -118,6 +125,9 @@ class ApprovalRow(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     result: Mapped[str] = mapped_column(Text, default="")
+    #: when the action started running, and the replica running it (state ``executing``)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    executor: Mapped[str] = mapped_column(String(200), default="")
 
 
 class VoteRow(Base):
@@ -237,15 +247,80 @@ class IncidentRow(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
 
 
+class FollowUpRow(Base):
+    """What a write's follow-up (e.g. its rollout) is still to report, kept so that the
+    leader runs it and a new leader resumes it (:mod:`opsbot.followups`). ``state``:
+    pending -> running (``runner`` heartbeats) -> done | interrupted."""
+
+    __tablename__ = "follow_ups"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    skill: Mapped[str] = mapped_column(String(100))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: the request it follows: its actor (id, roles) for the backend identity, and its thread
+    actor: Mapped[dict[str, Any]] = mapped_column(JSON)
+    channel: Mapped[str] = mapped_column(String(200))
+    thread: Mapped[str] = mapped_column(String(200))
+    request_id: Mapped[str] = mapped_column(String(64))
+    approval_id: Mapped[str] = mapped_column(String(16), default="")
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    runner: Mapped[str] = mapped_column(String(200), default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    result: Mapped[str] = mapped_column(Text, default="")
+
+
+class InventoryRow(Base):
+    """The names of one kind the backends know (:mod:`opsbot.inventory`), as the leader last
+    gathered them: the other replicas ground against these instead of asking every backend."""
+
+    __tablename__ = "inventory"
+
+    kind: Mapped[str] = mapped_column(String(200), primary_key=True)
+    names: Mapped[list[str]] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 async def first_time(store: Store, key: str) -> bool:
-    """Record ``key``; False when some replica already did (the event is a repeat)."""
-    async with store.sessions() as session:
-        session.add(SeenRow(key=key[:200], at=now()))
-        try:
-            await session.commit()
-        except IntegrityError:
-            return False
+    """Record ``key``; False when some replica already did (the event is a repeat). When the
+    database cannot be reached, True: the event is handled, and fails there with a message
+    (nothing can run without the database)."""
+    try:
+        async with store.sessions() as session:
+            session.add(SeenRow(key=key[:200], at=now()))
+            try:
+                await session.commit()
+            except IntegrityError:
+                return False
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        return True
     return True
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached now (refused, lost, timed out),
+    rather than a mistake: the caller says so and keeps serving."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        if isinstance(orig, OSError | TimeoutError | ConnectionError):
+            return True
+        if isinstance(exc, OperationalError | InterfaceError):
+            return True
+        name = type(orig).__name__ if orig is not None else ""
+        return name in (
+            "ConnectionDoesNotExistError",
+            "CannotConnectNowError",
+            "ConnectionFailureError",
+            "InterfaceError",
+            "AdminShutdownError",
+        )
+    return isinstance(exc, OSError | TimeoutError | ConnectionError)
 
 
 def normalise_url(url: str) -> str:
