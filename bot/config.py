@@ -12,10 +12,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -158,6 +165,84 @@ class Settings(BaseSettings):
         validation_alias=_env("OPSBOT_HTTP_PORT", "http_port"),
         description="port opsbot serve listens on",
     )
+    # -- several replicas of opsbot serve on one database ------------------------------------
+    leader_election: Literal["auto", "lease", "postgres", "off"] = Field(
+        "auto",
+        validation_alias=_env("OPSBOT_LEADER_ELECTION", "leader_election"),
+        description="how replicas choose the one that runs the singleton work (Discord "
+        "gateway, expiry sweeps, rollout follow-ups, inventory): lease (a coordination.k8s.io "
+        "Lease), postgres (an advisory lock), off (this process leads: one replica); auto: "
+        "lease inside Kubernetes, postgres on PostgreSQL, else off",
+    )
+    lease_name: str = Field(
+        "opsbot",
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        validation_alias=_env("OPSBOT_LEASE_NAME", "lease_name"),
+        description="the Lease (or the advisory lock's name) the replicas elect their leader by",
+    )
+    lease_namespace: str | None = Field(
+        None,
+        validation_alias=_env("OPSBOT_LEASE_NAMESPACE", "POD_NAMESPACE", "lease_namespace"),
+        description="the Lease's namespace; unset: the service account's (in a pod)",
+    )
+    lease_duration: float = Field(
+        15.0,
+        ge=1,
+        le=3600,
+        validation_alias=_env("OPSBOT_LEASE_DURATION", "lease_duration"),
+        description="seconds a leader's claim lasts unrenewed: how long another waits for a "
+        "leader that died before taking over",
+    )
+    lease_renew_deadline: float = Field(
+        10.0,
+        gt=0,
+        validation_alias=_env("OPSBOT_LEASE_RENEW_DEADLINE", "lease_renew_deadline"),
+        description="seconds the leader keeps leading while it cannot renew (below "
+        "OPSBOT_LEASE_DURATION, so it stops before another may start)",
+    )
+    lease_retry_period: float = Field(
+        2.0,
+        gt=0,
+        validation_alias=_env("OPSBOT_LEASE_RETRY_PERIOD", "lease_retry_period"),
+        description="seconds between attempts to take or renew the leadership (below "
+        "OPSBOT_LEASE_RENEW_DEADLINE)",
+    )
+    shutdown_grace: float = Field(
+        20.0,
+        ge=0,
+        validation_alias=_env("OPSBOT_SHUTDOWN_GRACE", "shutdown_grace"),
+        description="seconds opsbot serve gives work in flight to finish after SIGTERM (keep "
+        "it below the pod's terminationGracePeriodSeconds)",
+    )
+    execution_unknown_after: float = Field(
+        300.0,
+        gt=0,
+        validation_alias=_env("OPSBOT_EXECUTION_UNKNOWN_AFTER", "execution_unknown_after"),
+        description="seconds an approved action may stay executing before its outcome is "
+        "reported unknown (the replica running it stopped)",
+    )
+
+    @field_validator("lease_renew_deadline")
+    @classmethod
+    def _renew_within_lease(cls, value: float, info: ValidationInfo) -> float:
+        duration = info.data.get("lease_duration")
+        if duration is not None and value >= duration:
+            raise ValueError(
+                f"must be less than OPSBOT_LEASE_DURATION ({duration:g}): a leader that "
+                "cannot renew must stop before another replica may take over"
+            )
+        return value
+
+    @field_validator("lease_retry_period")
+    @classmethod
+    def _retry_within_renew(cls, value: float, info: ValidationInfo) -> float:
+        deadline = info.data.get("lease_renew_deadline")
+        if deadline is not None and value >= deadline:
+            raise ValueError(
+                f"must be less than OPSBOT_LEASE_RENEW_DEADLINE ({deadline:g}), so the "
+                "leader tries to renew more than once before it gives up"
+            )
+        return value
 
     alert_routes: list[AlertRoute] = Field(
         default_factory=list,

@@ -6,7 +6,7 @@ import logging
 import sys
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -48,6 +48,14 @@ LLM_FALLBACKS = Counter(
     registry=REGISTRY,
 )
 ERRORS = Counter("opsbot_errors_total", "Errors answered to users", ["kind"], registry=REGISTRY)
+LEADER = Gauge(
+    "opsbot_leader",
+    "1 while this replica leads (runs the Discord gateway, sweeps and follow-ups)",
+    registry=REGISTRY,
+)
+IN_FLIGHT = Gauge(
+    "opsbot_work_in_flight", "Requests, clicks and follow-ups being handled", registry=REGISTRY
+)
 
 
 def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
