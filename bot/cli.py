@@ -479,11 +479,15 @@ def serve() -> None:
 
     The HTTP server (health, metrics, audit, webhooks) listens on OPSBOT_HTTP_HOST:
     OPSBOT_HTTP_PORT, by default 0.0.0.0:8080 (every interface, as a container needs).
+    Replicas on one PostgreSQL elect a leader for the singleton work
+    (OPSBOT_LEADER_ELECTION); SIGTERM finishes the work in flight within
+    OPSBOT_SHUTDOWN_GRACE seconds and gives the leadership up.
     """
-    from opsbot.adapters.http import serve as serve_http
+    from opsbot.adapters.http import run
 
     configure_logging(_log_level("INFO"))
-    _with_services(serve_http)
+    settings = load_settings()  # a setting that cannot be used refuses to start, named
+    _run(lambda: run(settings))
 
 
 @app.command()

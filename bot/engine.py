@@ -13,9 +13,11 @@ clicker's own request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import structlog
@@ -23,9 +25,10 @@ from pydantic import BaseModel, ValidationError
 
 from opsbot import telemetry, wording
 from opsbot.actions import Actions
-from opsbot.approvals import Approval, VoteOutcome, VoteStatus
+from opsbot.approvals import Approval, State, VoteOutcome, VoteStatus
 from opsbot.audit import AuditEvent
 from opsbot.clarify import Clarifications
+from opsbot.followups import FollowUp, FollowUps, FollowUpState
 from opsbot.intent import screen
 from opsbot.intent.base import Planner, ToolRunner
 from opsbot.intent.offline import OfflineRouter
@@ -52,6 +55,7 @@ from opsbot.model import (
 from opsbot.policy import Allow, Deny, NeedsApproval
 from opsbot.services import Services
 from opsbot.skills.base import NotConfigured, Risk, Skill, SkillContext, SkillError
+from opsbot.store import now, unavailable
 from opsbot.trail import Reply, Trail
 from opsbot.usage import Usage
 
@@ -62,7 +66,44 @@ BUTTON = "button"  # the planner name of a suggested action clicked by a person
 #: handles a button that is not a suggested action: (action id, clicker, reply, channel)
 ButtonHandler = Callable[[str, Actor, Reply, str], Awaitable[None]]
 
-__all__ = ["Engine", "Reply", "default_planner", "result_text"]
+__all__ = ["Engine", "InFlight", "Reply", "default_planner", "result_text"]
+
+
+class InFlight:
+    """Counts the work being handled (requests, clicks, approved actions, follow-ups), so that
+    a shutdown can wait for it: ``async with engine.inflight(): ...`` around each."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def __call__(self) -> AsyncIterator[None]:
+        self.count += 1
+        self._idle.clear()
+        telemetry.IN_FLIGHT.inc()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            telemetry.IN_FLIGHT.dec()
+            if self.count == 0:
+                self._idle.set()
+
+    async def drain(self, within: float) -> bool:
+        """Wait until no work is in flight (True), or ``within`` seconds (False). Work that
+        was handed to a task just before is given a turn of the loop to start."""
+        deadline = time.monotonic() + within
+        while True:
+            await asyncio.sleep(0.05)  # a task created by a handler that just returned starts
+            if self.count == 0:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), left)
 
 
 def default_planner(services: Services) -> Planner:
@@ -89,6 +130,10 @@ def result_text(result: SkillResult, limit: int = 3000) -> str:
     return text if len(text) <= limit else text[:limit] + "\n[truncated]"
 
 
+def _forget(tasks: dict[str, asyncio.Task[None]], key: str, _: asyncio.Task[None]) -> None:
+    tasks.pop(key, None)
+
+
 def _dump(args: BaseModel) -> dict[str, Any]:
     return args.model_dump(mode="json", exclude_none=True)
 
@@ -103,6 +148,14 @@ class Engine:
         #: buttons that are not suggested actions, by the prefix of their id (an incident's
         #: Ack: opsbot.incidents); ``click`` hands them to their handler
         self.buttons: dict[str, ButtonHandler] = {}
+        #: the work being handled now (``opsbot serve`` waits for it on SIGTERM)
+        self.inflight = InFlight()
+        #: where follow-ups of writes go: None runs them at once, here (the shell, ``ask``);
+        #: ``opsbot serve`` keeps them in the database for the leader (:meth:`run_follow_ups`)
+        self.follow_ups: FollowUps | None = None
+        #: this replica, as approvals record who runs them (``opsbot serve``: its identity in
+        #: the leader election)
+        self.identity = "this process"
 
     # -- catalog -------------------------------------------------------------------------
 
@@ -144,7 +197,8 @@ class Engine:
                 request, catalog, tools=self._tool_runner(request, trail)
             )
 
-        return await self._run_request(request, trail, plan)
+        async with self.inflight():
+            return await self._run_request(request, trail, plan)
 
     async def awaits_answer(self, thread: str, actor: Actor) -> bool:
         """Whether ``thread`` holds a question of the bot's that ``actor`` was asked and has
@@ -155,6 +209,10 @@ class Engine:
     async def click(self, action_id: str, clicker: Actor, reply: Reply, *, channel: str) -> None:
         """A suggested-action button was clicked: run its invocation as ``clicker``'s own
         request in the thread it was offered in (policy, approval, audit as if typed)."""
+        async with self.inflight():
+            await self._click(action_id, clicker, reply, channel=channel)
+
+    async def _click(self, action_id: str, clicker: Actor, reply: Reply, *, channel: str) -> None:
         for prefix, handler in self.buttons.items():
             if action_id.startswith(prefix):
                 await handler(action_id, clicker, reply, channel)
@@ -215,7 +273,8 @@ class Engine:
         async def planned() -> Plan:
             return Run(invocations=[invocation], planner=planner)
 
-        return await self._run_request(request, self.trail(request, reply), planned)
+        async with self.inflight():
+            return await self._run_request(request, self.trail(request, reply), planned)
 
     async def _run_request(
         self, request: Request, trail: Trail, plan: Callable[[], Awaitable[Plan]]
@@ -233,8 +292,14 @@ class Engine:
                 return Outcome.ERROR
             outcome = await self._follow_plan(request, trail, planned)
         except Exception as exc:  # the last line of defence: answer, log, keep serving
-            log.exception("engine.failed", request_id=request.id)
             outcome = "error"
+            if unavailable(exc):  # nothing can be recorded: say so, and nothing runs
+                log.error("engine.database_unavailable", request_id=request.id, error=str(exc))
+                telemetry.ERRORS.labels("database").inc()
+                with contextlib.suppress(Exception):
+                    await trail.say(Step.ERROR, wording.database_down())
+                return Outcome.ERROR
+            log.exception("engine.failed", request_id=request.id)
             telemetry.ERRORS.labels("internal").inc()
             await trail.say(Step.ERROR, wording.internal_error(exc))
         finally:
@@ -588,16 +653,51 @@ class Engine:
         *,
         reason: str = "",
         channel: str = "",
+        thread: str = "",
     ) -> VoteOutcome:
         """An authenticated ``approver`` clicked Approve/Deny (or used the CLI).
 
         Posts the outcome into the approval's thread and the updated approval card; when this
         call completes the approval, runs the action (exactly once across replicas) and posts
-        its result. A vote that changes nothing is answered to the clicker only.
+        its result. A vote that changes nothing is answered to the clicker only. When the
+        database cannot be reached, nothing is counted: the clicked ``thread`` is told, and
+        the approval stays pending (a click once it is back decides it).
         """
-        outcome = await self.services.approvals.vote(
-            approval_id, approver, verdict, self.services.policy, reason=reason
-        )
+        async with self.inflight():
+            try:
+                outcome = await self.services.approvals.vote(
+                    approval_id, approver, verdict, self.services.policy, reason=reason
+                )
+            except Exception as exc:
+                if not unavailable(exc):
+                    raise
+                log.error("approvals.database_unavailable", approval_id=approval_id, error=str(exc))
+                telemetry.ERRORS.labels("database").inc()
+                await reply(
+                    Message(
+                        thread=thread,
+                        step=Step.ERROR,
+                        blocks=[Text(text=wording.vote_not_counted(approval_id, verdict))],
+                        approval_id=approval_id,
+                        audience=Audience.THREAD if thread else Audience.CLICKER,
+                        actor=approver.label,
+                    )
+                )
+                return VoteOutcome(VoteStatus.UNKNOWN, None, "the database is unreachable")
+            return await self._decided_vote(
+                approval_id, approver, verdict, reply, outcome, reason, channel
+            )
+
+    async def _decided_vote(
+        self,
+        approval_id: str,
+        approver: Actor,
+        verdict: str,
+        reply: Reply,
+        outcome: VoteOutcome,
+        reason: str,
+        channel: str,
+    ) -> VoteOutcome:
         approval = outcome.approval
         trail = Trail(
             audit=self.services.audit,
@@ -675,6 +775,156 @@ class Engine:
             await trail.say(Step.APPROVAL, [approval.card(text)], approval_id=approval.id)
         return expired
 
+    async def sweep_stale(self, post: Reply) -> list[Approval]:
+        """The leader's sweep for actions whose replica stopped: ``executing`` for longer
+        than ``OPSBOT_EXECUTION_UNKNOWN_AFTER`` becomes ``unknown`` (it may have run: look
+        before asking again), approved but never started becomes ``failed`` (it did not
+        run). Neither is run again; each thread is told, and its card shows the state."""
+        after = self.services.settings.execution_unknown_after
+        moved = await self.services.approvals.stale(after)
+        for approval, left in moved:
+            trail = Trail(
+                audit=self.services.audit,
+                post=post,
+                actor=approval.requester,
+                channel=approval.channel,
+                thread=approval.thread,
+                request_id=approval.request_id,
+            )
+            if left is State.EXECUTING:
+                text, outcome = (
+                    wording.outcome_unknown(approval.id, approval.skill, after),
+                    "unknown",
+                )
+            else:
+                text, outcome = wording.not_started(approval.id), "not-run"
+            await trail.step(
+                Step.ERROR,
+                AuditEvent.RESULT,
+                text,
+                skill=approval.skill,
+                args=approval.args,
+                outcome=outcome,
+                detail=f"{approval.id}: {approval.result}",
+                approval_id=approval.id,
+            )
+            await trail.say(Step.APPROVAL, [approval.card(text)], approval_id=approval.id)
+        return [approval for approval, _ in moved]
+
+    async def run_follow_ups(
+        self, post: Reply, *, stale_after: float, poll: float = 1.0, limit: int = 20
+    ) -> None:
+        """The leader's loop over :attr:`follow_ups`: take those nobody runs (new ones, and
+        those whose runner stopped heartbeating for ``stale_after`` seconds), run each (up to
+        ``limit`` at once) and report it in its thread. Until cancelled; the ones running then
+        are handed back, for the next leader to take at once."""
+        queue = self.follow_ups
+        if queue is None:
+            return
+        running: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                if len(running) < limit:
+                    try:
+                        claimed = await queue.claim(
+                            self.identity, stale_after=stale_after, limit=limit - len(running)
+                        )
+                    except Exception as exc:
+                        log.warning("follow_ups.claim_failed", error=str(exc)[:200])
+                        claimed = []
+                    for follow_up in claimed:
+                        task = asyncio.create_task(
+                            self._follow_one(queue, follow_up, post, max(0.5, stale_after / 3)),
+                            name=f"follow-up:{follow_up.id}",
+                        )
+                        running[follow_up.id] = task
+                        task.add_done_callback(partial(_forget, running, follow_up.id))
+                await asyncio.sleep(poll)
+        finally:
+            tasks = list(running.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _follow_one(
+        self, queue: FollowUps, follow_up: FollowUp, post: Reply, heartbeat: float
+    ) -> None:
+        skill = self.services.registry.get(follow_up.skill)
+        request = Request(
+            actor=follow_up.actor,
+            channel=follow_up.channel,
+            text="",
+            thread=follow_up.thread,
+            id=follow_up.request_id,
+        )
+        trail = Trail(
+            audit=self.services.audit,
+            post=post,
+            actor=follow_up.actor.id,
+            channel=follow_up.channel,
+            thread=follow_up.thread,
+            request_id=follow_up.request_id,
+            label=follow_up.actor.label,
+        )
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(heartbeat)
+                with contextlib.suppress(Exception):
+                    if not await queue.beat(follow_up.id, self.identity):
+                        log.warning("follow_ups.taken_over", follow_up=follow_up.id)
+                        return
+
+        async with self.inflight():
+            beating = asyncio.create_task(beat())
+            try:
+                left = (follow_up.deadline - now()).total_seconds()
+                if skill is None or left <= 0:
+                    text = wording.follow_up_interrupted(follow_up.skill)
+                    await trail.step(
+                        Step.ERROR,
+                        AuditEvent.FOLLOW_UP,
+                        text,
+                        skill=follow_up.skill,
+                        args=follow_up.args,
+                        outcome="interrupted",
+                        detail=text,
+                    )
+                    await queue.end(
+                        follow_up.id,
+                        self.identity,
+                        state=FollowUpState.INTERRUPTED,
+                        result=text,
+                    )
+                    return
+                if follow_up.resumed:
+                    await trail.say(Step.RESULT, wording.follow_up_resumed(follow_up.skill))
+                try:
+                    args = skill.parse_args(follow_up.args)
+                    result = await asyncio.wait_for(
+                        skill.follow_up(args, self.context(skill, request)), left
+                    )
+                except (SkillError, TimeoutError, ValidationError) as exc:
+                    args = None
+                    result = SkillResult(
+                        ok=False, summary=f"could not follow up: {exc or 'timed out'}"
+                    )
+                await self._report_follow_up(skill, args, trail, result, raw=follow_up.args)
+                await queue.end(
+                    follow_up.id,
+                    self.identity,
+                    state=FollowUpState.DONE,
+                    result=result.summary if result is not None else "",
+                )
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):  # the next leader takes it at once
+                    await asyncio.shield(queue.hand_back(follow_up.id, self.identity))
+                raise
+            except Exception:
+                log.exception("follow_ups.failed", follow_up=follow_up.id)
+            finally:
+                beating.cancel()
+
     async def _run_approved(self, approval: Approval, trail: Trail) -> None:
         skill = self.services.registry.get(approval.skill)
         requester = Actor(id=approval.requester)
@@ -687,6 +937,10 @@ class Engine:
         )
         runner = trail.by(approval.requester)
         args: Any = None
+        if not await self.services.approvals.start(approval.id, self.identity):
+            # the sweep gave it up (this replica was too slow to start it): it never ran
+            await trail.say(Step.ERROR, wording.not_started(approval.id))
+            return
         if skill is None:
             result = SkillResult(ok=False, summary=f"skill {approval.skill} is no longer installed")
         else:
@@ -705,23 +959,57 @@ class Engine:
         if done is not None:
             await trail.say(Step.APPROVAL, [done.card()], approval_id=approval.id)
         if result.ok and skill is not None and args is not None:
-            await self._follow_up(skill, args, self.context(skill, request), runner)
+            await self._follow_up(
+                skill, args, self.context(skill, request), runner, approval_id=approval.id
+            )
 
     async def _follow_up(
-        self, skill: Skill[Any, Any], args: Any, ctx: SkillContext[Any], trail: Trail
+        self,
+        skill: Skill[Any, Any],
+        args: Any,
+        ctx: SkillContext[Any],
+        trail: Trail,
+        *,
+        approval_id: str = "",
     ) -> None:
-        """Report what happened after a write (e.g. the rollout), bounded by the rollout timeout."""
+        """Report what happened after a write (e.g. the rollout), bounded by the rollout
+        timeout: here and now, or, with :attr:`follow_ups`, kept for the leader to run."""
         limit = self.services.settings.rollout_timeout + self._skill_timeout()
+        if self.follow_ups is not None:
+            if type(skill).follow_up is Skill.follow_up:
+                return  # nothing to follow
+            await self.follow_ups.add(
+                skill=skill.name,
+                args=_dump(args),
+                actor=ctx.actor,
+                channel=trail.channel,
+                thread=trail.thread,
+                request_id=trail.request_id,
+                approval_id=approval_id,
+                within=limit,
+            )
+            return
         try:
             result = await asyncio.wait_for(skill.follow_up(args, ctx), limit)
         except (SkillError, TimeoutError) as exc:
             result = SkillResult(ok=False, summary=f"could not follow up: {exc or 'timed out'}")
+        await self._report_follow_up(skill, args, trail, result)
+
+    async def _report_follow_up(
+        self,
+        skill: Skill[Any, Any],
+        args: Any,
+        trail: Trail,
+        result: SkillResult | None,
+        *,
+        raw: dict[str, Any] | None = None,
+    ) -> None:
         if result is None:
             return
         await trail.record(
             AuditEvent.FOLLOW_UP,
             skill=skill.name,
-            args=_dump(args),
+            args=_dump(args) if args is not None else dict(raw or {}),
             outcome="ok" if result.ok else "failed",
             detail=result.summary,
         )

@@ -83,6 +83,46 @@ def internal_error(exc: Exception) -> str:
     return f"Internal error ({type(exc).__name__}); it is logged."
 
 
+def database_down() -> str:
+    return (
+        "I cannot reach my database right now, so nothing was recorded and nothing was run. "
+        "Try again in a minute; the people who run me can see it in my logs."
+    )
+
+
+def vote_not_counted(approval_id: str, verdict: str) -> str:
+    return (
+        f"Your {verdict} of `{approval_id}` was not counted: I cannot reach my database right "
+        "now. The request stays pending; click again in a minute."
+    )
+
+
+def not_started(approval_id: str) -> str:
+    return (
+        f"Approval `{approval_id}`: the action did not run (the replica that was to run it "
+        "stopped first). Nothing was changed; ask again if it is still needed."
+    )
+
+
+def outcome_unknown(approval_id: str, skill: str, seconds: float) -> str:
+    return (
+        f"Approval `{approval_id}`: the replica running `{skill}` stopped, and no outcome came "
+        f"within {seconds:g}s. It may or may not have run: check the target's state before "
+        "asking again. It will not be run again by itself."
+    )
+
+
+def follow_up_resumed(skill: str) -> str:
+    return f"Following `{skill}` again (the replica that was following it stopped)."
+
+
+def follow_up_interrupted(skill: str) -> str:
+    return (
+        f"The follow-up of `{skill}` was interrupted (the replica following it stopped) and its "
+        "time ran out: nothing is watching it now. The write itself ran once and is not repeated."
+    )
+
+
 def result_head(skill: str, result: SkillResult) -> Text:
     return Text(
         text=f"`{skill}`: {result.summary}" if result.ok else f"`{skill}` failed: {result.summary}"

@@ -36,7 +36,7 @@ from opsbot.audit import AuditEvent
 from opsbot.config import Settings
 from opsbot.engine import Engine, Reply
 from opsbot.model import Message, Step, Text
-from opsbot.store import SeenRow, Store, first_time
+from opsbot.store import SeenRow, Store, first_time, unavailable
 
 log = structlog.get_logger(__name__)
 ENTRY_POINT_GROUP = "opsbot.adapters"
@@ -255,11 +255,17 @@ async def report_failure(engine: Engine, approval_id: str, post: Reply, exc: Bas
     everyone, and, when the action had been approved (it ran, or was about to, and never
     finished), mark it failed so that its card says so instead of "running it now"."""
     services = engine.services
-    approval = await services.approvals.get(approval_id) if approval_id else None
+    try:
+        approval = await services.approvals.get(approval_id) if approval_id else None
+    except Exception as lost:
+        if not unavailable(lost):
+            raise
+        log.error("approvals.database_unavailable", approval_id=approval_id, error=str(lost))
+        return
     if approval is None:
         return
     reason = f"{type(exc).__name__}: {exc}"[:300]
-    if approval.state is State.APPROVED:
+    if approval.state in (State.APPROVED, State.EXECUTING):
         await services.approvals.finish(approval.id, ok=False, result=f"internal error ({reason})")
         text = (
             f"Approval `{approval.id}`: running `{approval.skill}` failed with an internal error "

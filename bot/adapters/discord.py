@@ -21,6 +21,11 @@ The bot asks for no privileged intent (mentions carry their content without
 MESSAGE_CONTENT); if Discord refuses the intents asked for (gateway close 4014), one log line
 says which, and the adapter is off.
 
+With several replicas (``opsbot serve`` sets :attr:`DiscordAdapter.leader_only`), only the
+leader holds the gateway session (:meth:`DiscordAdapter.lead`, run while it leads); every
+replica posts through the REST API (incidents, results of work it handles), and a new leader
+connects within the lease's time.
+
 Thread keys are ``discord:<channel or thread id>``. ``DISCORD_API_URL`` and
 ``DISCORD_GATEWAY_URL`` (optional) point the client at a proxy.
 """
@@ -28,9 +33,11 @@ Thread keys are ``discord:<channel or thread id>``. ``DISCORD_API_URL`` and
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import re
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import discord
 import structlog
@@ -60,6 +67,22 @@ PRIVILEGED = ("members", "presences", "message_content")
 
 
 off_reason = discord_off  # why the Discord adapter cannot run with given settings
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def tracked(
+    method: Callable[Concatenate[DiscordAdapter, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[DiscordAdapter, P], Coroutine[Any, Any, R]]:
+    """A handler counted as work in flight from its first line (a shutdown waits for it)."""
+
+    async def run(adapter: DiscordAdapter, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        async with adapter.engine.inflight():
+            return await method(adapter, *args, **kwargs)
+
+    return functools.update_wrapper(run, method)
 
 
 def thread_key(channel_id: int) -> str:
@@ -234,6 +257,10 @@ class DiscordAdapter:
         self.cards = CardRefs(engine.services.store, PREFIX)
         self.command = command_name(settings)
         self._task: asyncio.Task[None] | None = None
+        #: True: :meth:`start` only logs in (REST); the gateway connects in :meth:`lead`,
+        #: which ``opsbot serve`` runs on the leader of the replicas
+        self.leader_only = False
+        self._logged_in = False
 
         @self.tree.command(
             name=self.command, description="Ask opsbot (metrics, alerts, logs, Kubernetes)"
@@ -280,9 +307,46 @@ class DiscordAdapter:
 
     async def start(self) -> None:
         """Connect in the background (:meth:`run`); a refused token or intents end it with
-        one log line."""
+        one log line. With :attr:`leader_only`, log in for the REST API only (a token Discord
+        refuses raises, with one log line): :meth:`lead` connects the gateway."""
+        if self.leader_only:
+            await self._login()
+            return
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self.run(), name="discord")
+
+    async def _login(self) -> None:
+        if self._logged_in:
+            return
+        assert self.settings.discord_token
+        try:
+            await self.client.login(self.settings.discord_token)
+        except discord.LoginFailure as exc:
+            log.error("discord.login_failed", error=str(exc), effect="the Discord adapter is off")
+            raise
+        self._logged_in = True
+
+    async def lead(self) -> None:
+        """Hold the gateway session until cancelled (the leader's singleton work): events and
+        clicks come to this replica only. Cancelled (leadership lost, shutdown), it closes the
+        session and keeps the REST client for the messages still to post."""
+        await self._login()
+        log.info("discord.gateway_connecting", reason="this replica leads")
+        try:
+            await self.client.connect(reconnect=True)
+        except discord.PrivilegedIntentsRequired:
+            asked = [name for name in PRIVILEGED if getattr(self.client.intents, name)]
+            log.error(
+                "discord.intents_refused",
+                missing=asked,
+                effect="the Discord gateway is off",
+                hint="enable them for the bot in the Developer Portal, or do not ask for them",
+            )
+        finally:
+            ws = self.client.ws
+            if ws is not None and ws.open:
+                await asyncio.shield(ws.close(code=1000))
+            log.info("discord.gateway_closed")
 
     async def stop(self) -> None:
         await self.client.close()
@@ -413,6 +477,7 @@ class DiscordAdapter:
         own = guild.self_role if guild is not None else None
         return own is not None and own in message.role_mentions
 
+    @tracked
     async def on_message(self, message: discord.Message) -> None:
         me = self.client.user
         if message.author.bot or me is None or not self._addressed(message):
@@ -450,6 +515,7 @@ class DiscordAdapter:
         """Every replica's gateway session receives each interaction; one answers it."""
         return await first_time(self.engine.services.store, f"discord:interaction:{interaction.id}")
 
+    @tracked
     async def on_command(self, interaction: discord.Interaction[Any], text: str) -> None:
         if not await self._mine(interaction):
             return
@@ -502,6 +568,7 @@ class DiscordAdapter:
                 approval_id, f"{interaction.message.channel.id}:{interaction.message.id}"
             )
 
+    @tracked
     async def on_click(
         self, interaction: discord.Interaction[Any], verdict: str, approval_id: str
     ) -> None:
@@ -514,6 +581,7 @@ class DiscordAdapter:
             return
         await self._decide(interaction, approval_id, verdict, "")
 
+    @tracked
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         """A submitted Deny reason (``opsbot:deny-reason:<approval id>``)."""
         if interaction.type is not discord.InteractionType.modal_submit:
@@ -539,12 +607,14 @@ class DiscordAdapter:
                 reply,
                 reason=reason,
                 channel=str(interaction.channel_id),
+                thread=thread_key(interaction.channel_id) if interaction.channel_id else "",
             )
         except Exception as exc:
             log.exception("discord.decide_failed", approval_id=approval_id)
             await report_failure(self.engine, approval_id, self.post, exc)
         await self._answer_clicker(interaction, for_clicker)
 
+    @tracked
     async def on_action(self, interaction: discord.Interaction[Any], action_id: str) -> None:
         """A suggested action: its invocation runs as the clicker's own request."""
         if not await self._mine(interaction):

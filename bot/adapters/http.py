@@ -2,6 +2,20 @@
 ``/audit`` (a read-only console of the audit log) and ``/alertmanager`` (webhook receiver,
 Alertmanager's webhook JSON v4: each alert group an incident with its own thread, see
 :mod:`opsbot.incidents`). Slack's ``/slack/events`` is mounted by the Slack adapter.
+
+Its life as a replica among others (:func:`run`):
+
+- start: a database that does not answer is waited for (``/healthz`` 200, ``/readyz`` 503,
+  one log line naming ``OPSBOT_DATABASE_URL`` without its password, retries with backoff up
+  to 30 s); a setting that cannot be used refuses to start and names it;
+- singleton work runs on the elected leader only (:mod:`opsbot.leader`): the gateways of
+  adapters that hold one (Discord), the approval sweeps (expiry; executing -> unknown), the
+  rollout follow-ups (kept in the database, resumed by a new leader) and the inventory;
+- SIGTERM (or SIGINT): ``/readyz`` answers 503, the leadership is given up at once (the Lease
+  released: another replica takes the singleton work over), chat connections stop taking
+  events, the listener closes, and the work in flight (HTTP requests, clicks, approved
+  actions) is given ``OPSBOT_SHUTDOWN_GRACE`` seconds to finish. Pending approvals are left
+  as they are: any replica decides them.
 """
 
 from __future__ import annotations
@@ -9,8 +23,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import json
+import random
+import signal
+import time
+from dataclasses import dataclass
 from typing import Any, cast
 
 import structlog
@@ -20,23 +39,48 @@ from sqlalchemy import text
 
 from opsbot.adapters.console import mount as mount_console
 from opsbot.config import Settings
+from opsbot.errors import DatabaseError
 from opsbot.incidents import BadPayload, Chat, Desk, parse_webhook
-from opsbot.services import Services
+from opsbot.leader import Leadership, elector_for
+from opsbot.services import Services, build_services
+from opsbot.store import database_url, shown_url
 from opsbot.telemetry import REGISTRY
 
 log = structlog.get_logger(__name__)
+MAX_WEBHOOK_BYTES = 1024 * 1024  # bodies /alertmanager (and /slack/events) read at most
+SWEEP_EVERY = 30.0  # seconds between the leader's approval sweeps (at most)
+DATABASE_BACKOFF = (1.0, 30.0)  # first and longest wait between tries to reach the database
+
+
+@dataclass
+class Life:
+    """Where this process is in its life, for ``/healthz`` and ``/readyz``."""
+
+    stopping: bool = False
+    leadership: Leadership | None = None
+
+
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 DESK: web.AppKey[Desk] = web.AppKey("desk", Desk)
-MAX_WEBHOOK_BYTES = 1024 * 1024  # bodies /alertmanager (and /slack/events) read at most
+LIFE: web.AppKey[Life] = web.AppKey("life", Life)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """Alive; and, with several replicas, who this one is in the election and if it leads."""
+    body: dict[str, Any] = {"status": "ok"}
+    life = request.app.get(LIFE)
+    if life is not None and life.leadership is not None:
+        body.update(life.leadership.status())
+    return web.json_response(body)
 
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the database answers and every *configured* backend is reachable; the body
-    says which backend is not (name, reason), as ``opsbot skills`` does."""
+    says which backend is not (name, reason), as ``opsbot skills`` does. Not ready once
+    shutting down (SIGTERM), so no new work is routed here."""
+    life = request.app.get(LIFE)
+    if life is not None and life.stopping:
+        return web.json_response({"status": "stopping"}, status=503)
     services = request.app[SERVICES]
     try:
         async with services.store.engine.connect() as conn:
@@ -182,15 +226,19 @@ def make_app(services: Services, slack: Any = None, desk: Desk | None = None) ->
     return app
 
 
-async def serve(services: Services) -> None:
-    """Run the configured chat adapters and the HTTP server until cancelled (Ctrl-C).
+async def serve(services: Services, stop: asyncio.Event | None = None) -> None:
+    """Run the configured chat adapters and the HTTP server until ``stop`` is set (SIGTERM,
+    in :func:`run`) or the task is cancelled; then shut down gracefully (module docstring).
 
     The adapters are those ``OPSBOT_ADAPTERS`` names (:mod:`opsbot.adapters.base`); one whose
-    tokens are missing is off, and the log says why. Expired approvals are swept every 30 s
-    and announced in their threads, through the adapter that owns each.
+    tokens are missing is off, and the log says why. The leader (``OPSBOT_LEADER_ELECTION``)
+    sweeps expired approvals (and actions whose replica stopped) at most every 30 s and
+    announces them in their threads, through the adapter that owns each, runs the follow-ups
+    of writes, refreshes the inventory and holds the gateway of an adapter that has one.
     """
     from opsbot.adapters.base import Adapters, build_adapters
     from opsbot.engine import Engine
+    from opsbot.followups import FollowUps
 
     settings = services.settings
     engine = Engine(services)
@@ -199,8 +247,19 @@ async def serve(services: Services) -> None:
         log.warning(
             "llm.unavailable_at_start", problem=problem, effect="the offline router answers"
         )
+    elector = elector_for(settings, services.store)  # ConfigError: it cannot work here
+    leadership = Leadership(
+        elector,
+        renew_deadline=settings.lease_renew_deadline,
+        retry_period=settings.lease_retry_period,
+    )
+    engine.identity = elector.identity
+    engine.follow_ups = FollowUps(services.store)
+    services.inventory.shared = services.store
     adapters = Adapters(build_adapters(engine, settings))
-    tasks: list[asyncio.Task[Any]] = []
+    for adapter in adapters:
+        if hasattr(adapter, "lead"):  # its gateway connects on the leader only
+            adapter.leader_only = True  # type: ignore[attr-defined]
     await adapters.start()  # one that cannot start is logged and left out
     # the adapters incident threads open in, by platform
     chats = {a.name: cast(Chat, a) for a in adapters if hasattr(a, "open_thread")}
@@ -211,15 +270,25 @@ async def serve(services: Services) -> None:
             fix="set SLACK_BOT_TOKEN with SLACK_APP_TOKEN or SLACK_SIGNING_SECRET, or DISCORD_TOKEN",
         )
 
-    async def sweeper() -> None:
+    async def sweeps() -> None:
+        every = max(1.0, min(SWEEP_EVERY, settings.execution_unknown_after / 3))
         while True:
-            await asyncio.sleep(30)
+            await asyncio.sleep(every)
             try:
                 await engine.sweep_expired(adapters.post)
+                await engine.sweep_stale(adapters.post)
             except Exception:
                 log.exception("approvals.sweep_failed")
 
-    tasks.append(asyncio.create_task(sweeper(), name="sweeper"))
+    async def follow_ups() -> None:
+        await engine.run_follow_ups(adapters.post, stale_after=settings.lease_duration)
+
+    leadership.add("approval-sweeps", sweeps)
+    leadership.add("follow-ups", follow_ups)
+    leadership.add("inventory", services.inventory.refresher)
+    for adapter in adapters:
+        if hasattr(adapter, "lead"):
+            leadership.add(f"{adapter.name}-gateway", adapter.lead)
     desk = Desk(services, engine, chats)
     if refused_auth("", settings) is None:
         log.warning(
@@ -228,26 +297,157 @@ async def serve(services: Services) -> None:
             fix="set OPSBOT_ALERTMANAGER_TOKEN (or _USERNAME and _PASSWORD) and the same in "
             "Alertmanager's webhook_configs http_config",
         )
+    life = Life(leadership=leadership)
     app = make_app(services, desk=desk)
+    app[LIFE] = life
     routes = adapters.routes()
     for method, path, handler in routes:  # e.g. Slack's /slack/events (Events API)
         app.router.add_route(method, path, handler)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_grace)
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
     await site.start()
+    election = asyncio.create_task(leadership.run(), name="leader-election")
     log.info(
         "http.listening",
         host=settings.http_host,
         port=settings.http_port,
         adapters=[a.name for a in adapters],
         adapter_routes=[path for _, path, _ in routes],
+        identity=elector.identity,
+        elector=elector.kind,
+        arbiter=elector.where(),
     )
     try:
-        await asyncio.gather(*tasks)
+        if stop is None:
+            await asyncio.Future()  # until cancelled
+        else:
+            waiting = asyncio.create_task(stop.wait())
+            await asyncio.wait({waiting, election}, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            if election.done() and not election.cancelled() and election.exception():
+                raise election.exception()  # type: ignore[misc]
     finally:
-        for task in tasks:
-            task.cancel()
-        await adapters.stop()
-        await desk.close()
+        await _shut_down(life, election, adapters, runner, engine, desk, settings.shutdown_grace)
+
+
+async def _shut_down(
+    life: Life,
+    election: asyncio.Task[None],
+    adapters: Any,
+    runner: web.AppRunner,
+    engine: Any,
+    desk: Desk,
+    grace: float,
+) -> None:
+    """Stop taking work, give the leadership up, let the work in flight finish within
+    ``grace`` seconds, then close everything. Pending approvals are not touched."""
+    started = time.monotonic()
+    life.stopping = True  # /readyz: 503
+    log.info("serve.stopping", in_flight=engine.inflight.count, grace=grace)
+    election.cancel()
+    await asyncio.gather(election, return_exceptions=True)
+    if life.leadership is not None:  # its work stops (the gateway closes); the Lease is released
+        await life.leadership.stop()
+    for adapter in adapters:  # chat connections stop taking events (Slack's Socket Mode)
+        quiesce = getattr(adapter, "quiesce", None)
+        if quiesce is not None:
+            with contextlib.suppress(Exception):
+                await quiesce()
+    # the listener closes; requests being answered get the grace period
+    await runner.cleanup()
+    left = max(0.0, grace - (time.monotonic() - started))
+    finished = await engine.inflight.drain(left)
+    if not finished:
+        log.warning(
+            "serve.grace_exceeded",
+            abandoned=engine.inflight.count,
+            effect="an approved action cut off here stays executing, then unknown",
+        )
+    await desk.close()
+    await adapters.stop()
+    log.info("serve.stopped", drained=finished, took=round(time.monotonic() - started, 2))
+
+
+async def run(settings: Settings) -> None:
+    """``opsbot serve``: wait for the database (not ready meanwhile), then :func:`serve`
+    until SIGTERM or SIGINT, and shut down gracefully."""
+    database_url(settings.database_url)  # a URL that cannot work refuses to start
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    services = await _wait_for_database(settings, stop)
+    if services is None:
+        return
+    try:
+        await serve(services, stop)
+    finally:
+        await services.close()
+
+
+async def _wait_for_database(settings: Settings, stop: asyncio.Event) -> Services | None:
+    """The services, once the database answers. Meanwhile ``/healthz`` answers 200 and
+    ``/readyz`` 503, and the tries back off from 1 s to 30 s; the first failure is one log
+    line (the setting, the URL without its password, why), the recovery another. None when
+    ``stop`` is set first."""
+    try:
+        return await build_services(settings)
+    except DatabaseError as exc:
+        problem = exc
+    log.error(
+        "database.unreachable",
+        setting="OPSBOT_DATABASE_URL",
+        url=shown_url(settings.database_url),
+        error=problem.message,
+        hint=problem.hint,
+        effect="not ready (/readyz 503) until it answers; retrying with backoff up to "
+        f"{DATABASE_BACKOFF[1]:g}s",
+    )
+    waiting = _waiting_app(problem.message)
+    runner = web.AppRunner(waiting)
+    await runner.setup()
+    await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+    started, tries, delay = time.monotonic(), 1, DATABASE_BACKOFF[0]
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay * random.uniform(0.8, 1.2))
+            if stop.is_set():
+                return None
+            tries += 1
+            try:
+                services = await build_services(settings)
+            except DatabaseError as exc:
+                waiting[PROBLEM]["database"] = exc.message
+                log.debug("database.still_unreachable", tries=tries, error=exc.message)
+                delay = min(delay * 2, DATABASE_BACKOFF[1])
+                continue
+            log.info(
+                "database.reachable",
+                tries=tries,
+                waited=round(time.monotonic() - started, 1),
+                url=shown_url(settings.database_url),
+            )
+            return services
+        return None
+    finally:
         await runner.cleanup()
+
+
+PROBLEM: web.AppKey[dict[str, str]] = web.AppKey("problem", dict)
+
+
+def _waiting_app(problem: str) -> web.Application:
+    """What answers while the database does not: alive, not ready (and why)."""
+    app = web.Application()
+    app[PROBLEM] = {"database": problem}
+
+    async def unready(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"status": "unready", "database": request.app[PROBLEM]["database"][:300]}, status=503
+        )
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", unready)
+    return app

@@ -34,10 +34,11 @@ Thread keys are ``slack:<channel>:<thread ts>``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import structlog
@@ -265,6 +266,11 @@ class SlackAdapter:
                 hint="check SLACK_APP_TOKEN (an app-level token with connections:write)",
             )
 
+    async def quiesce(self) -> None:
+        """Take no more events (shutdown): Socket Mode disconnects, and Slack sends the next
+        ones to another replica's connection; the Web API client stays for the work in flight."""
+        await self.stop()
+
     async def stop(self) -> None:
         socket, self._socket = self._socket, None
         connecting, self._connecting = self._connecting, None
@@ -366,15 +372,27 @@ class SlackAdapter:
     # -- handlers ------------------------------------------------------------------------
 
     def _register(self) -> None:
-        self.app.event("app_mention")(self._on_mention)
-        self.app.event("message")(self._on_direct_message)
+        track = self._tracked
+        self.app.event("app_mention")(track(self._on_mention))
+        self.app.event("message")(track(self._on_direct_message))
         self.app.event("subteam_members_changed")(self._on_group_members)
         self.app.event("subteam_updated")(self._on_group_updated)
-        self.app.command(self.command)(self._on_command)
-        self.app.action(APPROVE)(self._on_approve)
-        self.app.action(DENY)(self._on_deny)
-        self.app.action(ACTION)(self._on_action)
-        self.app.view(DENY_MODAL)(self._on_deny_reason)
+        self.app.command(self.command)(track(self._on_command))
+        self.app.action(APPROVE)(track(self._on_approve))
+        self.app.action(DENY)(track(self._on_deny))
+        self.app.action(ACTION)(track(self._on_action))
+        self.app.view(DENY_MODAL)(track(self._on_deny_reason))
+
+    def _tracked(self, handler: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        """``handler`` counted as work in flight from its first line (bolt runs it after the
+        HTTP answer; a shutdown waits for it). Bolt reads its parameters through the wrapper."""
+
+        @functools.wraps(handler)
+        async def tracked(**kwargs: Any) -> None:
+            async with self.engine.inflight():
+                await handler(**kwargs)
+
+        return tracked
 
     async def _on_group_members(self, event: dict[str, Any]) -> None:
         self.groups.changed(
@@ -612,6 +630,7 @@ class SlackAdapter:
                 self._clicker_reply(user, channel, thread_ts, respond),
                 reason=reason,
                 channel=channel,
+                thread=thread_key(channel, thread_ts) if channel and thread_ts else "",
             )
         except Exception as exc:
             log.exception("slack.decide_failed", approval_id=approval_id)
