@@ -6,7 +6,9 @@ skills rely on, and builders of the objects the tests seed.
   ``status.observedGeneration`` then lags until :func:`complete_rollout` plays the controller).
 
 kmock itself ignores label and field selectors, does plain merges and has no PUT; it also
-cannot parse ``/api/v1/namespaces``, which this fake answers from the seeded objects.
+cannot parse ``/api/v1/namespaces``, which this fake answers from the seeded objects. The
+``coordination.k8s.io/v1`` Leases (leader election: replace with a ``resourceVersion``, 409
+when it is stale) are answered by :class:`tests.fakes.lease.Leases` (``leases``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import aiohttp.web
 from kmock import KubernetesEmulator, action
 from kmock._internal.rendering import Request
 
+from tests.fakes.lease import Leases
+
 DEPLOYMENTS = ("apps", "v1", "deployments")
 REPLICASETS = ("apps", "v1", "replicasets")
 PODS = ("", "v1", "pods")
@@ -27,7 +31,16 @@ EVENTS = ("", "v1", "events")
 
 
 class ClusterEmulator(KubernetesEmulator):
+    #: the Lease API (leader election), with the API server's optimistic concurrency
+    leases: Leases | None = None
+
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if raw_request.path.startswith("/apis/coordination.k8s.io/"):
+            if self.leases is None:
+                self.leases = Leases()
+            answer = await self.leases.handle(raw_request)
+            if answer is not None:
+                return answer
         # kmock 0.8 cannot parse the cluster-scoped path /api/v1/namespaces: answer it here,
         # with the namespaces the seeded objects live in (as a NamespaceList).
         if raw_request.method == "GET" and raw_request.path == "/api/v1/namespaces":
