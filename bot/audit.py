@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from opsbot.redact import redact, redact_value
-from opsbot.store import AuditRow, Store, now
+from opsbot.store import AUDIT_LOCK, AuditRow, Store, now
 
 GENESIS = "0" * 64
 
@@ -166,6 +166,10 @@ class AuditLog:
         async with self.store.write_lock:
             for _attempt in range(20):
                 async with self.store.sessions() as session:
+                    if self.store.dialect == "postgresql":  # replicas append one at a time
+                        await session.execute(
+                            text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK}
+                        )
                     last = (
                         await session.execute(
                             select(AuditRow.seq, AuditRow.hash)

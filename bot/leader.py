@@ -372,10 +372,10 @@ class AdvisoryLockElector:
                     self._conn.scalar(
                         text(
                             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
-                            "granted AND pid = pg_backend_pid() AND "
-                            "((classid::bigint << 32) | objid::bigint) = :key"
+                            "granted AND pid = pg_backend_pid() AND objsubid = 1 AND "
+                            "classid::bigint = :high AND objid::bigint = :low"
                         ),
-                        {"key": self.key & 0xFFFFFFFFFFFFFFFF},
+                        {"high": (self.key >> 32) & 0xFFFFFFFF, "low": self.key & 0xFFFFFFFF},
                     ),
                     self.timeout,
                 )

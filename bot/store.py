@@ -57,6 +57,8 @@ EXAMPLES = "sqlite+aiosqlite:///path/opsbot.db or postgresql+asyncpg://user:pass
 #: PostgreSQL advisory lock keys (one namespace of bigints per database): the migrations and,
 #: with ``OPSBOT_LEADER_ELECTION=postgres``, the leader (:mod:`opsbot.leader`)
 MIGRATION_LOCK = 0x6F707362_6D696772  # "opsbmigr"
+#: appends to the audit chain, across replicas (each takes the next seq after the last hash)
+AUDIT_LOCK = 0x6F707362_61756474  # "opsbaudt"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -412,6 +414,8 @@ async def open_store(url: str, *, migrate: bool = True) -> Store:
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
+    else:  # a server that restarted (or failed over): pooled connections are checked first
+        kwargs["pool_pre_ping"] = True
     engine = create_async_engine(parsed, **kwargs)
     try:
         async with engine.connect():
