@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -69,6 +70,9 @@ ButtonHandler = Callable[[str, Actor, Reply, str], Awaitable[None]]
 __all__ = ["Engine", "InFlight", "Reply", "default_planner", "result_text"]
 
 
+_COUNTED: contextvars.ContextVar[bool] = contextvars.ContextVar("opsbot_counted", default=False)
+
+
 class InFlight:
     """Counts the work being handled (requests, clicks, approved actions, follow-ups), so that
     a shutdown can wait for it: ``async with engine.inflight(): ...`` around each."""
@@ -80,12 +84,17 @@ class InFlight:
 
     @contextlib.asynccontextmanager
     async def __call__(self) -> AsyncIterator[None]:
+        if _COUNTED.get():  # already counted (an adapter's handler around an engine call)
+            yield
+            return
+        token = _COUNTED.set(True)
         self.count += 1
         self._idle.clear()
         telemetry.IN_FLIGHT.inc()
         try:
             yield
         finally:
+            _COUNTED.reset(token)
             self.count -= 1
             telemetry.IN_FLIGHT.dec()
             if self.count == 0:

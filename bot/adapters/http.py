@@ -11,11 +11,12 @@ Its life as a replica among others (:func:`run`):
 - singleton work runs on the elected leader only (:mod:`opsbot.leader`): the gateways of
   adapters that hold one (Discord), the approval sweeps (expiry; executing -> unknown), the
   rollout follow-ups (kept in the database, resumed by a new leader) and the inventory;
-- SIGTERM (or SIGINT): ``/readyz`` answers 503, the leadership is given up at once (the Lease
-  released: another replica takes the singleton work over), chat connections stop taking
-  events, the listener closes, and the work in flight (HTTP requests, clicks, approved
-  actions) is given ``OPSBOT_SHUTDOWN_GRACE`` seconds to finish. Pending approvals are left
-  as they are: any replica decides them.
+- SIGTERM (or SIGINT): the listener closes and ``/readyz`` would answer 503, the leadership
+  is given up at once (the Lease released: another replica takes the singleton work over),
+  chat connections stop taking events (Slack's Socket Mode; the Discord gateway is the
+  leader's), and the work in flight (HTTP requests being answered, clicks, approved actions,
+  triage) is given ``OPSBOT_SHUTDOWN_GRACE`` seconds to finish. Pending approvals are left as
+  they are: any replica decides them.
 """
 
 from __future__ import annotations
@@ -328,14 +329,16 @@ async def serve(services: Services, stop: asyncio.Event | None = None) -> None:
             if election.done() and not election.cancelled() and election.exception():
                 raise election.exception()  # type: ignore[misc]
     finally:
-        await _shut_down(life, election, adapters, runner, engine, desk, settings.shutdown_grace)
+        await _shut_down(
+            life, election, adapters, (runner, site), engine, desk, settings.shutdown_grace
+        )
 
 
 async def _shut_down(
     life: Life,
     election: asyncio.Task[None],
     adapters: Any,
-    runner: web.AppRunner,
+    server: tuple[web.AppRunner, web.TCPSite],
     engine: Any,
     desk: Desk,
     grace: float,
@@ -344,6 +347,8 @@ async def _shut_down(
     ``grace`` seconds, then close everything. Pending approvals are not touched."""
     started = time.monotonic()
     life.stopping = True  # /readyz: 503
+    runner, site = server
+    await site.stop()  # no new connections (a load balancer sends them to another replica)
     log.info("serve.stopping", in_flight=engine.inflight.count, grace=grace)
     election.cancel()
     await asyncio.gather(election, return_exceptions=True)
@@ -354,7 +359,7 @@ async def _shut_down(
         if quiesce is not None:
             with contextlib.suppress(Exception):
                 await quiesce()
-    # the listener closes; requests being answered get the grace period
+    # requests being answered get the grace period, then the app's own cleanup runs
     await runner.cleanup()
     left = max(0.0, grace - (time.monotonic() - started))
     finished = await engine.inflight.drain(left)
