@@ -586,6 +586,20 @@ def test_impersonation_only_of_mapped_identities(rendered: dict[str, Path]) -> N
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
 
 
+def test_leader_election_and_shutdown_settings_reach_the_pod(rendered: dict[str, Path]) -> None:
+    """The replicas elect their leader by a Lease named after the release, in its namespace
+    (POD_NAMESPACE), and finish their work within the grace period less the preStop sleep."""
+    pod = container(manifests(rendered, "production"))
+    env = {e["name"]: e.get("value") for e in pod["env"]}
+    assert env["OPSBOT_LEADER_ELECTION"] == "lease" and env["OPSBOT_LEASE_NAME"] == RELEASE
+    assert (env["OPSBOT_LEASE_DURATION"], env["OPSBOT_LEASE_RENEW_DEADLINE"]) == ("15", "10")
+    assert env["OPSBOT_LEASE_RETRY_PERIOD"] == "2" and env["OPSBOT_SHUTDOWN_GRACE"] == "25"
+    assert pod["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "3"]
+    # one replica on SQLite without the API: no election
+    single = {e["name"]: e.get("value") for e in container(manifests(rendered, "single"))["env"]}
+    assert single["OPSBOT_LEADER_ELECTION"] == "off"
+
+
 def test_lease_permissions_in_the_release_namespace(rendered: dict[str, Path]) -> None:
     for name in ["default", "production"]:
         role = find(manifests(rendered, name), "Role", "opsbot-leases")
@@ -626,6 +640,8 @@ BAD_VALUES = [
     (["--set", "ingress.paths[0].path=slack"], "Does not match pattern '^/'"),
     (["--set", "secretEnv.slack-token=x"], "secretEnv"),
     (["--set", "prometheusRule.errorRatio=5"], "prometheusRule.errorRatio: Must be less than"),
+    (["--set", "leaderElection.mode=raft"], "leaderElection.mode must be one of the following"),
+    (["--set", "leaderElection.leaseDuration=0"], "leaderElection.leaseDuration: Must be greater"),
 ]
 
 
@@ -644,6 +660,13 @@ def test_bad_values_fail_with_a_message(tools: Path, args: list[str], message: s
         (["--set", "ingress.enabled=true"], "ingress.enabled needs ingress.host"),
         (["--set-string", "policy=rules: [unclosed"], "policy is not valid YAML"),
         (["--set-string", "policy=identities: {slack:U1: [x]}"], "must map to a user name"),
+        (["--set", "leaderElection.renewDeadline=20"], "renewDeadline must be less than"),
+        (
+            ["--set", "kubernetesApi=false", "--set", "leaderElection.mode=lease"],
+            "leaderElection.mode=lease needs kubernetesApi",
+        ),
+        (["--set", "leaderElection.mode=postgres"], "mode=postgres needs PostgreSQL"),
+        (["--set", "terminationGracePeriodSeconds=4"], "must be more than preStopSleep + 2"),
     ],
 )
 def test_template_guards(tools: Path, args: list[str], message: str) -> None:
