@@ -72,6 +72,11 @@ FULL_EVERY = 60  # incremental checks between full walks
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CONSOLE: web.AppKey[Console] = web.AppKey("console")
+#: where the app's singleton work goes (``opsbot serve``: run by the leader of the replicas,
+#: :meth:`opsbot.leader.Leadership.add`); unset: this process runs it
+SINGLETONS: web.AppKey[Callable[[str, Callable[[], Awaitable[None]]], None]] = web.AppKey(
+    "singletons"
+)
 
 HEADERS = secure.Secure(
     csp=secure.ContentSecurityPolicy()
@@ -720,7 +725,11 @@ class Console:
             )
             tasks.append(asyncio.create_task(anchorer.run(), name="audit-anchor"))
         if self.settings.audit_retention_days:
-            tasks.append(asyncio.create_task(self.retention(), name="audit-retention"))
+            singleton = app.get(SINGLETONS)
+            if singleton is not None:  # one replica removes old records: the leader
+                singleton("audit-retention", self.retention)
+            else:
+                tasks.append(asyncio.create_task(self.retention(), name="audit-retention"))
         yield
         for task in tasks:
             task.cancel()

@@ -38,6 +38,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from opsbot.adapters.console import SINGLETONS
 from opsbot.adapters.console import mount as mount_console
 from opsbot.config import Settings
 from opsbot.errors import DatabaseError
@@ -301,6 +302,7 @@ async def serve(services: Services, stop: asyncio.Event | None = None) -> None:
     life = Life(leadership=leadership)
     app = make_app(services, desk=desk)
     app[LIFE] = life
+    app[SINGLETONS] = leadership.add  # the audit console's retention: on the leader only
     routes = adapters.routes()
     for method, path, handler in routes:  # e.g. Slack's /slack/events (Events API)
         app.router.add_route(method, path, handler)
