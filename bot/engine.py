@@ -850,10 +850,13 @@ class Engine:
                         task.add_done_callback(partial(_forget, running, follow_up.id))
                 await asyncio.sleep(poll)
         finally:
-            tasks = list(running.values())
+            ours, tasks = list(running), list(running.values())
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for follow_up_id in ours:  # also those cancelled before they started
+                with contextlib.suppress(Exception):
+                    await queue.hand_back(follow_up_id, self.identity)
 
     async def _follow_one(
         self, queue: FollowUps, follow_up: FollowUp, post: Reply, heartbeat: float

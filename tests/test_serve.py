@@ -45,7 +45,8 @@ async def test_serve_runs_http_slack_events_and_discord(tmp_path: Path, policy: 
                         break
                     except httpx.TransportError:
                         await asyncio.sleep(0.05)
-                assert health.json() == {"status": "ok"}
+                assert health.json()["status"] == "ok"
+                assert health.json()["leader"] is True  # one process: it leads (no election)
                 unsigned = await client.post(
                     "/slack/events", content=b"{}", headers={"Content-Type": "application/json"}
                 )
