@@ -207,7 +207,9 @@ def test_serve_answers_healthz(
             assert time.monotonic() - started < 90, "no /healthz within 90 s"
             time.sleep(0.2)
         print(f"opsbot serve answered /healthz after {time.monotonic() - started:.1f} s")
-        assert get(f"http://127.0.0.1:{port}/healthz") == (200, '{"status": "ok"}')
+        status, body = get(f"http://127.0.0.1:{port}/healthz")
+        assert status == 200 and json.loads(body)["status"] == "ok", body
+        assert json.loads(body)["leader"] is True  # one replica, no election: it leads
         status, body = get(f"http://127.0.0.1:{port}/readyz")
         assert status == 200 and json.loads(body)["status"] == "ready", body
         status, body = get(f"http://127.0.0.1:{port}/metrics")

@@ -277,6 +277,9 @@ class Rig:
             ],
         }
         body = urlencode({"payload": json.dumps(payload)})
+        return await self.signed(replica, body, "application/x-www-form-urlencoded")
+
+    async def signed(self, replica: Replica, body: str, content_type: str) -> int:
         stamp = str(int(time.time()))
         signature = hmac.new(SECRET.encode(), f"v0:{stamp}:{body}".encode(), hashlib.sha256)
         try:
@@ -284,7 +287,7 @@ class Rig:
                 f"{replica.url}/slack/events",
                 content=body.encode(),
                 headers={
-                    "Content-Type": "application/x-www-form-urlencoded",
+                    "Content-Type": content_type,
                     "X-Slack-Request-Timestamp": stamp,
                     "X-Slack-Signature": "v0=" + signature.hexdigest(),
                 },
@@ -293,6 +296,26 @@ class Rig:
         except httpx.TransportError:
             return 0
         return answer.status_code
+
+    async def mention(self, replica: Replica, event_id: str, ts: str, text: str) -> int:
+        """Slack delivers event ``event_id`` (alice mentions the bot) to ``replica``."""
+        body = {
+            "token": "x",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "type": "event_callback",
+            "event_id": event_id,
+            "event_time": int(time.time()),
+            "event": {
+                "type": "app_mention",
+                "user": "UALICE",
+                "text": f"<@UBOT> {text}",
+                "ts": ts,
+                "channel": CHANNEL,
+                "event_ts": ts,
+            },
+        }
+        return await self.signed(replica, json.dumps(body), "application/json")
 
     async def state(self, approval_id: str) -> State | None:
         found = await Approvals(self.store).get(approval_id)
@@ -467,6 +490,29 @@ async def test_the_same_approval_clicked_on_three_replicas_at_once_runs_once_100
     )
 
     # the follow-ups of the writes ran on the leader only
+    # one Slack event delivered to every replica at once (retries landing on another pod):
+    # handled once
+    for n in range(5):
+        ts = f"1700000100.{n:06d}"
+        answers = await asyncio.gather(
+            *(rig.mention(replica, f"EvDup{n}", ts, "help") for replica in replicas)
+        )
+        assert answers == [200, 200, 200]
+    thread_ts = [f"1700000100.{n:06d}" for n in range(5)]
+    await until(rig.says(thread_ts[-1], "help"), 10, "the mention was not answered")
+    await asyncio.sleep(0.5)
+    async with rig.store.sessions() as session:
+        received = (
+            await session.execute(
+                text(
+                    "SELECT thread, count(*) FROM audit_events WHERE event = 'request.received' "
+                    "AND thread LIKE :prefix GROUP BY thread"
+                ),
+                {"prefix": f"slack:{CHANNEL}:1700000100.%"},
+            )
+        ).all()
+    assert sorted(count for _, count in received) == [1] * 5, received
+
     async def all_kept() -> bool:  # kept after the result is posted: the last may lag
         return len(await FollowUps(rig.store).find()) == rounds
 
