@@ -5,8 +5,21 @@ record's ``hash``; 64 zeros for the first) and ``hash`` = SHA-256 of the canonic
 its own fields plus ``prev_hash``. Editing a record breaks its hash; deleting one leaves a gap
 in ``seq`` and a ``prev_hash`` that no longer matches. :meth:`AuditLog.verify` reports which.
 
-Appends are serialised per process by a lock and across replicas by the primary key on
-``seq``: a replica that loses the race gets an integrity error and retries on the new head.
+Appends go through one writer per process and database (:class:`AuditWriter`): callers
+queue their records and the writer commits whatever has queued in one transaction (group
+commit), computing the chain in queue order. Across processes (replicas, ``opsbot`` commands
+beside ``opsbot serve``) the transaction first takes the database's write lock (SQLite
+``BEGIN IMMEDIATE``; PostgreSQL a transaction-scoped advisory lock) and reads the head under
+it; the head the writer last wrote is cached, so the batch is hashed before the lock is taken
+and only re-hashed when another process wrote in between. :meth:`AuditLog.append` returns
+once its record is committed (durable): a crash loses only records nobody was told about, and
+a commit is all of a batch or none of it, so the chain stays whole. The primary key on ``seq``
+still refuses a record written twice (an older opsbot without the lock): the batch retries on
+the new head.
+
+Verification keeps a checkpoint (the last record verified intact and its hash, in the
+database) so the console and ``opsbot audit verify --since-checkpoint`` check only what was
+appended since; a full walk stays available.
 """
 
 from __future__ import annotations
@@ -15,19 +28,29 @@ import asyncio
 import hashlib
 import json
 import os
+import sqlite3
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+import structlog
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from opsbot.redact import redact, redact_value
-from opsbot.store import AUDIT_LOCK, AuditRow, Store, now
+from opsbot.store import AUDIT_LOCK, AuditRow, SeenRow, Store, now
+
+log = structlog.get_logger(__name__)
 
 GENESIS = "0" * 64
+#: the most records one transaction of the writer commits
+MAX_BATCH = 500
+#: where the verification checkpoint is kept (a row of ``seen_events``: prefix + seq:hash)
+VERIFIED = "audit:verified:"
 
 
 class AuditEvent:
@@ -160,55 +183,49 @@ class AuditLog:
         outcome: str = "",
         detail: str = "",
     ) -> AuditRecord:
-        """Append one record and return it with its ``seq`` and ``hash``."""
-        clean_args = redact_value(args or {})
-        clean_detail = redact(detail)[:4000]
-        async with self.store.write_lock:
-            for _attempt in range(20):
-                async with self.store.sessions() as session:
-                    if self.store.dialect == "postgresql":  # replicas append one at a time
-                        await session.execute(
-                            text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK}
-                        )
-                    last = (
-                        await session.execute(
-                            select(AuditRow.seq, AuditRow.hash)
-                            .order_by(AuditRow.seq.desc())
-                            .limit(1)
-                        )
-                    ).first()
-                    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-                    record = AuditRecord(
-                        seq=seq,
-                        at=now(),
-                        event=event,
-                        actor=actor,
-                        channel=channel,
-                        thread=thread,
-                        request_id=request_id,
-                        skill=skill,
-                        args=clean_args,
-                        outcome=outcome,
-                        detail=clean_detail,
-                        prev_hash=prev,
-                    )
-                    digest = record.computed_hash()
-                    session.add(
-                        AuditRow(
-                            **{
-                                k: v for k, v in record.as_dict().items() if k not in ("at", "hash")
-                            },
-                            at=record.at,
-                            hash=digest,
-                        )
-                    )
-                    try:
-                        await session.commit()
-                    except IntegrityError:
-                        await session.rollback()
-                        continue
-                    return AuditRecord(**{**record.as_dict(), "at": record.at, "hash": digest})
-        raise RuntimeError("audit append lost the race 20 times; is the database healthy?")
+        """Append one record; returns it with its ``seq`` and ``hash`` once it is committed
+        (the writer commits it with whatever else was queued meanwhile)."""
+        future = self.enqueue(
+            event,
+            actor=actor,
+            channel=channel,
+            thread=thread,
+            request_id=request_id,
+            skill=skill,
+            args=args,
+            outcome=outcome,
+            detail=detail,
+        )
+        return await asyncio.shield(future)  # a cancelled caller's record is still written
+
+    def enqueue(
+        self,
+        event: str,
+        *,
+        actor: str = "",
+        channel: str = "",
+        thread: str = "",
+        request_id: str = "",
+        skill: str = "",
+        args: dict[str, Any] | None = None,
+        outcome: str = "",
+        detail: str = "",
+    ) -> asyncio.Future[AuditRecord]:
+        """Queue one record and return at once: the future is the record once it is
+        committed (it raises when its batch could not be). Records are committed in the
+        order they were queued, so a later record's commit implies the earlier ones'."""
+        entry = _Entry(
+            event=event,
+            actor=actor,
+            channel=channel,
+            thread=thread,
+            request_id=request_id,
+            skill=skill,
+            args=redact_value(args or {}),
+            outcome=outcome,
+            detail=redact(detail)[:4000],
+        )
+        return AuditWriter.of(self.store).submit(entry)
 
     async def search(
         self,
@@ -285,6 +302,37 @@ class AuditLog:
                 )
             ).first()
         return (int(last[0]), str(last[1])) if last else (0, GENESIS)
+
+    async def verified(self) -> tuple[int, str] | None:
+        """The verification checkpoint: (seq, hash) of the newest record a walk found intact
+        (None when nothing was verified yet)."""
+        async with self.store.sessions() as session:
+            key = await session.scalar(
+                select(SeenRow.key)
+                .where(SeenRow.key.startswith(VERIFIED, autoescape=True))
+                .order_by(SeenRow.at.desc())
+                .limit(1)
+            )
+        if key is None:
+            return None
+        seq, _, digest = key[len(VERIFIED) :].partition(":")
+        return (int(seq), digest) if seq.isdigit() and len(digest) == 64 else None
+
+    async def keep_verified(self, status: ChainStatus) -> None:
+        """Keep ``status``'s head as the verification checkpoint when the walk found the
+        chain intact (a broken chain moves nothing)."""
+        if not status.ok or status.head_seq <= 0:
+            return
+        key = f"{VERIFIED}{status.head_seq}:{status.head_hash}"
+        async with self.store.sessions() as session:
+            await session.execute(
+                delete(SeenRow).where(
+                    SeenRow.key.startswith(VERIFIED, autoescape=True), SeenRow.key != key
+                )
+            )
+            if await session.get(SeenRow, key) is None:
+                session.add(SeenRow(key=key, at=now()))
+            await session.commit()
 
     async def retention_checkpoints(self) -> list[AuditRecord]:
         """The retention checkpoint records still in the log, newest first."""
@@ -488,6 +536,407 @@ class AuditLog:
             export_sha256=digest.hexdigest(),
             checkpoint=checkpoint,
         )
+
+
+@dataclass
+class _Entry:
+    """A record queued for the writer (redacted; ``seq``, time and hashes come at commit)."""
+
+    event: str
+    actor: str
+    channel: str
+    thread: str
+    request_id: str
+    skill: str
+    args: dict[str, Any]
+    outcome: str
+    detail: str
+
+    def record(self, seq: int, prev: str) -> AuditRecord:
+        record = AuditRecord(
+            seq=seq,
+            at=now(),
+            event=self.event,
+            actor=self.actor,
+            channel=self.channel,
+            thread=self.thread,
+            request_id=self.request_id,
+            skill=self.skill,
+            args=self.args,
+            outcome=self.outcome,
+            detail=self.detail,
+            prev_hash=prev,
+        )
+        return replace(record, hash=record.computed_hash())
+
+
+def _retrieved(future: asyncio.Future[AuditRecord]) -> None:
+    """Mark a failed append's exception as seen (its caller may have been cancelled)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _chain(entries: Sequence[_Entry], head: tuple[int, str]) -> list[AuditRecord]:
+    seq, prev = head
+    records: list[AuditRecord] = []
+    for entry in entries:
+        record = entry.record(seq + 1, prev)
+        records.append(record)
+        seq, prev = record.seq, record.hash
+    return records
+
+
+def _row(record: AuditRecord) -> dict[str, Any]:
+    return {
+        "seq": record.seq,
+        "at": record.at,
+        "event": record.event,
+        "actor": record.actor,
+        "channel": record.channel,
+        "thread": record.thread,
+        "request_id": record.request_id,
+        "skill": record.skill,
+        "args": record.args,
+        "outcome": record.outcome,
+        "detail": record.detail,
+        "prev_hash": record.prev_hash,
+        "hash": record.hash,
+    }
+
+
+class AuditWriter:
+    """The one writer of a store's audit log in this process: appends queue here, and a
+    task commits what has queued, up to :data:`MAX_BATCH` records per transaction, in order.
+
+    A batch's transaction takes the database's write lock, reads the head, inserts the
+    batch chained on it and commits; then every append of the batch returns its record. A
+    failed commit fails the appends of that batch (nothing of it was written) and the
+    writer goes on with the next. :meth:`close` (called by ``Store.close``) waits for what is
+    queued to be written.
+
+    The transaction runs on a connection of the writer's own: an SQLite file's in a thread
+    of its own (the whole transaction is one hand-off to it), PostgreSQL's through asyncpg;
+    other databases through the store's engine."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.queue: deque[tuple[_Entry, asyncio.Future[AuditRecord]]] = deque()
+        #: (seq, hash) of the newest record this writer committed (what the next batch is
+        #: hashed on before the lock tells whether another process wrote since)
+        self.head: tuple[int, str] | None = None
+        self.batches = 0
+        self.records = 0
+        self._wake: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._db: _Database | None = None
+
+    @classmethod
+    def of(cls, store: Store) -> AuditWriter:
+        """``store``'s writer (made on first use)."""
+        writer = store.audit_writer
+        if not isinstance(writer, AuditWriter):
+            writer = cls(store)
+            store.audit_writer = writer
+            store.on_close.append(writer.close)
+        return writer
+
+    def _running(self) -> asyncio.Event:
+        """Start the writer task in the running loop (again, when an earlier loop ended)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._task is None or self._task.done():
+            if self._loop is not loop:
+                self._db = None  # a connection belongs to the loop it was made in
+            self._loop = loop
+            self._wake = asyncio.Event()
+            self._idle = asyncio.Event()
+            self._task = loop.create_task(self._run(), name="audit-writer")
+        assert self._wake is not None
+        return self._wake
+
+    def submit(self, entry: _Entry) -> asyncio.Future[AuditRecord]:
+        """Queue ``entry``; the future is its record once committed. Awaiting it through
+        :func:`asyncio.shield` (as :meth:`AuditLog.append` does) keeps a cancelled caller's
+        record queued."""
+        wake = self._running()
+        future: asyncio.Future[AuditRecord] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieved)
+        self.queue.append((entry, future))
+        wake.set()
+        return future
+
+    async def close(self) -> None:
+        """Write what is queued, then stop the task and close the writer's connection."""
+        task, idle = self._task, self._idle
+        if task is not None and not task.done() and self._loop is asyncio.get_running_loop():
+            assert idle is not None
+            while self.queue or not idle.is_set():
+                await idle.wait()
+                await asyncio.sleep(0)  # let appends woken by the last batch queue theirs
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._task = None
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
+
+    async def _run(self) -> None:
+        wake, idle = self._wake, self._idle
+        assert wake is not None and idle is not None
+        while True:
+            if not self.queue:
+                idle.set()
+                wake.clear()
+                await wake.wait()
+                continue
+            idle.clear()
+            batch = [self.queue.popleft() for _ in range(min(len(self.queue), MAX_BATCH))]
+            try:
+                records = await self._commit([entry for entry, _ in batch])
+            except Exception as exc:
+                log.error("audit.append_failed", records=len(batch), error=str(exc)[:300])
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for record, (_, future) in zip(records, batch, strict=True):
+                    if not future.done():
+                        future.set_result(record)
+
+    async def _commit(self, entries: list[_Entry]) -> list[AuditRecord]:
+        if self._db is None:
+            self._db = await _Database.open(self.store)
+        try:
+            records = await self._db.commit(entries, self.head)
+        except Exception:
+            db, self._db = self._db, None  # a fresh connection for the next batch
+            await db.close()
+            raise
+        self.head = (records[-1].seq, records[-1].hash)
+        self.batches += 1
+        self.records += len(records)
+        return records
+
+
+class _Database:
+    """Where the writer's transactions go: the store's engine (any database)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @staticmethod
+    async def open(store: Store) -> _Database:
+        url = store.engine.url
+        if url.get_backend_name() == "sqlite" and _is_file(url.database):
+            return await _SqliteFile.connect(store, str(url.database))
+        if url.get_backend_name() == "postgresql" and url.get_driver_name() == "asyncpg":
+            return await _Postgres.connect(store)
+        return _Database(store)
+
+    async def close(self) -> None:
+        return None
+
+    async def commit(
+        self, entries: list[_Entry], cached: tuple[int, str] | None
+    ) -> list[AuditRecord]:
+        guessed = _chain(entries, cached) if cached is not None else None
+        sqlite = self.store.dialect == "sqlite"
+        for _attempt in range(20):
+            async with self.store.engine.connect() as conn:
+                try:
+                    if sqlite:
+                        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    else:
+                        await conn.execute(
+                            text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK}
+                        )
+                    last = (
+                        await conn.execute(
+                            select(AuditRow.seq, AuditRow.hash)
+                            .order_by(AuditRow.seq.desc())
+                            .limit(1)
+                        )
+                    ).first()
+                    head = (int(last[0]), str(last[1])) if last else (0, GENESIS)
+                    records = guessed if guessed and head == cached else _chain(entries, head)
+                    await conn.execute(insert(AuditRow), [_row(r) for r in records])
+                    await conn.commit()
+                except IntegrityError:  # a writer without the lock took the seq
+                    await conn.rollback()
+                    guessed = None
+                    continue
+            return records
+        raise RuntimeError(LOST_RACE)
+
+
+LOST_RACE = "audit append lost the race 20 times; is the database healthy?"
+_HEAD = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
+_COLUMNS = tuple(c.name for c in AuditRow.__table__.columns)
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def _is_file(database: str | None) -> bool:
+    return bool(database) and database != ":memory:" and not str(database).startswith("file:")
+
+
+class _SqliteFile(_Database):
+    """An SQLite file: a connection of the writer's own (WAL, ``synchronous=FULL``) in a
+    thread of its own; each batch's whole transaction is one call into that thread."""
+
+    def __init__(self, store: Store, path: str) -> None:
+        super().__init__(store)
+        self.path = path
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
+        self.conn: sqlite3.Connection | None = None
+        dialect = store.engine.dialect
+        self.binds = [
+            AuditRow.__table__.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in _COLUMNS
+        ]
+        # args as the JSON column stores them, and a value JSON has no type for as its text
+        # (what the hash covers: AuditRecord.canonical), so no record can fail its batch
+        self.binds[_COLUMNS.index("args")] = _json_text
+        self.insert = (
+            f"INSERT INTO audit_events ({', '.join(_COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+        )
+
+    @classmethod
+    async def connect(cls, store: Store, path: str) -> _SqliteFile:
+        db = cls(store, path)
+        await asyncio.get_running_loop().run_in_executor(db.thread, db._connect)
+        return db
+
+    def _connect(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        self.conn = conn
+
+    async def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self.thread, conn.close)
+        self.thread.shutdown(wait=False)
+
+    def _values(self, record: AuditRecord) -> tuple[Any, ...]:
+        row = _row(record)
+        return tuple(
+            bind(row[name]) if bind is not None else row[name]
+            for name, bind in zip(_COLUMNS, self.binds, strict=True)
+        )
+
+    async def commit(
+        self, entries: list[_Entry], cached: tuple[int, str] | None
+    ) -> list[AuditRecord]:
+        guessed = _chain(entries, cached) if cached is not None else None
+        rows = [self._values(r) for r in guessed] if guessed is not None else None
+        return await asyncio.get_running_loop().run_in_executor(
+            self.thread, self._transaction, entries, cached, guessed, rows
+        )
+
+    def _transaction(
+        self,
+        entries: list[_Entry],
+        cached: tuple[int, str] | None,
+        guessed: list[AuditRecord] | None,
+        rows: list[tuple[Any, ...]] | None,
+    ) -> list[AuditRecord]:
+        conn = self.conn
+        assert conn is not None
+        for _attempt in range(20):
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # the write lock, across processes
+                last = conn.execute(_HEAD).fetchone()
+                head = (int(last[0]), str(last[1])) if last else (0, GENESIS)
+                if guessed is None or rows is None or head != cached:
+                    guessed = _chain(entries, head)
+                    rows = [self._values(r) for r in guessed]
+                conn.executemany(self.insert, rows)
+                conn.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK")
+                guessed = None
+                continue
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):  # as the store's would say
+                    raise ConnectionError(f"the audit log's database: {exc}") from exc
+                raise
+            return guessed
+        raise RuntimeError(LOST_RACE)
+
+
+class _Postgres(_Database):
+    """PostgreSQL: an asyncpg connection of the writer's own; the transaction takes an
+    advisory lock (:data:`AUDIT_LOCK`) before it reads the head."""
+
+    def __init__(self, store: Store, conn: Any) -> None:
+        super().__init__(store)
+        self.conn = conn
+        self.insert = (
+            f"INSERT INTO audit_events ({', '.join(_COLUMNS)}) "
+            f"VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))})"
+        )
+
+    @classmethod
+    async def connect(cls, store: Store) -> _Postgres:
+        import asyncpg
+
+        url = store.engine.url
+        conn = await asyncpg.connect(
+            user=url.username,
+            password=url.password,
+            host=url.host,
+            port=url.port,
+            database=url.database,
+            **{k: v for k, v in url.query.items() if k in ("ssl", "server_settings")},
+        )
+        return cls(store, conn)
+
+    async def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                await asyncio.wait_for(conn.close(), 5)
+            except Exception:
+                conn.terminate()
+
+    @staticmethod
+    def _values(record: AuditRecord) -> tuple[Any, ...]:
+        row = _row(record)
+        row["args"] = _json_text(row["args"])
+        return tuple(row[name] for name in _COLUMNS)
+
+    async def commit(
+        self, entries: list[_Entry], cached: tuple[int, str] | None
+    ) -> list[AuditRecord]:
+        import asyncpg
+
+        conn = self.conn
+        guessed = _chain(entries, cached) if cached is not None else None
+        for _attempt in range(20):
+            try:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", AUDIT_LOCK)
+                    last = await conn.fetchrow(_HEAD)
+                    head = (int(last[0]), str(last[1])) if last else (0, GENESIS)
+                    records = guessed if guessed and head == cached else _chain(entries, head)
+                    await conn.executemany(self.insert, [self._values(r) for r in records])
+            except asyncpg.UniqueViolationError:
+                guessed = None
+                continue
+            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+                # the server is gone (restarted, failed over, unreachable): the callers see
+                # what the store's own connections raise then (opsbot.store.unavailable)
+                raise ConnectionError(f"the audit log's database connection: {exc}") from exc
+            return records
+        raise RuntimeError(LOST_RACE)
 
 
 @dataclass(frozen=True)

@@ -291,7 +291,8 @@ class Engine:
         started = time.monotonic()
         outcome = "ok"
         try:
-            await trail.record(AuditEvent.REQUEST, detail=request.text[:2000])
+            # held: committed with the plan and policy steps (nothing is said before)
+            await trail.record(AuditEvent.REQUEST, detail=request.text[:2000], hold=True)
             try:
                 planned = await plan()
             except Exception as exc:
@@ -312,6 +313,10 @@ class Engine:
             telemetry.ERRORS.labels("internal").inc()
             await trail.say(Step.ERROR, wording.internal_error(exc))
         finally:
+            try:
+                await trail.flush()  # whatever is still held
+            except Exception:
+                log.exception("engine.flush_failed", request_id=request.id)
             telemetry.REQUESTS.labels(request.actor.platform, outcome).inc()
             telemetry.REQUEST_LATENCY.observe(time.monotonic() - started)
         return Outcome.of(outcome)
@@ -438,6 +443,8 @@ class Engine:
         return True
 
     async def _announce(self, trail: Trail, invocation: Invocation, planner: str) -> None:
+        """The plan step of ``invocation``, held: it is committed and posted with the policy
+        step that always follows it (:meth:`_invoke`)."""
         await trail.step(
             Step.PLAN,
             AuditEvent.PLAN,
@@ -446,6 +453,7 @@ class Engine:
             args=invocation.args,
             outcome="invoke",
             detail=f"planner={planner} {invocation.rationale}".strip(),
+            hold=True,
         )
 
     def _tool_runner(self, request: Request, trail: Trail) -> ToolRunner:
@@ -607,9 +615,16 @@ class Engine:
     async def execute(
         self, skill: Skill[Any, Any], args: Any, ctx: SkillContext[Any], trail: Trail
     ) -> SkillResult:
-        """Run a skill with a time limit; failures become a ``SkillResult(ok=False)``."""
+        """Run a skill with a time limit; failures become a ``SkillResult(ok=False)``.
+
+        A write's start is its own audit record (``skill.execution``, before anything is
+        sent: a crash mid-write leaves it); a read's one record is its result, which says
+        what ran, with which arguments, how it ended and how long it took."""
         dumped = _dump(args)
-        await trail.record(AuditEvent.EXECUTION, skill=skill.name, args=dumped, outcome="started")
+        if skill.risk is not Risk.READ:
+            await trail.record(
+                AuditEvent.EXECUTION, skill=skill.name, args=dumped, outcome="started"
+            )
         started = time.monotonic()
         try:
             result = await asyncio.wait_for(skill.run(args, ctx), self._skill_timeout())

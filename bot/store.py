@@ -5,6 +5,9 @@ The schema is owned by the Alembic migrations in ``bot/migrations``; :func:`open
 upgrades the database to the newest revision before returning, and raises
 :class:`~opsbot.errors.DatabaseError` (naming the URL without its password) for a URL it
 cannot use or a database it cannot reach.
+
+SQLite runs in WAL mode with ``synchronous=FULL``: a commit is on disk when it returns, and
+readers do not block the writer (the audit log's group commits, :mod:`opsbot.audit`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +31,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     text,
 )
 from sqlalchemy.engine import URL, make_url
@@ -343,17 +347,33 @@ class Store:
     sessions: async_sessionmaker[AsyncSession]
     #: serialises this process's audit appends (the database's unique ``seq`` guards replicas)
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: the audit log's single writer in this process (:class:`opsbot.audit.AuditWriter`),
+    #: made on the first append
+    audit_writer: Any = None
+    #: awaited by :meth:`close` before the connections go (e.g. the audit writer's flush)
+    on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     async def close(self) -> None:
+        for flush in self.on_close:
+            await flush()
         await self.engine.dispose()
 
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+    finally:
+        cursor.close()
 
 
 def _upgrade(sync_conn: Any) -> None:
@@ -417,6 +437,8 @@ async def open_store(url: str, *, migrate: bool = True) -> Store:
     else:  # a server that restarted (or failed over): pooled connections are checked first
         kwargs["pool_pre_ping"] = True
     engine = create_async_engine(parsed, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     try:
         async with engine.connect():
             pass

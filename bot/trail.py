@@ -1,13 +1,21 @@
 """The request trail: DESIGN.md's "every step -> an audit event + a message in the request's
-thread" as one object bound to one request, so each step is one call."""
+thread" as one object bound to one request, so each step is one call.
+
+A message is posted only once its step's audit record is committed. A step may be *held*
+(``hold=True``): its record is queued at once and its message waits for the next step that
+is not held (or :meth:`Trail.flush`), which waits for all of them together: the records of a
+request's first steps (received, plan, policy) then share one commit instead of waiting for
+one each, and nothing is said before it is on record.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from opsbot.audit import AuditLog
+from opsbot.audit import AuditLog, AuditRecord
 from opsbot.model import Audience, Block, Message, Step, Text
 
 Reply = Callable[[Message], Awaitable[None]]
@@ -28,6 +36,10 @@ class Trail:
     thread: str
     request_id: str
     label: str = ""
+    #: held steps: their records (queued) and the messages waiting for them
+    held: list[tuple[asyncio.Future[AuditRecord], Message | None]] = field(
+        default_factory=list, compare=False, repr=False
+    )
 
     def by(self, actor: str, label: str = "") -> Trail:
         """The same request's trail, with steps by someone else."""
@@ -45,24 +57,13 @@ class Trail:
         detail: str = "",
         audience: Audience = Audience.THREAD,
         approval_id: str | None = None,
+        hold: bool = False,
     ) -> None:
         """Write one audit record and, when there is something to ``say``, post it in the
-        thread (``audience``: everyone there, or only the person who clicked)."""
-        await self.record(event, skill=skill, args=args, outcome=outcome, detail=detail)
-        if say:
-            await self.say(step, say, audience=audience, approval_id=approval_id)
-
-    async def record(
-        self,
-        event: str,
-        *,
-        skill: str = "",
-        args: dict[str, Any] | None = None,
-        outcome: str = "",
-        detail: str = "",
-    ) -> None:
-        """An audit record of this request, with nothing posted (e.g. model usage)."""
-        await self.audit.append(
+        thread (``audience``: everyone there, or only the person who clicked). ``hold``:
+        queue the record and keep the message until the next step that is not held."""
+        message = self._message(step, say, audience, approval_id) if say else None
+        future = self.audit.enqueue(
             event,
             actor=self.actor,
             channel=self.channel,
@@ -73,6 +74,44 @@ class Trail:
             outcome=outcome,
             detail=detail,
         )
+        self.held.append((future, message))
+        if not hold:
+            await self.flush()
+
+    async def record(
+        self,
+        event: str,
+        *,
+        skill: str = "",
+        args: dict[str, Any] | None = None,
+        outcome: str = "",
+        detail: str = "",
+        hold: bool = False,
+    ) -> None:
+        """An audit record of this request, with nothing posted (e.g. model usage)."""
+        await self.step(
+            Step.RECEIVED,
+            event,
+            None,
+            skill=skill,
+            args=args,
+            outcome=outcome,
+            detail=detail,
+            hold=hold,
+        )
+
+    async def flush(self) -> None:
+        """Wait for the held steps' records to be committed, then post their messages, in
+        order (a record that could not be written raises before its message is posted)."""
+        while self.held:
+            future, message = self.held.pop(0)
+            try:
+                await future
+            except Exception:  # its record could not be written: it is not said, nor is
+                self.held.clear()  # what was held after it; the error goes up (once)
+                raise
+            if message is not None:
+                await self.post(message)
 
     async def say(
         self,
@@ -83,14 +122,22 @@ class Trail:
         approval_id: str | None = None,
     ) -> None:
         """A message in the thread whose audit record another step already wrote."""
+        await self.flush()
+        await self.post(self._message(step, say, audience, approval_id))
+
+    def _message(
+        self,
+        step: Step,
+        say: str | list[Block],
+        audience: Audience,
+        approval_id: str | None,
+    ) -> Message:
         blocks: list[Block] = [Text(text=say)] if isinstance(say, str) else say
-        await self.post(
-            Message(
-                thread=self.thread,
-                step=step,
-                blocks=blocks,
-                approval_id=approval_id,
-                audience=audience,
-                actor=self.label or self.actor,
-            )
+        return Message(
+            thread=self.thread,
+            step=step,
+            blocks=blocks,
+            approval_id=approval_id,
+            audience=audience,
+            actor=self.label or self.actor,
         )

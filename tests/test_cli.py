@@ -166,9 +166,9 @@ def test_ask_then_audit_list_show_verify_export(env: Path) -> None:
     shown = runner.invoke(app, ["audit", "show", "1"])
     assert '"event": "request.received"' in shown.output
     verified = runner.invoke(app, ["audit", "verify"])
-    assert verified.exit_code == 0 and verified.output.startswith("ok: 5 records")
+    assert verified.exit_code == 0 and verified.output.startswith("ok: 4 records")
     exported = runner.invoke(app, ["audit", "export"])
-    assert len(exported.output.strip().splitlines()) == 5
+    assert len(exported.output.strip().splitlines()) == 4
 
     with sqlite3.connect(env) as conn:  # someone edits the log behind the bot's back
         conn.execute("UPDATE audit_events SET detail = 'nothing to see' WHERE seq = 2")
@@ -226,18 +226,18 @@ def test_audit_list_is_a_table_that_says_when_it_is_truncated(env: Path) -> None
     newest = runner.invoke(app, ["audit", "list", "--limit", "4"])
     assert newest.exit_code == 0, newest.output
     lines = [line.rstrip() for line in newest.output.splitlines()]
-    assert lines[0] == "4 audit records (seq 12-15)" and "┃ seq" in newest.output
+    assert lines[0] == "4 audit records (seq 9-12)" and "┃ seq" in newest.output
     assert lines[-1] == (
         "older records are not shown: see them with --offset 4 (--limit 4), or narrow with "
         "--since/--actor/--skill"
     )
-    older = runner.invoke(app, ["audit", "list", "--limit", "4", "--offset", "12"])
+    older = runner.invoke(app, ["audit", "list", "--limit", "4", "--offset", "9"])
     assert older.output.splitlines()[0].rstrip() == "3 audit records (seq 1-3)"
     assert "older records are not shown" not in older.output
     beyond = runner.invoke(app, ["audit", "list", "--offset", "40"])
     assert beyond.output.splitlines()[0].rstrip() == "0 audit records (none)"
-    everything = runner.invoke(app, ["audit", "list", "--json", "--limit", "15"])
-    assert [r["seq"] for r in json.loads(everything.stdout)] == list(range(1, 16))
+    everything = runner.invoke(app, ["audit", "list", "--json", "--limit", "12"])
+    assert [r["seq"] for r in json.loads(everything.stdout)] == list(range(1, 13))
     assert everything.stderr == ""
 
 

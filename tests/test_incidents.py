@@ -320,7 +320,6 @@ async def test_first_delivery_opens_one_thread_with_the_alerts_own_data(rig: Rig
         AuditEvent.REQUEST,
         AuditEvent.PLAN,
         AuditEvent.POLICY,
-        AuditEvent.EXECUTION,
         AuditEvent.RESULT,
     ]
     assert records[0].actor == "alertmanager:opsbot" and records[0].thread == incident.thread

@@ -167,8 +167,8 @@ async def test_a_suggested_action_runs_as_the_clicker_through_policy(bot: TestBo
     # a read button runs straight away, as whoever clicked it
     pinged = await bot.click("ping-web", as_="shell:eve")
     assert "web answers" in pinged.text and ToyPing.runs == ["shell:eve:web"]
-    [execution] = await bot.services.audit.search(event=AuditEvent.EXECUTION, skill="toy.ping")
-    assert execution.actor == "shell:eve"
+    [ran] = await bot.services.audit.search(event=AuditEvent.RESULT, skill="toy.ping")
+    assert ran.actor == "shell:eve"
 
 
 async def test_unknown_ids_are_refused_to_the_clicker(bot: TestBot) -> None:
