@@ -1012,27 +1012,50 @@ def audit_show(seq: Annotated[int, typer.Argument(help="The record's sequence nu
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
+def audit_verify(
+    since_checkpoint: Annotated[
+        bool,
+        typer.Option(
+            "--since-checkpoint",
+            help="Check only the records appended since the last verification that found "
+            "the chain intact (its checkpoint), from that record on.",
+        ),
+    ] = False,
+) -> None:
     """Check the hash chain; exit 1 and name the records if any was edited or deleted.
 
     With OPSBOT_AUDIT_ANCHOR_PATH set, the chain is also held against its anchors: a log
     that ends before the last anchor was truncated, one whose record differs from its
     anchor's was rewritten. A log trimmed by retention is checked from its checkpoint.
+    A walk that finds the chain intact keeps its head as the verification checkpoint
+    (in the database); --since-checkpoint starts from there (the console does too).
     """
     from opsbot.anchors import AnchorFile
 
-    async def verify(s: Services) -> tuple[Any, list[str], int]:
+    async def verify(s: Services) -> tuple[Any, list[str], int, tuple[int, str] | None]:
         path = s.settings.audit_anchor_path
         read = AnchorFile(path, s.settings.audit_anchor_key).read() if path else None
         points = [a.point(str(path)) for a in read.anchors] if read else []
-        status = await s.audit.verify_chain(anchors=points)
-        return status, (read.problems if read else []), len(points)
+        start = await s.audit.verified() if since_checkpoint else None
+        status = await s.audit.verify_chain(start=start, anchors=points)
+        if not (read and read.problems):
+            await s.audit.keep_verified(status)
+        return status, (read.problems if read else []), len(points), start
 
-    status, anchor_problems, anchors = _with_services(verify)
+    status, anchor_problems, anchors, start = _with_services(verify)
     problems = [p.message for p in status.problems] + anchor_problems
     if not problems:
         against = f", checked against {anchors} anchors" if anchors else ""
-        print(f"ok: {status.checked} records, chain intact{against}; head {status.head_hash}")
+        since = ""
+        if since_checkpoint:
+            since = (
+                f" since the checkpoint at record {start[0]}"
+                if start
+                else " (no checkpoint yet: the whole chain)"
+            )
+        print(
+            f"ok: {status.checked} records{since}, chain intact{against}; head {status.head_hash}"
+        )
         return
     for problem in problems:
         print(f"FAIL {problem}")

@@ -327,6 +327,8 @@ class ChainWatcher:
                         finished=status.finished,
                     )
                 watch.error = ""
+                if watch.ok and watch.latest is not None:  # for `audit verify --since-checkpoint`
+                    await self.services.audit.keep_verified(watch.latest)
             except Exception as exc:  # a database hiccup: say so on the chain page
                 log.exception("console.verify_failed")
                 watch.error = f"{type(exc).__name__}: {exc}"[:300]
