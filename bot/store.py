@@ -2,9 +2,10 @@
 
 SQLite (``sqlite+aiosqlite://``) by default, PostgreSQL (``postgresql+asyncpg://``) by URL.
 The schema is owned by the Alembic migrations in ``bot/migrations``; :func:`open_store`
-upgrades the database to the newest revision before returning, and raises
-:class:`~opsbot.errors.DatabaseError` (naming the URL without its password) for a URL it
-cannot use or a database it cannot reach.
+upgrades the database to the newest revision before returning (Alembic is imported and run
+only when the database's revision is not the newest the package ships: one SELECT tells),
+and raises :class:`~opsbot.errors.DatabaseError` (naming the URL without its password) for a
+URL it cannot use or a database it cannot reach.
 
 SQLite runs in WAL mode with ``synchronous=FULL``: a commit is on disk when it returns, and
 readers do not block the writer (the audit log's group commits, :mod:`opsbot.audit`).
@@ -367,6 +368,37 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+_REVISION = re.compile(r"^revision\s*(?::[^=]*)?=\s*[\"']([^\"']+)[\"']", re.M)
+_DOWN = re.compile(r"^down_revision\s*(?::[^=]*)?=\s*(.+)$", re.M)
+
+
+def shipped_heads(folder: Path = MIGRATIONS / "versions") -> set[str]:
+    """The head revisions of the migrations in ``folder``, read from the files' ``revision``
+    and ``down_revision`` lines (without importing Alembic)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for file in folder.glob("*.py"):
+        source = file.read_text(encoding="utf-8")
+        found = _REVISION.search(source)
+        if found is None:
+            continue
+        revisions.add(found.group(1))
+        down = _DOWN.search(source)
+        if down is not None:
+            parents.update(re.findall(r"[\"']([^\"']+)[\"']", down.group(1)))
+    return revisions - parents
+
+
+async def _current_revisions(engine: AsyncEngine) -> set[str] | None:
+    """The revisions ``alembic_version`` holds (None: no such table, a new database)."""
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
+            return {str(r[0]) for r in rows}
+    except DBAPIError:
+        return None
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
@@ -425,7 +457,9 @@ def database_url(url: str) -> URL:
 
 
 async def open_store(url: str, *, migrate: bool = True) -> Store:
-    """Connect to ``url`` and (by default) run the Alembic migrations up to ``head``.
+    """Connect to ``url`` and (by default) run the Alembic migrations up to ``head``, when
+    the database is not there yet (its revision is read first: an up-to-date database costs
+    one query, and Alembic is not imported).
 
     Raises :class:`DatabaseError` for a URL that is not one of a supported database, and when
     the database cannot be reached (the message names the URL without its password).
@@ -449,7 +483,7 @@ async def open_store(url: str, *, migrate: bool = True) -> Store:
             f"cannot open the database {shown_url(parsed)}: {reason or type(exc).__name__}",
             hint="check that the server runs and accepts this user, or fix OPSBOT_DATABASE_URL",
         ) from exc
-    if migrate:
+    if migrate and await _current_revisions(engine) != shipped_heads():
         async with engine.begin() as conn:
             if parsed.get_backend_name() == "postgresql":
                 # replicas starting together: one migrates, the others wait here and then

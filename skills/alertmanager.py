@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import httpx
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -29,6 +28,9 @@ from opsbot.meaning import Choice, Lasting, Matchers, Remark
 from opsbot.model import Block, Code, SkillResult, Table, Text
 from opsbot.skills.base import Backend, BackendSettings, Risk, Skill, SkillContext, SkillError
 from opsbot.skills.prometheus import Prometheus
+
+if TYPE_CHECKING:
+    import httpx  # loaded on the first call (a command that calls no Alertmanager needs none)
 
 LABEL_NAME = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 SEVERITY_ORDER = {"critical": 0, "page": 0, "error": 1, "warning": 2, "info": 3}
@@ -59,6 +61,8 @@ class Alertmanager(Backend[AlertmanagerConfig]):
         return [] if self.config.url else ["ALERTMANAGER_URL"]
 
     async def connect(self) -> httpx.AsyncClient:
+        import httpx
+
         assert self.config.url
         return httpx.AsyncClient(
             base_url=self.config.url.rstrip("/"), timeout=self.settings.backend_timeout
@@ -66,6 +70,8 @@ class Alertmanager(Backend[AlertmanagerConfig]):
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """One API call; transport and HTTP errors become :class:`SkillError` with the reason."""
+        import httpx
+
         am: httpx.AsyncClient = await self.client()
         try:
             response = await am.request(method, path, **kwargs)

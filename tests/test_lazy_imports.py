@@ -76,3 +76,48 @@ def test_no_backend_library_is_imported_until_used(tmp_path: Path, command: list
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(out.read_text()) == []
+
+
+def test_alembic_runs_only_when_the_schema_is_behind(tmp_path: Path) -> None:
+    """The first command migrates a new database; the next finds its revision current with
+    one query and imports no Alembic at all."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSBOT_")}
+    env["OPSBOT_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'opsbot.db'}"
+    loaded = []
+    for round_ in ("new", "current"):
+        out = tmp_path / f"modules-{round_}.json"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                PROBE,
+                "cli",
+                str(out),
+                "alembic",
+                "ask",
+                "--as",
+                "shell:a",
+                "help",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        loaded.append(json.loads(out.read_text()))
+    assert "alembic" in loaded[0]  # the new database was migrated
+    assert loaded[1] == []  # the current one was not touched
+
+
+def test_the_shipped_head_is_read_from_the_migration_files() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from opsbot.store import MIGRATIONS, shipped_heads
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert shipped_heads() == set(ScriptDirectory.from_config(config).get_heads())

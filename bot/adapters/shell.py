@@ -22,7 +22,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.syntax import Syntax
 from rich.table import Table as RichTable
 
 from opsbot.adapters.markup import Dialect, card_votes, convert
@@ -120,6 +119,8 @@ class ShellRenderer:
             for line in code.splitlines():
                 self._literal(prefix + "    " + line)
         else:
+            from rich.syntax import Syntax  # pygments: loaded for the first code block
+
             self.console.print(Syntax(code, "text", word_wrap=True, padding=(0, 2)))
 
     def _card(self, card: ApprovalCard, prefix: str, style: str, plain: bool) -> None:
