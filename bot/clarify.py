@@ -130,7 +130,7 @@ class Clarifications:
         :class:`Clarify` when the answer leaves something open ("checkout" may still exist in
         two namespaces). An expired question, or a message that is no answer to it, drops it;
         a message by someone other than the requester leaves it."""
-        if not request.thread:  # a request that opens a thread has nothing pending
+        if not request.thread or request.new_thread:  # a thread it opens has nothing pending
             return None
         pending = await self._load(request.thread_key)
         if pending is None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -165,6 +167,7 @@ class Engine:
         #: this replica, as approvals record who runs them (``opsbot serve``: its identity in
         #: the leader election)
         self.identity = "this process"
+        self._catalogs: OrderedDict[tuple[str, Actor, str, int, int], set[str]] = OrderedDict()
 
     # -- catalog -------------------------------------------------------------------------
 
@@ -176,6 +179,24 @@ class Engine:
             for s in self.services.registry
             if policy.permitted(actor, s.name, channel=channel, namespaced=s.namespaced)
         ]
+
+    def _permitted(self, request: Request) -> set[str]:
+        """The names of :meth:`catalog` for ``request`` (worked out once per request)."""
+        services = self.services
+        key = (
+            request.id,
+            request.actor,
+            request.channel,
+            id(services.policy),
+            len(services.registry),
+        )
+        names = self._catalogs.get(key)
+        if names is None:
+            names = {s.name for s in self.catalog(request.actor, request.channel)}
+            self._catalogs[key] = names
+            while len(self._catalogs) > 512:  # requests in flight, and a few past ones
+                self._catalogs.popitem(last=False)
+        return names
 
     def trail(self, request: Request, post: Reply) -> Trail:
         return Trail(
@@ -198,7 +219,8 @@ class Engine:
         async def plan() -> Plan:
             if (problem := screen.unreadable(request.text)) is not None:
                 return Answer(text=problem)  # empty or binary: no planner is asked
-            catalog = self.catalog(request.actor, request.channel)
+            permitted = self._permitted(request)
+            catalog = [s for s in self.services.registry if s.name in permitted]
             answered = await self.clarifications.answer(request, catalog)
             if answered is not None:  # it answers the question the thread was left with
                 return answered
@@ -276,8 +298,9 @@ class Engine:
             channel=channel,
             text=text or f"({planner}) {wording.describe(invocation)}",
             thread=thread,
-            **({"id": request_id} if request_id else {}),
         )
+        if request_id:
+            request = dataclasses.replace(request, id=request_id)
 
         async def planned() -> Plan:
             return Run(invocations=[invocation], planner=planner)
@@ -373,8 +396,7 @@ class Engine:
         mood = write_mood(request.text)
         blocks: list[Block] = [Text(text=text)]
         skill = self.services.registry.get(invocation.skill)
-        permitted = {s.name for s in self.catalog(request.actor, request.channel)}
-        if skill is not None and skill.name in permitted:
+        if skill is not None and skill.name in self._permitted(request):
             try:
                 args = skill.parse_args(invocation.args)
                 preview = await asyncio.wait_for(
@@ -425,7 +447,7 @@ class Engine:
     async def _explain_refusal(self, request: Request, trail: Trail) -> bool:
         """When nothing the actor may call fits, but a skill policy withholds does, say so
         (and audit the denial) instead of "I don't understand". Nothing is planned or run."""
-        permitted = {s.name for s in self.catalog(request.actor, request.channel)}
+        permitted = self._permitted(request)
         withheld = [s for s in self.services.registry if s.name not in permitted]
         skill = await self.planner.explain(request, withheld)
         if skill is None:
@@ -475,8 +497,7 @@ class Engine:
     ) -> tuple[str, SkillResult | None]:
         """Policy, then run or request approval. Returns (outcome, result if it ran)."""
         skill = self.services.registry.get(invocation.skill)
-        permitted = {s.name for s in self.catalog(request.actor, request.channel)}
-        if skill is None or skill.name not in permitted:
+        if skill is None or skill.name not in self._permitted(request):
             text = (
                 wording.unknown_skill(invocation.skill)
                 if skill is None

@@ -50,6 +50,8 @@ class Request:
     text: str
     thread: str = ""
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    #: the request opens its thread (a top-level message): nothing can be pending there yet
+    new_thread: bool = False
 
     @property
     def thread_key(self) -> str:

@@ -145,6 +145,10 @@ class Policy:
         #: (rule's index, skill pattern or "") -> "file:line" where it is written, when loaded
         self.lines = lines or {}
         self._check_references()
+        #: :meth:`permitted` answers by (subjects, skill, channel, namespaced): the catalog is
+        #: filtered several times per request (planner, policy, help)
+        self._permitted: dict[tuple[frozenset[str], str, str, bool], bool] = {}
+        self._permitted_rules: tuple[int, int] = (0, -1)
 
     # -- loading -------------------------------------------------------------------------
 
@@ -219,11 +223,13 @@ class Policy:
         groups = {
             f"group:{name}"
             for name, members in self.doc.groups.items()
-            if any(_glob_in(member, own) for member in members)
+            if any(
+                member in own or (_is_glob(member) and _glob_in(member, own)) for member in members
+            )
         }
         return own | groups
 
-    def _matches_subject(self, patterns: list[str], subjects: set[str]) -> bool:
+    def _matches_subject(self, patterns: list[str], subjects: set[str] | frozenset[str]) -> bool:
         return any(p == "*" or _glob_in(p, subjects) for p in patterns)
 
     def identity_for(self, actor: Actor) -> KubeIdentity | None:
@@ -294,7 +300,24 @@ class Policy:
     ) -> bool:
         """Whether *some* call of ``skill`` could be allowed or approved for this actor here
         (used to filter the catalog a planner is shown)."""
-        subjects = self.subjects_of(actor)
+        subjects = frozenset(self.subjects_of(actor))
+        rules = (id(self.doc.rules), len(self.doc.rules))
+        if rules != self._permitted_rules:  # another rule list: forget what it answered
+            self._permitted.clear()
+            self._permitted_rules = rules
+        key = (subjects, skill, channel, namespaced)
+        known = self._permitted.get(key)
+        if known is None:
+            if len(self._permitted) > 10_000:
+                self._permitted.clear()
+            known = self._permitted[key] = self._permitted_by_rules(
+                subjects, skill, channel, namespaced
+            )
+        return known
+
+    def _permitted_by_rules(
+        self, subjects: frozenset[str], skill: str, channel: str, namespaced: bool
+    ) -> bool:
         for rule in self.doc.rules:
             if not self._matches_subject(rule.subjects, subjects):
                 continue
@@ -333,8 +356,12 @@ def closest(name: str, names: Collection[str]) -> str | None:
     return found[0] if found else None
 
 
-def _glob_in(pattern: str, subjects: set[str]) -> bool:
+def _glob_in(pattern: str, subjects: set[str] | frozenset[str]) -> bool:
     return any(fnmatch.fnmatchcase(s, pattern) for s in subjects)
+
+
+def _is_glob(pattern: str) -> bool:
+    return "*" in pattern or "?" in pattern or "[" in pattern
 
 
 # -- file loading with line numbers --------------------------------------------------------

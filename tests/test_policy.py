@@ -159,3 +159,20 @@ def test_warnings_name_patterns_that_match_no_installed_skill(tmp_path: Path) ->
     path.write_text("groups: {}\n")
     [deny_all] = Policy.load(path).warnings(skills)
     assert deny_all.startswith(f"{path}: no rules, so every request is denied")
+
+
+def test_permitted_remembers_answers_but_follows_the_groups_and_the_rules(
+    policy: Policy,
+) -> None:
+    """The catalog filter is asked many times per request: its answers are kept, by the
+    subjects the actor has now (group changes count at once) and the rule list."""
+    dave = Actor(id="shell:dave")
+    assert not policy.permitted(dave, "alerts.silence")
+    assert not policy.permitted(dave, "alerts.silence")  # the kept answer
+    policy.doc.groups["oncall"].append("shell:dave")
+    assert policy.permitted(dave, "alerts.silence")
+    policy.doc.groups["oncall"].remove("shell:dave")
+    assert not policy.permitted(dave, "alerts.silence")
+    assert policy.permitted(dave, "help")
+    policy.doc.rules = []  # another rule list: nothing is kept from the old one
+    assert not policy.permitted(dave, "help")
