@@ -285,6 +285,36 @@ async def test_two_runners_claim_each_follow_up_once(bot: Services) -> None:
     assert len(ids) == len(set(ids)) == 20
 
 
+async def test_the_leader_gathers_the_inventory_and_the_other_replicas_read_it(
+    bot: Services,
+) -> None:
+    """The leader asks the backends; a follower grounds on what it kept (no backend asked),
+    and asks them itself only when nothing fresh is kept (no leader for a while)."""
+    from opsbot.inventory import Inventory
+    from opsbot.skills.base import Backend, SkillRegistry
+
+    asked: list[str] = []
+
+    class Names(Backend[Any]):
+        name = "names"
+
+        async def inventory(self) -> dict[str, set[str]]:
+            asked.append("names")
+            return {"deployment": {"checkout", "cart"}, "namespace": {"shop"}}
+
+    registry = SkillRegistry([Names.from_settings(bot.settings)])
+    leader, follower = Inventory(registry, ttl=60), Inventory(registry, ttl=60)
+    leader.shared = follower.shared = bot.store
+    assert await follower.names("deployment") == {"checkout", "cart"}  # nothing kept: asked
+    assert asked == ["names"]
+    await leader.publish()
+    assert asked == ["names", "names"]
+    other = Inventory(registry, ttl=60)
+    other.shared = bot.store
+    assert await other.snapshot() == {"deployment": {"checkout", "cart"}, "namespace": {"shop"}}
+    assert asked == ["names", "names"]  # read from the database, no backend asked
+
+
 async def test_inflight_work_is_waited_for() -> None:
     inflight = InFlight()
     done: list[str] = []
