@@ -319,6 +319,8 @@ class Engine:
             try:
                 planned = await plan()
             except Exception as exc:
+                if unavailable(exc):  # the database, not the planner: said below
+                    raise
                 log.exception("planner.failed", request_id=request.id)
                 await self._error(trail, wording.planner_failed(exc))
                 outcome = "error"
