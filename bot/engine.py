@@ -332,6 +332,8 @@ class Engine:
                 log.error("engine.database_unavailable", request_id=request.id, error=str(exc))
                 telemetry.ERRORS.labels("database").inc()
                 with contextlib.suppress(Exception):
+                    await trail.flush()  # records held for the plan: not written, dropped
+                with contextlib.suppress(Exception):
                     await trail.say(Step.ERROR, wording.database_down())
                 return Outcome.ERROR
             log.exception("engine.failed", request_id=request.id)
