@@ -394,9 +394,10 @@ async def test_follow_ups_see_the_thread(services: Services, model: FakeOpenAI) 
 
 async def test_empty_huge_and_foreign_messages(services: Services, model: FakeOpenAI) -> None:
     assert "Say what you need" in (await ask(services, "   ")).text
-    assert model.completions == []
+    assert "binary or encoded data" in (await ask(services, "x" * 50_000)).text
+    assert model.completions == []  # neither reached the model
     model.script(reply("That is a lot of text; what should I look at?"))
-    await ask(services, "x" * 50_000)
+    await ask(services, "why is checkout slow " * 2_500)  # 50,000 characters of words
     sent = model.completions[0]["messages"][-1]["content"]
     assert len(sent) < 4200 and sent.endswith("[message truncated]")
     model.script(reply("Désolé, je ne peux aider qu'avec l'exploitation de ces systèmes."))
