@@ -258,6 +258,7 @@ async def serve(services: Services, stop: asyncio.Event | None = None) -> None:
     engine.identity = elector.identity
     engine.follow_ups = FollowUps(services.store)
     services.inventory.shared = services.store
+    services.inventory.warm()  # the first requests ground on it without waiting
     adapters = Adapters(build_adapters(engine, settings))
     for adapter in adapters:
         if hasattr(adapter, "lead"):  # its gateway connects on the leader only

@@ -94,6 +94,14 @@ def meanings(model: type[BaseModel]) -> dict[str, Meaning]:
     return _MEANINGS[model]
 
 
+def grounds(skill: Skill[Any, Any]) -> bool:
+    """Whether reading ``skill``'s arguments uses the inventory's names (a name, a namespace,
+    alert matchers, a query recipe): a skill without such arguments needs no grounding."""
+    return any(
+        isinstance(m, Grounded | Matchers | Expression) for m in meanings(skill.Args).values()
+    )
+
+
 def declared(model: type[BaseModel]) -> dict[str, Meaning]:
     """The fields of ``model`` that declare a meaning (not read by name)."""
     return {

@@ -292,7 +292,7 @@ class OfflineRouter:
             if filled is None:
                 return Answer(text=f"No `{mapped.recipe}` PromQL recipe is configured here.")
             given["query"], rationale = filled
-        inventory = await self._inventory()
+        inventory = await self._inventory(skill)
         # the command's words are kubectl's, not names: only its options are read again
         options = ex.Parsed(text=text, flags=parsed.flags, refs=parsed.refs)
         grounded = arguments.ground_given(skill, given, inventory)
@@ -370,8 +370,12 @@ class OfflineRouter:
             self._vocabularies[key] = vocab
         return self._vocabularies[key]
 
-    async def _inventory(self) -> dict[str, set[str]]:
-        return await self.inventory.snapshot() if self.inventory else {}
+    async def _inventory(self, skill: Skill[Any, Any]) -> dict[str, set[str]]:
+        """The inventory's names, for a skill whose arguments are grounded (others ask for
+        none, so they never wait on a backend's inventory)."""
+        if self.inventory is None or not arguments.grounds(skill):
+            return {}
+        return await self.inventory.snapshot()
 
     async def build(
         self,
@@ -383,7 +387,7 @@ class OfflineRouter:
         """Extract, refine, ground and validate the arguments of ``skill`` from ``parsed``
         (:func:`opsbot.intent.arguments.extract`); arguments already ``given`` (an earlier
         message, a choice, a kubectl command) are not read again."""
-        reading = arguments.Reading(parsed, await self._inventory(), vocabulary, self.recipes)
+        reading = arguments.Reading(parsed, await self._inventory(skill), vocabulary, self.recipes)
         found = arguments.extract(skill, reading, given)
         if isinstance(found, arguments.Ask):
             return await self._ask(skill, parsed, vocabulary, found)
