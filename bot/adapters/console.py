@@ -429,6 +429,18 @@ class Console:
         )
         return web.Response(text=page, content_type="text/html", status=status)
 
+    async def page(
+        self,
+        request: web.Request,
+        template: str,
+        status: int = 200,
+        viewer: Viewer | None = None,
+        **context: Any,
+    ) -> web.Response:
+        """:meth:`render` in a worker thread: a long page (a timeline, a request's chain)
+        never holds the event loop, so ``/healthz`` and the chat adapters answer meanwhile."""
+        return await asyncio.to_thread(self.render, request, template, status, viewer, **context)
+
     async def record(
         self,
         viewer: Viewer,
@@ -514,7 +526,7 @@ class Console:
         filters = Filters.parse(request.query)
         page = await self.review.timeline(filters)
         await self.record(viewer, request, args={"filters": filters.params()})
-        return self.render(
+        return await self.page(
             request,
             "timeline.html",
             viewer=viewer,
@@ -531,7 +543,7 @@ class Console:
             return self.error(
                 request, 404, f"No audit records for request {request_id[:64]}.", viewer
             )
-        return self.render(request, "request.html", viewer=viewer, view=view)
+        return await self.page(request, "request.html", viewer=viewer, view=view)
 
     async def record_view(self, request: web.Request, viewer: Viewer) -> web.StreamResponse:
         raw = request.match_info["seq"]
@@ -544,7 +556,7 @@ class Console:
                 request, 404, f"No audit record {raw} (deleted, or not yet written).", viewer
             )
         problems = [p for p in self.watcher.watch.problems if p.seq == record.seq]
-        return self.render(
+        return await self.page(
             request,
             "record.html",
             viewer=viewer,
@@ -568,7 +580,7 @@ class Console:
         expired = [a for a in approvals if a.state == "expired"] + overdue
         times = [a.time_to_decide for a in decided if a.time_to_decide is not None]
         median = sorted(times)[len(times) // 2] if times else None
-        return self.render(
+        return await self.page(
             request,
             "approvals.html",
             viewer=viewer,
@@ -582,13 +594,13 @@ class Console:
     async def incidents(self, request: web.Request, viewer: Viewer) -> web.StreamResponse:
         incidents = await self.review.incidents()
         await self.record(viewer, request)
-        return self.render(request, "incidents.html", viewer=viewer, incidents=incidents)
+        return await self.page(request, "incidents.html", viewer=viewer, incidents=incidents)
 
     async def chain(self, request: web.Request, viewer: Viewer) -> web.StreamResponse:
         await self.record(viewer, request)
         checkpoints = await self.services.audit.retention_checkpoints()
         head = await self.services.audit.head()
-        return self.render(
+        return await self.page(
             request,
             "chain.html",
             viewer=viewer,
