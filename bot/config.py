@@ -165,6 +165,19 @@ class Settings(BaseSettings):
         validation_alias=_env("OPSBOT_HTTP_PORT", "http_port"),
         description="port opsbot serve listens on",
     )
+    workers: int = Field(
+        16,
+        ge=1,
+        validation_alias=_env("OPSBOT_WORKERS", "workers"),
+        description="requests from chat events each adapter handles at once (its worker pool)",
+    )
+    queue_limit: int = Field(
+        200,
+        ge=0,
+        validation_alias=_env("OPSBOT_QUEUE_LIMIT", "queue_limit"),
+        description="chat requests that may wait for a worker; the next is told at once that "
+        "the bot is busy and to ask again",
+    )
     # -- several replicas of opsbot serve on one database ------------------------------------
     leader_election: Literal["auto", "lease", "postgres", "off"] = Field(
         "auto",

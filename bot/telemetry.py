@@ -56,6 +56,25 @@ LEADER = Gauge(
 IN_FLIGHT = Gauge(
     "opsbot_work_in_flight", "Requests, clicks and follow-ups being handled", registry=REGISTRY
 )
+WORK_WAITING = Gauge(
+    "opsbot_work_waiting",
+    "Chat requests queued for a worker, by adapter (opsbot.adapters.work)",
+    ["adapter"],
+    registry=REGISTRY,
+)
+WORK_WAIT = Histogram(
+    "opsbot_work_wait_seconds",
+    "How long a chat request waited for a worker",
+    ["adapter"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+WORK_REFUSED = Counter(
+    "opsbot_work_refused_total",
+    "Chat requests answered 'busy, ask again' because the queue was full",
+    ["adapter"],
+    registry=REGISTRY,
+)
 
 
 def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:

@@ -83,6 +83,13 @@ def internal_error(exc: Exception) -> str:
     return f"Internal error ({type(exc).__name__}); it is logged."
 
 
+def busy(waiting: int) -> str:
+    return (
+        f"I am busy right now ({waiting} requests are waiting before yours), so I did not take "
+        "this one and nothing was run. Please ask again in a minute."
+    )
+
+
 def database_down() -> str:
     return (
         "I cannot reach my database right now, so nothing was recorded and nothing was run. "

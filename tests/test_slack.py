@@ -32,6 +32,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from opsbot.adapters.http import make_app
 from opsbot.adapters.slack import SlackAdapter
 from opsbot.adapters.slack_blocks import MAX_BLOCKS, mrkdwn, render
+from opsbot.adapters.work import Work
 from opsbot.approvals import State
 from opsbot.audit import AuditEvent
 from opsbot.config import Settings
@@ -573,6 +574,68 @@ async def test_slash_command_is_acknowledged_before_the_work_ends(rig: SlackRig)
     assert "pondered web" not in rig.texts()
     ToySlow.gate.open()
     await wait_until(lambda: "pondered web" in rig.texts())
+
+
+async def test_a_full_queue_answers_busy_in_the_thread_at_once(rig: SlackRig) -> None:
+    """Events wait for a worker in a bounded queue: with one worker busy and the queue full,
+    the next mention is told in its thread within a second that the bot is busy (audited),
+    and never runs; the queued one runs once the worker is free."""
+    rig.adapter().work = Work("slack", workers=1, limit=1)
+    ToySlow.gate.close()
+    await rig.mention("UEVE", "ponder web in shop", ts="1700000001.000100")
+    await asyncio.wait_for(ToySlow.gate.entered.wait(), 5)  # the one worker is busy
+    await rig.mention("UEVE", "show pods in shop", ts="1700000002.000100")  # waits
+    started = time.monotonic()
+    await rig.mention("UEVE", "show pods in staging", ts="1700000003.000100")  # no room
+    while not any(
+        p.get("thread_ts") == "1700000003.000100" for p in rig.slack.of("chat.postMessage")
+    ):
+        assert time.monotonic() - started < 1.0, "no busy answer within a second"
+        await asyncio.sleep(0.01)
+    [busy] = [p for p in rig.slack.of("chat.postMessage") if p["thread_ts"] == "1700000003.000100"]
+    assert "I am busy right now (1 requests are waiting before yours)" in busy["text"]
+    assert "ask again" in busy["text"]
+    assert not [
+        p for p in rig.slack.of("chat.postMessage") if p["thread_ts"] == "1700000002.000100"
+    ]
+    ToySlow.gate.open()
+    await wait_until(lambda: "pondered web" in rig.texts())
+    await wait_until(
+        lambda: any(
+            p["thread_ts"] == "1700000002.000100" and "k8s.pods" in p["text"]
+            for p in rig.slack.of("chat.postMessage")
+        )
+    )
+    refused = await rig.services.audit.search(event=AuditEvent.REQUEST)
+    assert [(r.outcome, r.detail) for r in refused if r.outcome == "busy"] == [
+        ("busy", "show pods in staging")
+    ]
+    assert not [p for p in rig.slack.of("chat.postMessage") if "staging" in p["text"]]
+
+
+async def test_one_threads_events_run_in_order(rig: SlackRig) -> None:
+    """A reply in a thread waits for the request before it in that thread; another thread's
+    request is not held up."""
+    ToySlow.gate.close()
+    await rig.mention("UEVE", "ponder web in shop", ts="1700000001.000100")
+    await asyncio.wait_for(ToySlow.gate.entered.wait(), 5)
+    await rig.event(
+        {
+            "type": "app_mention",
+            "user": "UEVE",
+            "text": "<@UBOT> show pods in shop",
+            "ts": "1700000001.000200",
+            "thread_ts": "1700000001.000100",
+            "channel": CHANNEL,
+        }
+    )
+    await rig.mention("UEVE", "show pods in staging", ts="1700000005.000100")
+    await wait_until(lambda: "k8s.pods namespace=staging" in rig.texts())
+    assert "k8s.pods namespace=shop" not in rig.texts()  # behind the held one in its thread
+    ToySlow.gate.open()
+    await wait_until(lambda: "k8s.pods namespace=shop" in rig.texts())
+    texts = rig.texts()
+    assert texts.index("pondered web") < texts.index("k8s.pods namespace=shop")
 
 
 async def test_a_click_is_acknowledged_and_the_buttons_go_before_the_action_ends(

@@ -31,6 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 import structlog
 from sqlalchemy import select
 
+from opsbot import wording
 from opsbot.approvals import State
 from opsbot.audit import AuditEvent
 from opsbot.config import Settings
@@ -248,6 +249,32 @@ class CardRefs:
         ref = key[len(prefix) :]
         self._memory[approval_id] = ref
         return ref
+
+
+async def tell_busy(
+    engine: Engine,
+    post: Reply,
+    thread: str,
+    actor: str,
+    channel: str,
+    text: str,
+    waiting: int,
+) -> None:
+    """A request the queue had no room for: say so in its thread at once, and keep a record
+    of it (queued, not waited for: the answer must not wait on the database)."""
+    engine.services.audit.enqueue(
+        AuditEvent.REQUEST,
+        actor=actor,
+        channel=channel,
+        thread=thread,
+        outcome="busy",
+        detail=text[:2000],
+    )
+    await post(
+        Message(
+            thread=thread, step=Step.ERROR, blocks=[Text(text=wording.busy(waiting))], actor=actor
+        )
+    )
 
 
 async def report_failure(engine: Engine, approval_id: str, post: Reply, exc: BaseException) -> None:

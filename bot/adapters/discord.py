@@ -44,8 +44,9 @@ import structlog
 import yarl
 from discord import app_commands
 
-from opsbot.adapters.base import CardRefs, Handler, discord_off, report_failure
+from opsbot.adapters.base import CardRefs, Handler, discord_off, report_failure, tell_busy
 from opsbot.adapters.discord_render import MAX_CONTENT, OUTPUT, Rendered, render
+from opsbot.adapters.work import Job, Work, queued
 from opsbot.config import Settings
 from opsbot.engine import Engine, Reply
 from opsbot.model import ActionButton, Actor, Audience, ButtonStyle, Message, Request
@@ -255,6 +256,8 @@ class DiscordAdapter:
         self.client.event(self.on_ready)
         self.client.event(self.on_interaction)
         self.cards = CardRefs(engine.services.store, PREFIX)
+        #: requests from events wait here for a worker (OPSBOT_WORKERS, OPSBOT_QUEUE_LIMIT)
+        self.work = Work(PREFIX, settings.workers, settings.queue_limit)
         self.command = command_name(settings)
         self._task: asyncio.Task[None] | None = None
         #: True: :meth:`start` only logs in (REST); the gateway connects in :meth:`lead`,
@@ -350,6 +353,7 @@ class DiscordAdapter:
 
     async def stop(self) -> None:
         await self.client.close()
+        await self.work.stop()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -490,25 +494,43 @@ class DiscordAdapter:
         if own is not None:
             text = text.replace(f"<@&{own.id}>", "")
         text = text.strip()
+        opened = False
         if isinstance(message.channel, discord.Thread):
             thread_id = message.channel.id
         else:
             try:
                 thread = await message.create_thread(name=(text or "opsbot")[:90])
-                thread_id = thread.id
+                thread_id, opened = thread.id, True
             except discord.HTTPException as exc:  # no permission to create threads: answer in place
                 log.warning(
                     "discord.thread_failed", status=exc.status, hint="grant Create Public Threads"
                 )
                 thread_id = message.channel.id
-        await self.engine.handle(
-            Request(
-                actor=actor_of(message.author),
-                channel=str(message.channel.id),
-                text=text,
-                thread=thread_key(thread_id),
+        request = Request(
+            actor=actor_of(message.author),
+            channel=str(message.channel.id),
+            text=text,
+            thread=thread_key(thread_id),
+            new_thread=opened,
+        )
+        await self._queue(request, functools.partial(self.engine.handle, request, self.post))
+
+    async def _queue(self, request: Request, job: Job) -> None:
+        """Run ``job`` through the worker pool, in order with its thread's other requests; a
+        full queue is told in the thread at once (and audited), and nothing runs."""
+        await queued(
+            self.work,
+            request.thread_key,
+            job,
+            lambda waiting: tell_busy(
+                self.engine,
+                self.post,
+                request.thread_key,
+                request.actor.id,
+                request.channel,
+                request.text,
+                waiting,
             ),
-            self.post,
         )
 
     async def _mine(self, interaction: discord.Interaction[Any]) -> bool:
@@ -523,20 +545,20 @@ class DiscordAdapter:
             f"{interaction.user.mention} asked: {text}"[:MAX_CONTENT]
         )
         original = await interaction.original_response()
+        opened = False
         try:
             thread = await original.create_thread(name=text[:90] or "opsbot")
-            thread_id = thread.id
+            thread_id, opened = thread.id, True
         except discord.HTTPException:
             thread_id = original.channel.id
-        await self.engine.handle(
-            Request(
-                actor=actor_of(interaction.user),
-                channel=str(interaction.channel_id),
-                text=text,
-                thread=thread_key(thread_id),
-            ),
-            self.post,
+        request = Request(
+            actor=actor_of(interaction.user),
+            channel=str(interaction.channel_id),
+            text=text,
+            thread=thread_key(thread_id),
+            new_thread=opened,
         )
+        await self._queue(request, functools.partial(self.engine.handle, request, self.post))
 
     # -- clicks --------------------------------------------------------------------------
 
@@ -620,7 +642,16 @@ class DiscordAdapter:
         if not await self._mine(interaction):
             return
         reply, for_clicker = await self._clicked(interaction)
-        await self.engine.click(
-            action_id, actor_of(interaction.user), reply, channel=str(interaction.channel_id)
+        clicker, channel = actor_of(interaction.user), str(interaction.channel_id)
+
+        async def click() -> None:
+            await self.engine.click(action_id, clicker, reply, channel=channel)
+            await self._answer_clicker(interaction, for_clicker)
+
+        request = Request(
+            actor=clicker,
+            channel=channel,
+            text=f"(clicked {action_id})",
+            thread=thread_key(interaction.channel_id) if interaction.channel_id else action_id,
         )
-        await self._answer_clicker(interaction, for_clicker)
+        await self._queue(request, click)

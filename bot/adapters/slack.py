@@ -50,7 +50,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from opsbot.adapters.base import CardRefs, Handler, report_failure, slack_off
+from opsbot.adapters.base import CardRefs, Handler, report_failure, slack_off, tell_busy
 from opsbot.adapters.slack_blocks import (
     ACTION,
     APPROVE,
@@ -65,6 +65,7 @@ from opsbot.adapters.slack_blocks import (
     section,
     unescape,
 )
+from opsbot.adapters.work import Job, Work, queued
 from opsbot.config import Settings
 from opsbot.engine import Engine, Reply
 from opsbot.model import Actor, ApprovalCard, Audience, Message, Request
@@ -176,6 +177,8 @@ class SlackAdapter:
         self.command = slash_command(settings)
         self.groups = UserGroups(self.client)
         self.cards = CardRefs(engine.services.store, PREFIX)
+        #: requests from events wait here for a worker (OPSBOT_WORKERS, OPSBOT_QUEUE_LIMIT)
+        self.work = Work(PREFIX, settings.workers, settings.queue_limit)
         self.bot_user = ""
         self._socket: Any = None
         self._connecting: asyncio.Task[None] | None = None
@@ -268,10 +271,15 @@ class SlackAdapter:
 
     async def quiesce(self) -> None:
         """Take no more events (shutdown): Socket Mode disconnects, and Slack sends the next
-        ones to another replica's connection; the Web API client stays for the work in flight."""
-        await self.stop()
+        ones to another replica's connection; the Web API client and the workers stay for the
+        work in flight."""
+        await self._disconnect()
 
     async def stop(self) -> None:
+        await self._disconnect()
+        await self.work.stop()
+
+    async def _disconnect(self) -> None:
         socket, self._socket = self._socket, None
         connecting, self._connecting = self._connecting, None
         if connecting is not None and not connecting.done():
@@ -426,21 +434,39 @@ class SlackAdapter:
 
     async def _start(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         event_id = body.get("event_id") or f"{event.get('channel')}:{event.get('ts')}"
-        if not await first_time(self.engine.services.store, f"slack:event:{event_id}"):
-            log.info("slack.duplicate_event", event_id=event_id)
-            return
         if not event.get("user") or not event.get("channel") or not event.get("ts"):
             log.warning("slack.malformed_event", event_id=event_id)
             return
         thread = thread_key(event["channel"], event.get("thread_ts") or event["ts"])
-        await self.engine.handle(
-            Request(
-                actor=await self.actor(event["user"]),
-                channel=event["channel"],
-                text=self._text(str(event.get("text", ""))),
-                thread=thread,
+        text = self._text(str(event.get("text", "")))
+
+        async def handle() -> None:
+            if not await first_time(self.engine.services.store, f"slack:event:{event_id}"):
+                log.info("slack.duplicate_event", event_id=event_id)
+                return
+            await self.engine.handle(
+                Request(
+                    actor=await self.actor(event["user"]),
+                    channel=event["channel"],
+                    text=text,
+                    thread=thread,
+                    new_thread=not event.get("thread_ts"),
+                ),
+                self.post,
+            )
+
+        await self._queue(thread, handle, f"{PREFIX}:{event['user']}", event["channel"], text)
+
+    async def _queue(self, thread: str, job: Job, actor: str, channel: str, text: str) -> None:
+        """Run ``job`` through the worker pool, in order with ``thread``'s other requests; a
+        full queue is told in the thread at once (and audited), and nothing runs."""
+        await queued(
+            self.work,
+            thread,
+            job,
+            lambda waiting: tell_busy(
+                self.engine, self.post, thread, actor, channel, text, waiting
             ),
-            self.post,
         )
 
     async def _on_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
@@ -465,10 +491,20 @@ class SlackAdapter:
             await respond(response_type="ephemeral", text=answer)
             return
         thread = thread_key(channel, str(parent["ts"]))
-        await self.engine.handle(
-            Request(actor=await self.actor(user), channel=channel, text=text, thread=thread),
-            self.post,
-        )
+
+        async def handle() -> None:
+            await self.engine.handle(
+                Request(
+                    actor=await self.actor(user),
+                    channel=channel,
+                    text=text,
+                    thread=thread,
+                    new_thread=True,
+                ),
+                self.post,
+            )
+
+        await self._queue(thread, handle, f"{PREFIX}:{user}", channel, text)
 
     @staticmethod
     def _where(body: dict[str, Any]) -> tuple[str, str, str]:
@@ -647,9 +683,14 @@ class SlackAdapter:
         if not user or not action_id:
             log.warning("slack.malformed_interaction")
             return
-        await self.engine.click(
-            action_id,
-            await self.actor(user),
-            self._clicker_reply(user, channel, thread_ts, respond),
-            channel=channel,
-        )
+
+        async def click() -> None:
+            await self.engine.click(
+                action_id,
+                await self.actor(user),
+                self._clicker_reply(user, channel, thread_ts, respond),
+                channel=channel,
+            )
+
+        thread = thread_key(channel, thread_ts) if channel and thread_ts else action_id
+        await self._queue(thread, click, f"{PREFIX}:{user}", channel, f"(clicked {action_id})")
