@@ -667,9 +667,11 @@ class Triage:
         prom: Prometheus | None = self.peer(Prometheus, "Prometheus", "RED metrics")
         if prom is None:
             return
-        args = {"service": self.service}
+        # the triage draws its own chart (with the alert's start marked): none from health
+        args: dict[str, Any] = {"service": self.service}
         if self.namespace:
             args["namespace"] = self.namespace
+        args["chart"] = False
         from opsbot.skills.prometheus import ServiceHealth
 
         if not self.args_for(ServiceHealth, args):

@@ -431,6 +431,7 @@ class HealthArgs(BaseModel):
     namespace: Annotated[str | None, Grounded("namespace")] = Field(
         None, pattern=LABEL_VALUE, description="Kubernetes namespace"
     )
+    chart: bool = Field(True, description="also draw the rate/errors/latency chart")
 
 
 class ServiceHealth(Skill[HealthArgs, Prometheus]):
@@ -524,7 +525,11 @@ class ServiceHealth(Skill[HealthArgs, Prometheus]):
                 f"so the {tpl.window} window would under-report"
             )
         blocks: list[Block] = [Text(text=head), Table(columns=["signal", "value"], rows=rows)]
-        if tpl.chart_since and (chart := await self._chart(prom, tpl, selector, where, oldest)):
+        if (
+            args.chart
+            and tpl.chart_since
+            and (chart := await self._chart(prom, tpl, selector, where, oldest))
+        ):
             blocks.append(chart)
         return SkillResult(
             summary=f"{where}: " + ", ".join(f"{r[0]} {r[1]}" for r in rows),
