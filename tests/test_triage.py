@@ -204,7 +204,10 @@ async def test_an_alert_is_triaged_with_evidence_a_chart_a_summary_and_suggested
         assert steps.get(skill) == ["plan", "result"], (skill, steps, reply.text)
     assert steps.get("k8s.rollout.history") == ["plan", "result"], steps
     assert reply.text.count("Allowed by rule **everyone reads**") >= 7, reply.text
-    assert "Plan (incident.triage): `service.health service=checkout namespace=shop chart=False`" in reply.text
+    assert (
+        "Plan (incident.triage): `service.health service=checkout namespace=shop chart=False`"
+        in reply.text
+    )
 
     message = triage_result(reply)
     text = message.plain
