@@ -102,6 +102,13 @@ class Settings(BaseSettings):
         validation_alias=_env("OPSBOT_LLM_REQUEST_TOKENS", "llm_request_tokens"),
         description="prompt+completion tokens one request may spend",
     )
+    llm_tools: int = Field(
+        6,
+        ge=0,
+        validation_alias=_env("OPSBOT_LLM_TOOLS", "llm_tools"),
+        description="skills offered to the model per request, the offline router's best "
+        "ranked for it (the model may ask for the others); 0 offers all it may use",
+    )
     llm_user_daily_tokens: int = Field(
         300_000, validation_alias=_env("OPSBOT_LLM_USER_DAILY_TOKENS", "llm_user_daily_tokens")
     )

@@ -35,6 +35,16 @@ class Conversations:
             ).all()
         return [Turn(r.role, r.content) for r in reversed(rows)]
 
+    async def add_turns(self, thread: str, turns: list[Turn]) -> None:
+        """Several turns of ``thread`` in one transaction, in order."""
+        async with self.store.sessions() as session:
+            at = now()
+            session.add_all(
+                TurnRow(thread=thread, role=t.role, content=t.content[:MAX_TURN_CHARS], at=at)
+                for t in turns
+            )
+            await session.commit()
+
     async def add(self, thread: str, role: str, content: str) -> None:
         async with self.store.sessions() as session:
             session.add(

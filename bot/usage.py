@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from opsbot.store import Store, UsageRow, now
 
@@ -63,6 +63,26 @@ class UsageLedger:
                 )
             )
             await session.commit()
+
+    async def record_all(self, rows: list[UsageRow]) -> None:
+        """Several calls' usage in one transaction (the LLM planner's, once per request)."""
+        if not rows:
+            return
+        async with self.store.sessions() as session:
+            session.add_all(rows)
+            await session.commit()
+
+    async def totals(self, actor: str, window: timedelta = timedelta(days=1)) -> tuple[int, int]:
+        """(everyone's, ``actor``'s) tokens in the last ``window``: one query for both
+        budgets."""
+        spent = UsageRow.prompt_tokens + UsageRow.completion_tokens
+        query = select(
+            func.coalesce(func.sum(spent), 0),
+            func.coalesce(func.sum(case((UsageRow.actor == actor, spent), else_=0)), 0),
+        ).where(UsageRow.at >= now() - window)
+        async with self.store.sessions() as session:
+            team, own = (await session.execute(query)).one()
+        return int(team or 0), int(own or 0)
 
     async def tokens(
         self, *, actor: str | None = None, window: timedelta = timedelta(days=1)

@@ -21,11 +21,14 @@ from opsbot.approvals import State
 from opsbot.audit import AuditEvent
 from opsbot.cli import app
 from opsbot.engine import Engine
+from opsbot.intent import tokens
 from opsbot.intent.llm import LLMPlanner, tool_name
 from opsbot.intent.offline import OfflineRouter
+from opsbot.intent.templates import default_prompts
 from opsbot.model import Actor, Request
 from opsbot.services import Services, build_services
 from opsbot.telemetry import REGISTRY
+from opsbot.usage import UsageLedger
 from tests.conftest import ROOT, Thread, make_settings
 from tests.fakes.kube import DEPLOYMENTS, ClusterEmulator, deployment, seed, write_kubeconfig
 from tests.fakes.openai_server import FakeOpenAI, call, reply, stall, status
@@ -98,7 +101,9 @@ async def test_a_simple_tool_call(services: Services, model: FakeOpenAI) -> None
     assert "Evidence: k8s.pods namespace=shop" in thread.text
     first, second = model.completions
     names = {t["function"]["name"] for t in first["tools"]}
-    assert {"k8s__pods", "k8s__rollback", "prometheus__query"} <= names
+    # the skills the router ranks for the request and their backends' reads, and a way to more
+    assert {"k8s__pods", "k8s__events", "incident__triage", "more_tools"} <= names
+    assert "k8s__rollback" not in names and len(names) <= 7
     [output] = tool_messages(second)
     assert (
         output.startswith('<data source="k8s.pods" trust="untrusted">')
@@ -108,6 +113,57 @@ async def test_a_simple_tool_call(services: Services, model: FakeOpenAI) -> None
     assert usage.args["calls"] == 2 and usage.args["completion_tokens"] == 40
     assert usage.args["cost_usd"] > 0  # gpt-4o-mini is in the price table
     assert REGISTRY.get_sample_value("opsbot_llm_tokens_total", {"kind": "completion"}) >= 40
+
+
+async def test_a_listing_is_answered_by_its_result_in_one_model_call(
+    services: Services, model: FakeOpenAI
+) -> None:
+    """ "list the pods in shop": the tool's result, posted in the thread, is the whole answer;
+    no second model call repeats it. Its prompt is lean: a read-only actor's single intent
+    costs under 1,500 prompt tokens (tiktoken), the system prompt first, unchanged."""
+    model.script(reply(None, call("k8s__pods", {"namespace": "shop"})))
+    thread = await ask(services, "list the pods in shop", actor=EVE)
+    assert len(model.completions) == 1
+    assert "checkout-bbb-2 | CrashLoopBackOff" in thread.text and "Evidence" not in thread.text
+    [body] = model.completions
+    assert tokens.count_request(body) < 1500
+    offered = [t["function"]["name"] for t in body["tools"]]
+    assert "k8s__pods" in offered and len(offered) <= 7
+    assert body["messages"][0]["content"] == default_prompts().system_prompt()
+    [usage] = await services.audit.search(event=AuditEvent.LLM_USAGE)
+    assert usage.args["calls"] == 1
+    model.script(reply(None, call("k8s__pods", {"namespace": "shop"})), reply("One crashes."))
+    await ask(services, "list the pods in shop and tell me which one crashes", actor=EVE)
+    assert len(model.completions) == 3  # a question on top of the listing: the model answers
+
+
+async def test_the_model_may_ask_for_the_other_tools(services: Services, model: FakeOpenAI) -> None:
+    model.script(
+        reply(None, call("more_tools", {})),
+        reply(None, call("approvals__pending", {})),
+        reply("Nothing is waiting for approval."),
+    )
+    thread = await ask(services, "anything wrong with the pods in shop?")
+    first, second, _ = model.completions
+    offered = {t["function"]["name"] for t in first["tools"]}
+    assert "approvals__pending" not in offered and "more_tools" in offered
+    [listing] = tool_messages(second)
+    assert "approvals__pending: " in listing and "k8s__rollback: " in listing
+    assert {"approvals__pending", "k8s__rollback"} <= {
+        t["function"]["name"] for t in second["tools"]
+    }
+    assert "nothing pending" in thread.text and "Nothing is waiting" in thread.text
+
+
+async def test_usage_is_recorded_once_per_request(services: Services, model: FakeOpenAI) -> None:
+    model.script(
+        reply(None, call("k8s__pods", {"namespace": "shop"}), prompt_tokens=300),
+        reply("All running.", prompt_tokens=350),
+    )
+    await ask(services, "anything wrong with the pods in shop?")
+    assert await services.audit.count() > 0
+    rows = await UsageLedger(services.store).totals("shell:alice")
+    assert rows == (300 + 350 + 40, 300 + 350 + 40)
 
 
 async def test_multi_step_read_investigation_with_parallel_calls(
@@ -218,7 +274,7 @@ async def test_read_only_user_cannot_get_production_scaled_to_zero(
     )
     thread = await ask(services, "scale checkout in shop to 0 right now", actor=EVE)
     offered = {t["function"]["name"] for t in model.completions[0]["tools"]}
-    assert "k8s__scale" not in offered and "k8s__pods" in offered  # the model never saw it
+    assert "k8s__scale" not in offered and "more_tools" in offered  # the model never saw it
     assert thread.approval_ids == [] and not [r for r in kmock if r.method.value == "PATCH"]
     assert await services.audit.search(event=AuditEvent.POLICY)
 
@@ -378,7 +434,7 @@ async def test_step_budget_stops_a_looping_model(
 
 async def test_follow_ups_see_the_thread(services: Services, model: FakeOpenAI) -> None:
     model.script(reply(None, call("k8s__pods", {"namespace": "shop"})), reply("shop has 3 pods."))
-    await ask(services, "show pods in shop", thread="T9")
+    await ask(services, "how many pods does shop have?", thread="T9")
     model.script(
         reply(None, call("k8s__pods", {"namespace": "staging"})), reply("staging has none.")
     )
@@ -388,7 +444,8 @@ async def test_follow_ups_see_the_thread(services: Services, model: FakeOpenAI) 
         history.startswith("Earlier in this thread")
         and 'source="thread-history" trust="untrusted"' in history
     )
-    assert "user: show pods in shop" in history and "opsbot: shop has 3 pods." in history
+    assert "user: how many pods does shop have?" in history
+    assert "opsbot: shop has 3 pods." in history
     assert "Plan (llm): `k8s.pods namespace=staging`" in thread.text
 
 
@@ -488,3 +545,27 @@ def test_eval_with_the_llm_planner(
     assert "tokens/request: 850.0 prompt + 21.0 completion" in result.output
     assert "catalog prompt tokens (tiktoken cl100k): full" in result.output
     assert result.output.strip().endswith("accuracy: 1.000 (2/2)")
+
+
+def test_tool_schemas_carry_no_noise() -> None:
+    """No title, default, regex pattern, length bound or null alternative reaches the model
+    (the skills still validate them); about a third fewer tokens than the full schemas."""
+    from opsbot.intent.templates import lean_schema
+    from opsbot.skills.base import load_registry
+
+    catalog = list(load_registry())
+    definitions = default_prompts().tool_definitions(catalog)
+    sent = json.dumps(definitions)
+    for noise in ('"title"', '"default"', '"pattern"', '"maxLength"', '"minLength"'):
+        assert f"{noise}:" not in sent.replace('"properties": {"pattern"', ""), noise
+    assert '{"type": "null"}' not in sent
+    full = [s.tool_schema() for s in catalog]
+    assert tokens.count(json.dumps([lean_schema(f) for f in full])) < 0.75 * tokens.count(
+        json.dumps(full)
+    )
+    assert lean_schema(
+        {"properties": {"pattern": {"type": "string", "maxLength": 5}}, "title": "X"}
+    ) == {"properties": {"pattern": {"type": "string"}}}
+    assert lean_schema({"anyOf": [{"type": "integer"}, {"type": "null"}], "default": None}) == {
+        "type": "integer"
+    }

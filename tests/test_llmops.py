@@ -141,7 +141,7 @@ async def test_every_model_call_is_audited_with_model_params_templates_tools_tok
         assert args["prompt_template"] == "system.md.j2"
         assert args["prompt_sha256"] == file_sha256(PROMPTS / "system.md.j2")
         assert args["tools_sha256"] == file_sha256(PROMPTS / "tools.json.j2")
-        assert args["tools"] == offered and "k8s__rollback" in offered
+        assert args["tools"] == offered and "k8s__pods" in offered
         assert args["latency_s"] > 0 and args["cost_usd"] > 0
         assert args["response_model"] == "gpt-4o-mini" and args["response_id"]
     assert (first.args["prompt_tokens"], first.args["completion_tokens"]) == (900, 20)

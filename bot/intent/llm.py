@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,14 +44,17 @@ from tenacity.wait import wait_base
 from opsbot import telemetry, wording
 from opsbot.audit import AuditEvent
 from opsbot.config import Settings
-from opsbot.conversations import Conversations
+from opsbot.conversations import Conversations, Turn
 from opsbot.intent import arguments, llmops, otel
+from opsbot.intent import extract as ex
 from opsbot.intent.base import Planner, ToolRunner
+from opsbot.intent.offline import OfflineRouter
 from opsbot.intent.templates import Prompts, default_prompts
 from opsbot.intent.templates import tool_name as tool_name
 from opsbot.model import Answer, Invocation, Plan, Request, Run
 from opsbot.redact import redact
 from opsbot.skills.base import Risk, Skill
+from opsbot.store import UsageRow, now
 from opsbot.usage import Usage, UsageLedger, price
 
 log = structlog.get_logger(__name__)
@@ -83,10 +87,46 @@ class _Run:
     problems: list[str] = field(default_factory=list)
     retried: set[str] = field(default_factory=set)
     gave_up: bool = False
+    #: the model asked for the rest of the catalog (:data:`MORE_TOOLS`)
+    wants_more: bool = False
+    #: read tools that ran, and whether each succeeded (for answering from the result)
+    ran: list[tuple[Skill[Any, Any], bool]] = field(default_factory=list)
 
     def give_up(self, problem: str) -> None:
         self.problems.append(problem)
         self.gave_up = True
+
+
+#: the tool that asks for the rest of the catalog: the model is offered the skills the router
+#: ranks first for the request (``OPSBOT_LLM_TOOLS``) and this
+MORE_TOOLS = "more_tools"
+MORE_TOOLS_DEFINITION: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": MORE_TOOLS,
+        "description": "List the other tools you may call here (when none of these fits); "
+        "they are offered from the next call on",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
+#: first words of a plain listing ("show firing alerts", "list pods in shop"): the tool's
+#: result is the whole answer, so no second model call is made to repeat it
+LISTING_VERBS = frozenset({"show", "list", "get", "display", "print", "fetch", "give"})
+_WORDS = re.compile(r"[a-z0-9'_.-]+")
+
+
+def plain_listing(text: str) -> bool:
+    """Whether ``text`` only asks to see something: one clause that opens with a listing
+    verb, no question ("show firing alerts"; not "anything wrong with the pods?", "show the
+    pods and tell me why they restart")."""
+    if "?" in text or any(mark in text for mark in (",", ";", "\n")):
+        return False
+    words = _WORDS.findall(text.lower())
+    while words and words[0] in ("please", "pls", "just", "now", "ok", "okay", "opsbot"):
+        words = words[1:]
+    if not words or words[0] not in LISTING_VERBS:
+        return False
+    return not {"and", "why", "explain", "then", "but", "if", "whether"} & set(words)
 
 
 class LLMUnavailable(RuntimeError):
@@ -169,6 +209,8 @@ class LLMPlanner:
         self.fallback = fallback
         self.model = model or make_chat_model(self.settings)
         self.ledger = UsageLedger(services.store)
+        #: usage of requests in flight, recorded at their end (:meth:`_settle`)
+        self._pending: dict[str, list[UsageRow]] = {}
         self.conversations = Conversations(services.store)
         self.prompts = prompts or default_prompts()
         self.params = llmops.model_params(self.model, self.settings)
@@ -232,14 +274,17 @@ class LLMPlanner:
                 f"The model is unavailable ({why(exc)}); the offline router answered instead.",
             )
             return plan
+        finally:
+            await self._settle(request)
 
     async def _over_budget(self, actor: str) -> str | None:
-        if await self.ledger.tokens() >= self.settings.llm_daily_tokens:
+        team, own = await self.ledger.totals(actor)  # one query for both budgets
+        if team >= self.settings.llm_daily_tokens:
             return (
                 f"The team's daily model budget ({self.settings.llm_daily_tokens} tokens) is used up; "
                 "ask again tomorrow, or use exact commands (the offline router needs no model)."
             )
-        if await self.ledger.tokens(actor=actor) >= self.settings.llm_user_daily_tokens:
+        if own >= self.settings.llm_user_daily_tokens:
             return (
                 f"Your daily model budget ({self.settings.llm_user_daily_tokens} tokens) is used up; "
                 "exact commands still work through the offline router."
@@ -267,8 +312,11 @@ class LLMPlanner:
         catalog: Sequence[Skill[Any, Any]],
         tools: ToolRunner | None,
     ) -> Plan:
-        by_tool = {tool_name(s.name): s for s in catalog}
-        definitions = self.prompts.tool_definitions(catalog)
+        by_tool = {tool_name(s.name): s for s in catalog}  # any of them may be called
+        offered = self._offered(text, catalog)
+        definitions = self.prompts.tool_definitions(offered)
+        if len(offered) < len(catalog):
+            definitions.append(MORE_TOOLS_DEFINITION)
         truncated = len(text) > MAX_REQUEST_CHARS
         messages: list[BaseMessage] = [
             SystemMessage(content=self.prompts.system_prompt()),
@@ -311,14 +359,32 @@ class LLMPlanner:
                     ToolMessage(content=content, tool_call_id=bad.get("id") or "invalid")
                 )
             for call in ai.tool_calls:
+                if call.get("name") == MORE_TOOLS:
+                    run.wants_more = True
+                    messages.append(
+                        ToolMessage(
+                            content=self._more(offered, catalog),
+                            tool_call_id=call.get("id") or "call",
+                        )
+                    )
+                    continue
                 reply, routed = await self._tool_call(
                     call, by_tool, request, tools, run, rationale=_text(ai)
                 )
                 if routed is not None:  # routing only (eval): the first call is the plan
                     return Run(invocations=[routed], planner=self.name, usage=usage.__dict__)
                 messages.append(ToolMessage(content=reply, tool_call_id=call.get("id") or "call"))
+            if run.wants_more and len(offered) < len(catalog):
+                offered = list(catalog)
+                definitions = self.prompts.tool_definitions(offered)
             if run.gave_up:
                 break
+            if self._answered_by_result(text, ai, run):
+                await self._remember(
+                    request, text, f"(answered with the result of {run.ran[0][0].name})", []
+                )
+                # the result is in the thread already: it is the answer, no model call repeats it
+                return Answer(text="", planner=self.name, usage=usage.__dict__)
         else:
             run.problems.append(
                 f"stopped after {self.settings.llm_max_steps} model calls (the step budget)"
@@ -340,6 +406,56 @@ class LLMPlanner:
                 usage=usage.__dict__,
             )
         return Answer(text=redact(answer), planner=self.name, usage=usage.__dict__)
+
+    def _offered(self, text: str, catalog: Sequence[Skill[Any, Any]]) -> list[Skill[Any, Any]]:
+        """The skills offered to the model with their schemas: at most ``llm_tools``, those the
+        offline router scores for ``text``, best first, then the read skills of their
+        backends (the rest are a :data:`MORE_TOOLS` call away); in catalog order, so the
+        same request sends the same prompt. All of them with ``llm_tools`` 0 or a fallback
+        that does not rank."""
+        keep = self.settings.llm_tools
+        router = self.fallback
+        if keep <= 0 or len(catalog) <= keep or not isinstance(router, OfflineRouter):
+            return list(catalog)
+        ranked = router.rank(ex.parse(text[:MAX_REQUEST_CHARS]), catalog)
+        chosen = [r.skill.name for r in ranked if r.score > 0][:keep]
+        registry = self.services.registry
+        near = {registry.backend_of(name).name for name in chosen if name in registry}
+        for skill in catalog:  # then the reads of the same backends, to look around with
+            if len(chosen) >= keep:
+                break
+            if (
+                skill.name not in chosen
+                and skill.risk is Risk.READ
+                and skill.name in registry
+                and registry.backend_of(skill.name).name in near
+            ):
+                chosen.append(skill.name)
+        return [s for s in catalog if s.name in chosen]
+
+    @staticmethod
+    def _more(offered: Sequence[Skill[Any, Any]], catalog: Sequence[Skill[Any, Any]]) -> str:
+        shown = {s.name for s in offered}
+        rest = [
+            f"{tool_name(s.name)}: {s.summary} [{s.risk.value}]"
+            for s in catalog
+            if s.name not in shown
+        ]
+        return "These tools are offered from now on:\n" + "\n".join(rest or ["(no other)"])
+
+    @staticmethod
+    def _answered_by_result(text: str, ai: AIMessage, run: _Run) -> bool:
+        """The request only asked to see something and the model made exactly one read call
+        for it, which succeeded: the result posted in the thread is the answer."""
+        return (
+            len(ai.tool_calls) == 1
+            and not ai.invalid_tool_calls
+            and len(run.ran) == 1
+            and run.ran[0][1]
+            and not run.proposals
+            and not run.problems
+            and plain_listing(text)
+        )
 
     async def _tool_call(
         self,
@@ -393,6 +509,7 @@ class LLMPlanner:
                 "say in your answer why you proposed it."
             ), None
         output = await tools(invocation)
+        run.ran.append((skill, output.startswith("ok:")))
         run.evidence.append(wording.describe(invocation))
         return fence(skill.name, output[:MAX_TOOL_OUTPUT_CHARS]), None
 
@@ -400,6 +517,8 @@ class LLMPlanner:
         """Replace near-miss names with what the backends have; refuse names nothing has.
         The argument pipeline the offline router uses (:func:`opsbot.intent.arguments.
         ground`): each ``Grounded`` argument of the skill's ``Args``, by its declared kind."""
+        if not arguments.grounds(skill):  # nothing to ground: the inventory is not asked
+            return invocation
         inventory = await self.services.inventory.snapshot()
         args, problems = arguments.ground(skill, invocation.args, inventory)
         if problems:
@@ -483,17 +602,38 @@ class LLMPlanner:
         telemetry.LLM_TOKENS.labels("completion").inc(completion)
         telemetry.LLM_COST.inc(cost)
         telemetry.LLM_LATENCY.observe(seconds)
-        await self.ledger.record(
-            request.actor.id, request.id, usage.model, prompt, completion, cost
+        self._usage_rows(request).append(
+            UsageRow(
+                at=now(),
+                actor=request.actor.id,
+                request_id=request.id,
+                model=usage.model,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cost_usd=cost,
+            )
         )
         return prompt, completion, cost
+
+    def _usage_rows(self, request: Request) -> list[UsageRow]:
+        """This request's model calls not yet in the ledger (written once, at its end)."""
+        return self._pending.setdefault(request.id, [])
+
+    async def _settle(self, request: Request) -> None:
+        """The request's usage into the ledger, in one transaction."""
+        await self.ledger.record_all(self._pending.pop(request.id, []))
 
     async def _remember(
         self, request: Request, text: str, answer: str, proposals: list[Invocation]
     ) -> None:
-        await self.conversations.add(request.thread_key, "user", text[:MAX_REQUEST_CHARS])
         proposed = "".join(f"\n[proposed for approval: {wording.describe(p)}]" for p in proposals)
-        await self.conversations.add(request.thread_key, "assistant", redact(answer) + proposed)
+        await self.conversations.add_turns(
+            request.thread_key,
+            [
+                Turn("user", text[:MAX_REQUEST_CHARS]),
+                Turn("assistant", redact(answer) + proposed),
+            ],
+        )
 
 
 def why(exc: BaseException) -> str:

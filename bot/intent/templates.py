@@ -38,12 +38,34 @@ def tool_name(skill_name: str) -> str:
     return skill_name.replace(".", "__")
 
 
-def _strip_titles(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        return {k: _strip_titles(v) for k, v in schema.items() if k != "title"}
+#: JSON-schema keywords a model does not need to call a tool well (the skill's own
+#: validation still applies them): titles, defaults, regex patterns, length bounds
+NOISE = frozenset({"title", "default", "pattern", "maxLength", "minLength"})
+NULL = {"type": "null"}
+
+
+def lean_schema(schema: Any) -> Any:
+    """``schema`` without :data:`NOISE` and with ``anyOf: [X, null]`` (an optional
+    argument) as ``X``: about a third fewer tokens for the same calls. Property names are
+    kept whatever they are called (an argument may be named ``pattern``)."""
     if isinstance(schema, list):
-        return [_strip_titles(v) for v in schema]
-    return schema
+        return [lean_schema(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    options = schema.get("anyOf")
+    if isinstance(options, list) and NULL in options:
+        kept = [o for o in options if o != NULL]
+        rest = {k: v for k, v in schema.items() if k != "anyOf"}
+        schema = {**rest, **kept[0]} if len(kept) == 1 else {**rest, "anyOf": kept}
+    lean: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in NOISE:
+            continue
+        if key in ("properties", "$defs") and isinstance(value, dict):
+            lean[key] = {name: lean_schema(v) for name, v in value.items()}
+        else:
+            lean[key] = lean_schema(value)
+    return lean
 
 
 def _environment() -> jinja2.Environment:
@@ -99,7 +121,7 @@ class Prompts:
                 "tool_name": tool_name(s.name),
                 "summary": s.summary,
                 "risk": s.risk.value,
-                "parameters": _strip_titles(s.tool_schema()),
+                "parameters": lean_schema(s.tool_schema()),
             }
             for s in catalog
         ]

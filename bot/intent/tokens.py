@@ -35,3 +35,18 @@ def count(text: str) -> int:
 def count_tools(tools: list[dict[str, Any]]) -> int:
     """Prompt tokens the tool definitions cost (their JSON, as sent)."""
     return count(json.dumps(tools, separators=(",", ":")))
+
+
+def count_request(body: dict[str, Any]) -> int:
+    """Prompt tokens of a chat-completions request body as sent: its tools, and each
+    message's role and content plus the few tokens of framing OpenAI counts per message."""
+    total = count_tools(body.get("tools") or []) if body.get("tools") else 0
+    for message in body.get("messages") or []:
+        content = message.get("content") or ""
+        if not isinstance(content, str):
+            content = json.dumps(content)
+        calls = message.get("tool_calls")
+        total += 4 + count(str(message.get("role", ""))) + count(content)
+        if calls:
+            total += count(json.dumps(calls, separators=(",", ":")))
+    return total + 3
