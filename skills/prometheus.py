@@ -431,7 +431,9 @@ class HealthArgs(BaseModel):
     namespace: Annotated[str | None, Grounded("namespace")] = Field(
         None, pattern=LABEL_VALUE, description="Kubernetes namespace"
     )
-    chart: bool = Field(True, description="also draw the rate/errors/latency chart")
+    chart: bool | None = Field(
+        None, description="draw the rate/errors/latency chart too (default: yes)"
+    )
 
 
 class ServiceHealth(Skill[HealthArgs, Prometheus]):
@@ -526,7 +528,7 @@ class ServiceHealth(Skill[HealthArgs, Prometheus]):
             )
         blocks: list[Block] = [Text(text=head), Table(columns=["signal", "value"], rows=rows)]
         if (
-            args.chart
+            args.chart is not False
             and tpl.chart_since
             and (chart := await self._chart(prom, tpl, selector, where, oldest))
         ):
