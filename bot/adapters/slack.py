@@ -41,6 +41,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -253,6 +254,10 @@ class SlackAdapter:
         come through ``opsbot serve``'s ``/slack/events``."""
         if self._socket is not None:
             return
+        if self.client.session is None:  # one connection pool for every Web API call
+            self.client.session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.client.timeout)
+            )
         await self.check()
         if not self.settings.slack_app_token:
             return
@@ -278,6 +283,9 @@ class SlackAdapter:
     async def stop(self) -> None:
         await self._disconnect()
         await self.work.stop()
+        session, self.client.session = self.client.session, None
+        if session is not None:
+            await session.close()
 
     async def _disconnect(self) -> None:
         socket, self._socket = self._socket, None
