@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import ipaddress
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -406,6 +408,11 @@ class Console:
         self.watcher = ChainWatcher(
             services, self.anchor_file, self.settings.console_verify_interval
         )
+        #: pages are built one at a time (their rows are read on the event loop) and
+        #: rendered in one thread: however many people browse, /healthz and the chat
+        #: adapters wait at most for one page's slice of work
+        self.pages = asyncio.Semaphore(1)
+        self.renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="console-render")
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -437,9 +444,11 @@ class Console:
         viewer: Viewer | None = None,
         **context: Any,
     ) -> web.Response:
-        """:meth:`render` in a worker thread: a long page (a timeline, a request's chain)
-        never holds the event loop, so ``/healthz`` and the chat adapters answer meanwhile."""
-        return await asyncio.to_thread(self.render, request, template, status, viewer, **context)
+        """:meth:`render` in the console's render thread: a long page (a timeline, a
+        request's chain) never holds the event loop, so ``/healthz`` and the chat adapters
+        answer meanwhile."""
+        render = functools.partial(self.render, request, template, status, viewer, **context)
+        return await asyncio.get_running_loop().run_in_executor(self.renderer, render)
 
     async def record(
         self,
@@ -487,6 +496,9 @@ class Console:
                 if not self.access.check_csrf(viewer, str(form.get("csrf", ""))):
                     return self.error(request, 403, "The form expired: reload the page.", viewer)
             try:
+                if request.method == "GET" and "/export" not in request.path:
+                    async with self.pages:  # one page at a time holds the loop or a thread
+                        return await handler(request, viewer)
                 return await handler(request, viewer)
             except FilterError as exc:
                 await self.record(viewer, request, outcome="bad-filter")
