@@ -25,6 +25,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import gc
 import hmac
 import json
 import random
@@ -311,6 +312,7 @@ async def serve(services: Services, stop: asyncio.Event | None = None) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
     await site.start()
+    gc.freeze()  # what start-up loaded stays: the collector never walks it again
     election = asyncio.create_task(leadership.run(), name="leader-election")
     log.info(
         "http.listening",
