@@ -545,6 +545,9 @@ class Engine:
             effect, detail = "approve", decision.rule
             text = wording.needs_approval(decision.min_approvals, decision.approvers, decision.rule)
         telemetry.POLICY_DECISIONS.labels(effect).inc()
+        # an allowed read goes on while its plan and policy steps are committed and posted
+        # (a read sends nothing that needs them on record first); any other waits for them
+        read = isinstance(decision, Allow) and skill.risk is Risk.READ
         await trail.step(
             Step.POLICY,
             AuditEvent.POLICY,
@@ -553,7 +556,10 @@ class Engine:
             args=invocation.args,
             outcome=effect,
             detail=detail,
+            hold=read,
         )
+        if read:
+            trail.flush_soon()
         if isinstance(decision, Deny):
             return "denied", None
         if isinstance(decision, NeedsApproval):

@@ -5,7 +5,9 @@ A message is posted only once its step's audit record is committed. A step may b
 (``hold=True``): its record is queued at once and its message waits for the next step that
 is not held (or :meth:`Trail.flush`), which waits for all of them together: the records of a
 request's first steps (received, plan, policy) then share one commit instead of waiting for
-one each, and nothing is said before it is on record.
+one each, and nothing is said before it is on record. :meth:`Trail.flush_soon` posts what is
+held in the background, as its records are committed, while the request goes on (a read
+runs meanwhile; a write waits for its records before anything is sent).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class Trail:
     held: list[tuple[asyncio.Future[AuditRecord], Message | None]] = field(
         default_factory=list, compare=False, repr=False
     )
+    #: a flush going on in the background (:meth:`flush_soon`)
+    posting: list[asyncio.Task[None]] = field(default_factory=list, compare=False, repr=False)
 
     def by(self, actor: str, label: str = "") -> Trail:
         """The same request's trail, with steps by someone else."""
@@ -100,9 +104,28 @@ class Trail:
             hold=hold,
         )
 
+    def flush_soon(self) -> None:
+        """Post the held steps in the background, each once its record is committed, while
+        the request goes on (a read runs meanwhile; nothing is sent to a backend for a write
+        before its records are committed: that waits in :meth:`flush`). The next
+        :meth:`flush` waits for it first, so messages keep their order."""
+        if self.held:
+            before = self.posting[-1] if self.posting else None
+            self.posting.append(asyncio.ensure_future(self._flush_after(before)))
+
+    async def _flush_after(self, before: asyncio.Task[None] | None) -> None:
+        if before is not None:  # one background flush at a time, in order
+            await asyncio.wait([before])
+        await self._flush_held()
+
     async def flush(self) -> None:
         """Wait for the held steps' records to be committed, then post their messages, in
         order (a record that could not be written raises before its message is posted)."""
+        while self.posting:
+            await self.posting.pop(0)
+        await self._flush_held()
+
+    async def _flush_held(self) -> None:
         while self.held:
             future, message = self.held.pop(0)
             try:
