@@ -2,13 +2,15 @@
 download: ``executable_path``). A reviewer signs in through the proxy headers, filters the
 timeline, opens yesterday's rollback of payments and sees who asked, both approvers, the patch
 that ran and its result, and exports CSV; the anonymous are refused; a tampered record and a
-truncation caught against an anchor show on the chain view. The run saves the screenshots
-the README uses (docs/console-*.png)."""
+truncation caught against an anchor show on the chain view. The screenshots the README uses
+(docs/console-*.png) go to the test's tmp_path, so a run leaves the git tree clean; with
+``OPSBOT_UPDATE_DOCS=1`` they are written to docs/ (to refresh them)."""
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import os
 import re
 import socket
 import threading
@@ -35,7 +37,29 @@ expect = playwright_api.expect
 
 CHROMIUM = Path("/usr/bin/chromium")
 DOCS = ROOT / "docs"
+#: set to 1 to write the screenshots into docs/ (what the README shows) instead of tmp_path
+UPDATE_DOCS = "OPSBOT_UPDATE_DOCS"
 T = TypeVar("T")
+
+
+def _docs_shots() -> dict[Path, tuple[int, int]]:
+    return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in DOCS.glob("console-*.png")}
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Iterator[Path]:
+    """Where this test's screenshots go: docs/ with ``OPSBOT_UPDATE_DOCS=1``, else a folder of
+    tmp_path; and then docs/ is checked to be untouched (CI and every developer's tree stay
+    clean)."""
+    if os.environ.get(UPDATE_DOCS) == "1":
+        DOCS.mkdir(exist_ok=True)
+        yield DOCS
+        return
+    before = _docs_shots()
+    where = tmp_path / "screenshots"
+    where.mkdir()
+    yield where
+    assert _docs_shots() == before, f"docs/ was written without {UPDATE_DOCS}=1"
 
 
 @pytest.fixture(scope="session")
@@ -207,9 +231,8 @@ def fresh(tmp_path: Path) -> Iterator[LiveConsole]:
 
 
 def test_a_reviewer_finds_yesterdays_rollback_and_exports_it(
-    live: LiveConsole, browser: Any, tmp_path: Path
+    live: LiveConsole, browser: Any, tmp_path: Path, shots: Path
 ) -> None:
-    DOCS.mkdir(exist_ok=True)
     context = browser.new_context(
         viewport={"width": 1440, "height": 900},
         color_scheme="light",
@@ -220,7 +243,7 @@ def test_a_reviewer_finds_yesterdays_rollback_and_exports_it(
     expect(page.locator("header .who")).to_contain_text("web:alice@example.com")
     expect(page.locator("table.records")).to_contain_text("rolled back deployment shop/payments")
     expect(page.locator("nav .dot-ok")).to_be_visible()
-    page.screenshot(path=str(DOCS / "console-timeline.png"))
+    page.screenshot(path=str(shots / "console-timeline.png"))
 
     # filter: rollbacks of the last 7 days
     page.fill("input[name=skill]", "k8s.rollback")
@@ -250,7 +273,7 @@ def test_a_reviewer_finds_yesterdays_rollback_and_exports_it(
     assert thread.get_attribute("href") == (
         "https://slack.com/archives/C0OPS/p1732450000123456?thread_ts=1732450000.123456&cid=C0OPS"
     )
-    page.screenshot(path=str(DOCS / "console-request.png"), full_page=True)
+    page.screenshot(path=str(shots / "console-request.png"), full_page=True)
 
     # export what the request view shows, as CSV
     with page.expect_download() as done:
@@ -275,7 +298,7 @@ def test_a_reviewer_finds_yesterdays_rollback_and_exports_it(
     expect(small.locator("table.votes")).to_contain_text("slack:U03CAROL")
     width = small.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways on a phone ({width}px)"
-    small.screenshot(path=str(DOCS / "console-request-phone-dark.png"))
+    small.screenshot(path=str(shots / "console-request-phone-dark.png"))
     phone.close()
 
 
@@ -292,7 +315,9 @@ def test_the_anonymous_are_refused(live: LiveConsole, browser: Any) -> None:
     context.close()
 
 
-def test_tampering_and_truncation_show_on_the_chain_view(fresh: LiveConsole, browser: Any) -> None:
+def test_tampering_and_truncation_show_on_the_chain_view(
+    fresh: LiveConsole, browser: Any, shots: Path
+) -> None:
     assert fresh.services is not None
     services = fresh.services
     path = services.settings.audit_anchor_path
@@ -327,10 +352,10 @@ def test_tampering_and_truncation_show_on_the_chain_view(fresh: LiveConsole, bro
     expect(problems).to_contain_text(f"record {anchor.seq}: hash")
     expect(problems).to_contain_text("the log was truncated or rewritten at or before this record")
     expect(page.locator(".banner.bad")).to_contain_text(f"record {edited}")
-    page.screenshot(path=str(DOCS / "console-chain-broken.png"))
+    page.screenshot(path=str(shots / "console-chain-broken.png"))
     page.goto(f"{fresh.proxy_url}/audit?since=3d&skill=k8s.rollback")
     tampered = page.locator("table.records tr.broken")
     expect(tampered).to_contain_text("slack:U09MALLORY")
     expect(tampered).to_contain_text("tampered")
-    page.screenshot(path=str(DOCS / "console-tampered.png"))
+    page.screenshot(path=str(shots / "console-tampered.png"))
     context.close()
