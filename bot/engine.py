@@ -402,11 +402,8 @@ class Engine:
         skill = self.services.registry.get(invocation.skill)
         if skill is not None and skill.name in self._permitted(request):
             try:
-                args = skill.parse_args(invocation.args)
-                preview = await asyncio.wait_for(
-                    skill.preview(args, self.context(skill, request)), self._skill_timeout()
-                )
-            except (ValidationError, SkillError, TimeoutError):
+                preview = await self._dry_run(skill, skill.parse_args(invocation.args), request)
+            except (ValidationError, SkillError):
                 preview = ""
             if preview:
                 blocks.append(Code(code=preview, language="text"))
@@ -614,13 +611,10 @@ class Engine:
         """Dry-run the write and open an approval request; a write whose dry run fails (it
         would not work, or the backend cannot be checked) is refused instead."""
         try:
-            preview = await asyncio.wait_for(
-                skill.preview(args, self.context(skill, request)), self._skill_timeout()
-            )
-        except (SkillError, TimeoutError) as exc:
-            reason = str(exc) or f"the dry run did not finish within {self._skill_timeout():g}s"
+            preview = await self._dry_run(skill, args, request)
+        except SkillError as exc:
             await self._error(
-                trail, wording.not_submitted(reason), skill=skill.name, args=invocation.args
+                trail, wording.not_submitted(str(exc)), skill=skill.name, args=invocation.args
             )
             return False
         approval = await self.services.approvals.open(request, invocation, decision, preview)
@@ -637,6 +631,18 @@ class Engine:
             approval_id=approval.id,
         )
         return True
+
+    async def _dry_run(self, skill: Skill[Any, Any], args: Any, request: Request) -> str:
+        """``skill``'s preview of ``args`` for ``request`` (what the write would do), within
+        the skill timeout. Raises :class:`SkillError` when it fails or does not finish in
+        time (the message says which)."""
+        limit = self._skill_timeout()
+        try:
+            return await asyncio.wait_for(skill.preview(args, self.context(skill, request)), limit)
+        except (SkillError, TimeoutError) as exc:
+            if isinstance(exc, SkillError) and str(exc):
+                raise
+            raise SkillError(f"the dry run did not finish within {limit:g}s") from exc
 
     # -- execution -----------------------------------------------------------------------
 
