@@ -43,6 +43,7 @@ from sqlalchemy.exc import IntegrityError
 
 from opsbot.redact import redact, redact_value
 from opsbot.store import AUDIT_LOCK, AuditRow, SeenRow, Store, now
+from opsbot.wal import PRAGMAS
 
 log = structlog.get_logger(__name__)
 
@@ -813,8 +814,8 @@ class _SqliteFile(_Database):
 
     def _connect(self) -> None:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        for pragma in PRAGMAS:
+            conn.execute(pragma)
         self.conn = conn
 
     async def close(self) -> None:

@@ -53,6 +53,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from opsbot.errors import DatabaseError
+from opsbot.wal import PRAGMAS, WalCheckpointer
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: the drivers opsbot runs on (the migrations and tests cover these two)
@@ -353,6 +354,8 @@ class Store:
     audit_writer: Any = None
     #: awaited by :meth:`close` before the connections go (e.g. the audit writer's flush)
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: a SQLite file's log checkpoints, off the commit path (:mod:`opsbot.wal`)
+    checkpointer: WalCheckpointer | None = None
 
     @property
     def dialect(self) -> str:
@@ -362,6 +365,8 @@ class Store:
         for flush in self.on_close:
             await flush()
         await self.engine.dispose()
+        if self.checkpointer is not None:
+            await asyncio.to_thread(self.checkpointer.stop)
 
 
 def now() -> datetime:
@@ -402,8 +407,8 @@ async def _current_revisions(engine: AsyncEngine) -> set[str] | None:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        for pragma in PRAGMAS:
+            cursor.execute(pragma)
     finally:
         cursor.close()
 
@@ -493,7 +498,15 @@ async def open_store(url: str, *, migrate: bool = True) -> Store:
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
                 )
             await conn.run_sync(_upgrade)
-    return Store(engine, async_sessionmaker(engine, expire_on_commit=False))
+    store = Store(engine, async_sessionmaker(engine, expire_on_commit=False))
+    file = parsed.database or ""
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and file not in ("", ":memory:")
+        and "file:" not in file
+    ):
+        store.checkpointer = WalCheckpointer(file).start()
+    return store
 
 
 @asynccontextmanager
