@@ -18,8 +18,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	VENV=$(VENV) scripts/test.sh
 
+# `make bench`: one table (bench/RESULTS.md), on SQLite and the local PostgreSQL, ~8 minutes
 bench: $(VENV)/.installed
-	$(VENV)/bin/python bench/run.py
+	@scripts/servers.sh >/dev/null || true
+	OPSBOT_TEST_POSTGRES_URL=$${OPSBOT_TEST_POSTGRES_URL:-$$(scripts/servers.sh postgres || true)} \
+		$(VENV)/bin/python bench/run.py
 
 eval: $(VENV)/.installed
 	$(VENV)/bin/opsbot eval eval/routing-dev.yaml
