@@ -101,27 +101,8 @@ class AuditRecord:
     prev_hash: str = GENESIS
     hash: str = ""
 
-    def canonical(self) -> bytes:
-        body = {
-            "seq": self.seq,
-            "at": self.at.isoformat(),
-            "event": self.event,
-            "actor": self.actor,
-            "channel": self.channel,
-            "thread": self.thread,
-            "request_id": self.request_id,
-            "skill": self.skill,
-            "args": self.args,
-            "outcome": self.outcome,
-            "detail": self.detail,
-            "prev_hash": self.prev_hash,
-        }
-        return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
-
-    def computed_hash(self) -> str:
-        return hashlib.sha256(self.canonical()).hexdigest()
-
-    def as_dict(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, Any]:
+        """Every field but ``hash``: what the hash covers."""
         return {
             "seq": self.seq,
             "at": self.at.isoformat(),
@@ -135,8 +116,18 @@ class AuditRecord:
             "outcome": self.outcome,
             "detail": self.detail,
             "prev_hash": self.prev_hash,
-            "hash": self.hash,
         }
+
+    def canonical(self) -> bytes:
+        return json.dumps(
+            self.fields(), sort_keys=True, separators=(",", ":"), default=str
+        ).encode()
+
+    def computed_hash(self) -> str:
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.fields(), "hash": self.hash}
 
     @classmethod
     def from_row(cls, row: AuditRow) -> AuditRecord:
