@@ -119,6 +119,7 @@ def define() -> None:
     ge = lambda x: lambda v: v >= x  # noqa: E731
     figure("overhead_p50", "engine overhead per request, p50 (SQLite)", "ms", digits=2)
     figure("overhead_p99", "engine overhead per request, p99 (SQLite)", "ms", "< 5", le(5), 2)
+    figure("overhead_pg_p50", "engine overhead per request, p50 (PostgreSQL)", "ms", digits=2)
     figure(
         "overhead_pg_p99", "engine overhead per request, p99 (PostgreSQL)", "ms", "< 5", le(5), 2
     )
@@ -1075,6 +1076,7 @@ async def one_run(
     if pg:
         async with await scratch_pg() as url:
             result = child("overhead", url, stack.alertmanager_url, "1000", env=clean_env())
+            record("overhead_pg_p50", result["p50_ms"])
             record("overhead_pg_p99", result["p99_ms"])
     # load: 1,000 one at a time, 500 and 2,000 at once
     dbs = [("sq", sqlite)]

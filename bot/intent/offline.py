@@ -157,14 +157,16 @@ class OfflineRouter:
         signals = self.signals(parsed) if signals is None else signals
         stems, canon = parsed.stems, parsed.canon
         exact = parsed.exact
+        present = frozenset(stems).union(canon)  # a phrase whose first word is absent: no match
         total = 0.0
         for kw in self._keywords(skill):
             if kw.cue.signal is not None:
                 total += kw.weight if kw.cue.signal in signals else 0.0
             elif kw.cue.exact:  # "=silenced": this exact word, not its stem
                 total += kw.weight if kw.cue.exact in exact else 0.0
-            elif ex.contains(stems, kw.stems) or (
-                canon is not stems and ex.contains(canon, kw.stems)
+            elif (not kw.stems or kw.stems[0] in present or kw.stems[0] == "*") and (
+                ex.contains(stems, kw.stems)
+                or (canon is not stems and ex.contains(canon, kw.stems))
             ):
                 total += kw.weight
             elif (
