@@ -141,6 +141,10 @@ NOT_NAMES = {
     "traffic", "requests", "what", "wrong", "going", "up", "on", "is", "are", "be", "down",
     "triage", "investigate", "dig", "look", "check", "debug", "diagnose", "happening",
     "broken", "failing", "slow", "fine", "ok",
+    # how a service misbehaves ("why does checkout keep erroring in shop")
+    "erroring", "crashing", "flapping", "hanging", "stuck", "timing", "dying", "degraded",
+    "lagging", "throwing", "restarting", "crashlooping", "leaking", "misbehaving", "acting",
+    "struggling", "dead", "unhealthy", "unavailable", "unreachable", "keep", "keeps", "still",
 }  # fmt: skip
 
 

@@ -661,6 +661,7 @@ class LogsErrors(Skill[ErrorsArgs, Loki]):
         "top": 0.5,
         "most common": 0.8,
         "most frequent": 0.8,
+        "why": -1.0,  # "why does checkout keep erroring": a diagnosis (incident.triage)
         "rate": -1.5,
         "ratio": -1.5,
         "latency": -1.5,

@@ -295,7 +295,7 @@ def extract(
             continue
         if meaning.kind == "alertname":
             continue
-        found = _read_name(name, meaning, reading, raw, skip)
+        found = _read_name(name, meaning, reading, raw, skip, _own_words(skill))
         if isinstance(found, Ask):
             return found
         if found:
@@ -481,7 +481,12 @@ def flag(parsed: ex.Parsed, name: str) -> str | None:
 
 
 def _read_name(
-    name: str, meaning: Grounded, reading: Reading, raw: dict[str, Any], skip: set[str]
+    name: str,
+    meaning: Grounded,
+    reading: Reading,
+    raw: dict[str, Any],
+    skip: set[str],
+    own: frozenset[str] = frozenset(),
 ) -> str | Ask | None:
     parsed = reading.parsed
     kinds = meaning.kinds(raw)
@@ -489,10 +494,26 @@ def _read_name(
         if kind in kinds or meaning.kind_field:
             return value
     names = ex.candidate_names(parsed, reading.vocabulary, skip)
+    if not names:  # "logs for search", "the search pods": a word other skills use is the name
+        names = ex.slot_names(parsed, skip, set(own))
     chosen = _pick(names, meaning, raw, reading.inventory)
     if isinstance(chosen, tuple):
         return Ask(name, f"Which one do you mean: {', '.join(chosen)}?", list(chosen), raw)
     return chosen
+
+
+_OWN: dict[str, frozenset[str]] = {}
+
+
+def _own_words(skill: Skill[Any, Any]) -> frozenset[str]:
+    """The stems no name of ``skill`` can be: its own keywords' words and the lexicon's (a
+    synonym of some skill's word, a ranking or chart word)."""
+    if skill.name not in _OWN:
+        words = [w for key in skill.keywords for w in cue(key).words]
+        words += [w for key, value in lexicon.SYNONYMS.items() for w in (*key.split(), value)]
+        words += [*lexicon.RANKING, *lexicon.LOWEST, *lexicon.CHART]
+        _OWN[skill.name] = frozenset(ex.stem(w) for w in words if w != "*")
+    return _OWN[skill.name]
 
 
 def _pick(

@@ -185,6 +185,9 @@ _WORD_UNIT = re.compile(
     r"(?<=last |past )(hour|day|week|minute)|(?<=previous )(hour|day|week|minute))\b",
     re.I,
 )
+#: days said by name: how far back each reaches from now (at most)
+_DAY_WORDS_VALUE = {"yesterday": "1d", "overnight": "12h", "last night": "12h"}
+_DAY_WORDS = re.compile(r"\b(yesterday|overnight|last night)\b", re.I)
 _CONTEXT_SINCE = {"last", "past", "previous", "since", "over", "within", "during", "ago", "recent"}
 
 
@@ -217,6 +220,8 @@ def find_durations(text: str) -> list[Duration]:
         add(m.group(0).lower(), m.start(), m.end())
     for m in _NUM_UNIT.finditer(text):
         add(f"{int(m.group(1))}{_UNIT[m.group(2).lower()]}", m.start(), m.end())
+    for m in _DAY_WORDS.finditer(text):  # "since yesterday", "errors overnight"
+        add(_DAY_WORDS_VALUE[m.group(1).lower()], m.start(), m.end())
     for m in _WORD_UNIT.finditer(text):
         if m.group(1):
             add("30m", m.start(), m.end())
@@ -368,6 +373,15 @@ def expression_kind(expr: str, hint: str = "") -> str:
     return "promql"
 
 
+#: PromQL's aggregation operators, often written apart from their brackets: "sum (rate(...))"
+_AGGREGATIONS = frozenset(
+    {
+        "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar", "topk", "bottomk",
+        "quantile", "count_values", "limitk",
+    }
+)  # fmt: skip
+
+
 def _scan_bracketed(text: str) -> tuple[int, int] | None:
     """The first span that starts a token with brackets or a snake_case metric and is balanced."""
     for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*\s*[({\[]|\{|\b[a-z]+_[a-z0-9_:]+\b", text):
@@ -375,6 +389,10 @@ def _scan_bracketed(text: str) -> tuple[int, int] | None:
         end = m.end()
         depth = 0
         i = start
+        if gap := re.match(r"([A-Za-z_:][A-Za-z0-9_:]*)\s+[({\[]$", m.group(0)):
+            i = m.end() - 1  # "sum (rate(x[5m]))": the operator, then its brackets
+            if gap.group(1).lower() not in _AGGREGATIONS:
+                start = i  # "loki query {app="x"}": a word, then the expression
         while i < len(text):
             ch = text[i]
             if ch in "([{":
@@ -688,6 +706,7 @@ def candidate_names(parsed: Parsed, vocabulary: set[str], skip: set[str]) -> lis
     numbers, durations, kinds, or anything in ``skip`` (the namespace, label values...)."""
     out = []
     spans = [(d.start, d.end) for d in parsed.durations]
+    pool = frozenset(vocabulary)
     for m in WORD.finditer(parsed.rest):
         token = m.group(0)
         low = token.lower()
@@ -695,6 +714,8 @@ def candidate_names(parsed: Parsed, vocabulary: set[str], skip: set[str]) -> lis
             continue
         if low in skip or stem(low) in STOPWORDS or stem(low) in vocabulary or low in vocabulary:
             continue
+        if lexicon.typo_of(stem(low), pool, stem):
+            continue  # "restrat orders": a misspelt skill word, not a name
         if low in KIND_ALIASES or low in SEVERITIES or low in lexicon.NUMBERS:
             continue
         if re.fullmatch(r"[\d.]+|\w", low):
@@ -712,6 +733,46 @@ def candidate_names(parsed: Parsed, vocabulary: set[str], skip: set[str]) -> lis
     }
     ranked = sorted(out, key=lambda found: (found[0].lower() not in named, -found[1]))
     return [name for name, _ in ranked]
+
+
+_SLOT_BEFORE = re.compile(r"\b(?:of|for|from|on|about|with)\s+(?:the\s+|our\s+|my\s+)?$", re.I)
+_SLOT_KIND = re.compile(
+    rf"^\s+(?:{'|'.join(re.escape(k) for k in KIND_ALIASES)}|logs?|service|app)\b", re.I
+)
+_SLOT_SUBJECT = re.compile(r"^\s+(?:is|are|was|has|keeps?|seems?)\s", re.I)
+
+
+def slot_names(parsed: Parsed, skip: set[str], exclude: set[str]) -> list[str]:
+    """Skill words that stand where a name does, for when no other word names anything:
+    before a kind or "logs" ("the search pods", "search logs"), after of/for/from ("logs for
+    search") or after a word of ``exclude`` (the skill's own words: "scale search to 0"), or
+    as the subject that opens the request ("search is throwing 500s"). Words of ``exclude``
+    and of ``skip`` never are names."""
+    out = []
+    spans = [(d.start, d.end) for d in parsed.durations]
+    for m in WORD.finditer(parsed.rest):
+        token, low = m.group(0), m.group(0).lower()
+        if any(s <= m.start() < e for s, e in spans) or low in skip:
+            continue
+        root = stem(low)
+        if root in STOPWORDS or root in exclude or low in KIND_ALIASES:
+            continue
+        if low in SEVERITIES or low in lexicon.NUMBERS or not re.fullmatch(r"[a-z][a-z0-9-]+", low):
+            continue
+        before = parsed.rest[max(0, m.start() - 40) : m.start()]
+        after = parsed.rest[m.end() : m.end() + 40]
+        opens = not before.strip() or before.strip().lower() == "the"
+        previous = before.split()[-2:]
+        if previous and previous[-1].lower() == "the":
+            previous = previous[:-1]
+        if (
+            (previous and stem(previous[-1]) in exclude)  # "scale search to 0"
+            or _SLOT_BEFORE.search(before)
+            or _SLOT_KIND.match(after)
+            or (opens and _SLOT_SUBJECT.match(after))
+        ):
+            out.append(token)
+    return out
 
 
 _OBJECT = re.compile(r"\b(?:of|for|from|on|about|to|with|at)(?:\s+(?:the|a|an|our|my|all))?$", re.I)

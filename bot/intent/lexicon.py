@@ -16,6 +16,12 @@ of a chart, which PromQL recipes answer.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
+
 #: everyday word or idiom -> the word skills' keywords use (see module doc)
 SYNONYMS: dict[str, str] = {
     # k8s.restart
@@ -25,6 +31,7 @@ SYNONYMS: dict[str, str] = {
     "recycle": "restart",
     "reboot": "restart",
     "redeploy": "restart",
+    "nudge": "restart",
     "rollout restart": "restart",
     "rolling restart": "restart",
     # k8s.scale
@@ -35,10 +42,13 @@ SYNONYMS: dict[str, str] = {
     "downscale": "scale",
     "upscale": "scale",
     "resize": "scale",
+    "bump": "scale",  # "bump checkout to 4"
     # k8s.rollback
     "rollout undo": "rollback",
     "roll * back": "rollback",
     "revert": "rollback",
+    "put * back": "rollback",  # "put cart back to how it was"
+    "set * back": "rollback",
     # service.health
     "be * ok": "health",
     "be * okay": "health",
@@ -85,6 +95,7 @@ SYNONYMS: dict[str, str] = {
 NUMBERS = {
     "zero": 0,
     "none": 0,
+    "nothing": 0,
     "one": 1,
     "a single": 1,
     "two": 2,
@@ -116,3 +127,45 @@ RANKING = ("top", "most", "highest", "biggest", "largest", "heaviest", "hungries
 LOWEST = ("lowest", "least", "smallest", "bottom")
 #: words that ask for a chart
 CHART = ("graph", "plot", "chart", "draw", "trend", "visualize", "visualise", "over time")
+
+
+#: the shortest word read as a typo of a longer one ("restrat" for "restart")
+TYPO_MIN = 5
+#: real words one letter away from a word skills use: never read as its typo
+NOT_TYPOS = frozenset(
+    {
+        "stale", "remote", "listed", "drawn", "bounded", "empire", "scaly", "sealing",
+        "mated", "mused", "trained", "gifted", "slush",
+    }
+)  # fmt: skip
+
+
+@lru_cache(maxsize=64)
+def _by_initial(words: frozenset[str]) -> dict[str, tuple[str, ...]]:
+    index: dict[str, list[str]] = {}
+    for w in words:
+        if len(w) >= TYPO_MIN - 1:
+            index.setdefault(w[0], []).append(w)
+    return {k: tuple(sorted(v)) for k, v in index.items()}
+
+
+def typo_of(
+    word: str, words: Iterable[str], stem: Callable[[str], str] | None = None
+) -> str | None:
+    """The word of ``words`` that ``word`` misspells, or None: one letter dropped, added,
+    changed or two swapped ("restrat", "rollbak", "silense"), the first letter right, the
+    word at least :data:`TYPO_MIN` long. Another form of the same word is no typo ("scales",
+    "cycles"), nor a longer word that starts with it ("scaler" is a name, not "scale")."""
+    word = word.lower()
+    if len(word) < TYPO_MIN or word in NOT_TYPOS:
+        return None
+    pool = words if isinstance(words, frozenset) else frozenset(words)
+    if word in pool:
+        return None
+    near = _by_initial(pool).get(word[0], ())
+    found = [str(m[0]) for m in process.extract(word, near, scorer=OSA.distance, score_cutoff=1)]
+    if not found or any(
+        word.startswith(m) or (stem is not None and stem(word) == stem(m)) for m in found
+    ):
+        return None
+    return found[0]

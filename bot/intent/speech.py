@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 
+from opsbot.intent import lexicon
+from opsbot.intent.extract import stem
+
 
 class Mood(StrEnum):
     IMPERATIVE = "imperative"  # asks for the write
@@ -42,11 +45,22 @@ WRITE_VERBS = frozenset(
         "restart", "bounce", "kick", "cycle", "recycle", "reboot", "redeploy", "scale",
         "bump", "resize", "rollback", "undo", "revert", "silence", "mute", "snooze", "shush",
         "unsilence", "unmute", "expire", "delete", "remove", "lift", "drain", "downscale",
-        "upscale",
+        "upscale", "nudge",
     }
 )  # fmt: skip
 #: "roll back", "take down", "roll out restart": two-word verbs (first word, second word)
-PHRASAL = {("roll", "back"), ("take", "down"), ("spin", "down"), ("scale", "down")}
+PHRASAL = {
+    ("roll", "back"),
+    ("take", "down"),
+    ("spin", "down"),
+    ("scale", "down"),
+    ("put", "back"),
+    ("set", "back"),
+} | {
+    (verb, thing)  # "end the silence 3f2a9c1e", "kill that mute": a silence removed
+    for verb in ("end", "kill", "clear", "drop")
+    for thing in ("silence", "silences", "mute", "mutes")
+}
 #: other forms of the write words: their presence makes a clause about a write
 WRITE_FORMS = WRITE_VERBS | frozenset(
     {
@@ -54,14 +68,14 @@ WRITE_FORMS = WRITE_VERBS | frozenset(
         "cycled", "cycling", "rebooted", "redeployed", "scaled", "scaling", "bumped", "rolled",
         "rolling", "rollbacks", "undid", "undoing", "reverted", "reverting", "silenced",
         "silencing", "silences", "muted", "muting", "snoozed", "unsilenced", "expired",
-        "deleted", "removed", "lifted", "drained", "replicas",
+        "deleted", "removed", "lifted", "drained", "replicas", "nudged", "nudging",
     }
 )  # fmt: skip
 PAST = frozenset(
     {
         "restarted", "bounced", "kicked", "cycled", "rebooted", "redeployed", "scaled",
         "bumped", "rolled", "undid", "reverted", "silenced", "muted", "snoozed", "unsilenced",
-        "deleted", "removed", "lifted", "drained", "ran", "did",
+        "deleted", "removed", "lifted", "drained", "ran", "did", "nudged",
     }
 )  # fmt: skip
 NEGATIONS = frozenset(
@@ -106,7 +120,16 @@ class Clause:
 
 def _words(text: str) -> list[str]:
     found = (w.strip("'") for w in _WORD.findall(text.lower().replace("’", "'")))
-    return [w for w in found if w]
+    return [_spelled(w) for w in found if w]
+
+
+@lru_cache(maxsize=4096)
+def _spelled(word: str) -> str:
+    """A misspelt write word as the write word ("restrat" -> "restart", "rollbak" ->
+    "rollback"), so a typo neither hides a write nor its negation ("don't restrat it")."""
+    if word in WRITE_FORMS or len(word) < lexicon.TYPO_MIN:
+        return word
+    return lexicon.typo_of(word, WRITE_FORMS, stem) or word
 
 
 def _phrasal_at(words: list[str], i: int) -> bool:

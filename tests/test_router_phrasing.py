@@ -1,0 +1,172 @@
+"""Issue 12: the offline router on requests as SREs type them, by the general mechanism each
+case exercises (typos of skill words, skill words used as names, everyday verbs and idioms,
+"why" as a diagnosis, an expression after a word, days said by name). Each case is one
+mechanism; the routing sets in ``eval/`` measure them together."""
+
+from __future__ import annotations
+
+import pytest
+
+from opsbot.intent import extract as ex
+from opsbot.intent import lexicon, speech
+from opsbot.intent.offline import OfflineRouter
+from opsbot.model import Actor, Answer, Request, first_invocation
+from opsbot.skills.base import load_registry
+
+REGISTRY = load_registry()
+WRITES = {s.name for s in REGISTRY if s.risk.value != "read"}
+
+
+def request(text: str) -> Request:
+    return Request(actor=Actor(id="shell:alice"), channel="test", text=text)
+
+
+async def routed(text: str) -> tuple[str | None, dict[str, object]]:
+    invocation = first_invocation(await OfflineRouter().plan(request(text), list(REGISTRY)))
+    return (invocation.skill, invocation.args) if invocation else (None, {})
+
+
+# -- a misspelt write word is still a write word, and still no name ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("word", "meant"),
+    [
+        ("restrat", "restart"),  # two letters swapped
+        ("rollbak", "rollback"),  # one dropped
+        ("silennce", "silence"),  # one added
+        ("scales", None),  # another form of the same word
+        ("scaler", None),  # a longer word that starts with it: a name
+        ("stale", None),  # a real word one letter away
+        ("cart", None),  # too short to tell
+    ],
+)
+def test_typo_of(word: str, meant: str | None) -> None:
+    assert lexicon.typo_of(word, speech.WRITE_FORMS, ex.stem) == meant
+
+
+@pytest.mark.parametrize(
+    ("text", "mood"),
+    [
+        ("restrat orders in prod", "imperative"),
+        ("don't restrat orders in prod", "negated"),
+        ("should we rollbak payments in shop?", "question"),
+    ],
+)
+def test_a_typo_neither_hides_a_write_nor_its_negation(text: str, mood: str) -> None:
+    assert speech.write_mood(text).value == mood
+
+
+async def test_a_negated_or_questioned_misspelt_write_plans_no_write() -> None:
+    for text in ("don't restrat orders in prod", "should we rollbak payments in shop?"):
+        plan = await OfflineRouter().plan(request(text), list(REGISTRY))
+        invocation = first_invocation(plan)
+        assert invocation is None or invocation.skill not in WRITES, (text, plan)
+    assert await routed("restrat orders in prod") == (
+        "k8s.restart",
+        {"name": "orders", "namespace": "prod"},
+    )
+
+
+# -- a word other skills use names a service when nothing else does --------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        ("logs for search in prod past 2 hours", "k8s.logs", {"name": "search", "since": "2h"}),
+        ("search is throwing 500s, dig in", "incident.triage", {"service": "search"}),
+        ("scale search to nothing in prod", "k8s.scale", {"name": "search", "replicas": 0}),
+        ("nudge the search pods in prod", "k8s.restart", {"name": "search", "namespace": "prod"}),
+    ],
+)
+async def test_a_skill_word_in_a_name_slot_is_the_name(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+# -- everyday verbs and idioms ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        ("nudge cart in staging", "k8s.restart", {"name": "cart", "namespace": "staging"}),
+        ("bump checkout to 4 in shop", "k8s.scale", {"name": "checkout", "replicas": 4}),
+        ("put cart back to how it was in staging", "k8s.rollback", {"name": "cart"}),
+        ("set payments in shop back a version", "k8s.rollback", {"name": "payments"}),
+        ("end the silence 3f2a9c1e", "alerts.unsilence", {"id": "3f2a9c1e"}),
+        ("kill silence 9b1d77aa", "alerts.unsilence", {"id": "9b1d77aa"}),
+    ],
+)
+async def test_everyday_verbs_and_idioms(text: str, skill: str, args: dict[str, object]) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+async def test_what_the_idioms_are_about_is_no_write_when_asked() -> None:
+    for text in ("should we put cart back in staging?", "don't end the silence 3f2a9c1e"):
+        got, _ = await routed(text)
+        assert got not in WRITES | {"alerts.unsilence"}, text
+
+
+# -- "why" asks for a diagnosis; a symptom is no service -------------------------------------
+
+
+async def test_why_with_a_symptom_is_a_diagnosis_of_the_service() -> None:
+    assert await routed("why does checkout keep erroring in shop") == (
+        "incident.triage",
+        {"service": "checkout", "namespace": "shop", "since": "1h"},
+    )
+    # the error patterns themselves are still logs.errors
+    got, found = await routed("what errors is checkout logging in shop?")
+    assert got == "logs.errors" and found["service"] == "checkout"
+
+
+# -- an expression after a word; PromQL's operators written apart ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expr"),
+    [
+        ('loki query {namespace="prod"} |= "panic"', '{namespace="prod"} |= "panic"'),
+        ("show sum (rate(x_total[5m]))", "sum (rate(x_total[5m]))"),
+    ],
+)
+def test_an_expression_after_a_word(text: str, expr: str) -> None:
+    assert ex.parse(text).expr == expr
+
+
+async def test_logql_after_loki_query_is_a_log_query() -> None:
+    got, found = await routed('loki query {namespace="prod", app="search"} |= "panic"')
+    assert got == "logs.query" and found["query"] == '{namespace="prod", app="search"} |= "panic"'
+
+
+# -- days said by name ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "since"),
+    [("since yesterday", "1d"), ("errors overnight", "12h"), ("what broke last night", "12h")],
+)
+def test_days_said_by_name(text: str, since: str) -> None:
+    assert ex.extract_since(ex.parse(text)) == since
+
+
+async def test_a_chart_since_yesterday_spans_a_day() -> None:
+    got, found = await routed("graph container_memory_working_set_bytes since yesterday")
+    assert got == "prometheus.range"
+    assert (found["query"], found["since"]) == ("container_memory_working_set_bytes", "1d")
+
+
+async def test_bad_input_never_plans_anything() -> None:
+    """Issue 12's bad input, with the new mechanisms in the path: nothing raises, nothing
+    is planned, the answer is brief (a long run of one misspelt write word at most asks
+    which deployment it is about)."""
+    for text in ("", "🙈🙉🙊", "\x00\x13\x10\x99 restrat", "Ç" * 5000, "ärger " * 900):
+        plan = await OfflineRouter().plan(request(text), list(REGISTRY))
+        assert isinstance(plan, Answer) and len(plan.text) < 300, (text[:20], plan)
+    plan = await OfflineRouter().plan(request("restrat " * 800), list(REGISTRY))
+    assert first_invocation(plan) is None
