@@ -722,32 +722,103 @@ class Engine:
         call completes the approval, runs the action (exactly once across replicas) and posts
         its result. A vote that changes nothing is answered to the clicker only. When the
         database cannot be reached, nothing is counted: the clicked ``thread`` is told, and
-        the approval stays pending (a click once it is back decides it).
+        the approval stays pending (a click once it is back decides it). When handling the
+        click raises (the approved action included), the approval's thread is told and it is
+        audited once (:meth:`_report_failure`); this never raises for it, so every adapter
+        only posts what comes through ``reply``.
         """
         async with self.inflight():
             try:
-                outcome = await self.services.approvals.vote(
-                    approval_id, approver, verdict, self.services.policy, reason=reason
-                )
-            except Exception as exc:
-                if not unavailable(exc):
-                    raise
-                log.error("approvals.database_unavailable", approval_id=approval_id, error=str(exc))
-                telemetry.ERRORS.labels("database").inc()
-                await reply(
-                    Message(
-                        thread=thread,
-                        step=Step.ERROR,
-                        blocks=[Text(text=wording.vote_not_counted(approval_id, verdict))],
-                        approval_id=approval_id,
-                        audience=Audience.THREAD if thread else Audience.CLICKER,
-                        actor=approver.label,
+                try:
+                    outcome = await self.services.approvals.vote(
+                        approval_id, approver, verdict, self.services.policy, reason=reason
                     )
+                except Exception as exc:
+                    if not unavailable(exc):
+                        raise
+                    log.error(
+                        "approvals.database_unavailable", approval_id=approval_id, error=str(exc)
+                    )
+                    telemetry.ERRORS.labels("database").inc()
+                    await reply(
+                        Message(
+                            thread=thread,
+                            step=Step.ERROR,
+                            blocks=[Text(text=wording.vote_not_counted(approval_id, verdict))],
+                            approval_id=approval_id,
+                            audience=Audience.THREAD if thread else Audience.CLICKER,
+                            actor=approver.label,
+                        )
+                    )
+                    return VoteOutcome(VoteStatus.UNKNOWN, None, "the database is unreachable")
+                return await self._decided_vote(
+                    approval_id, approver, verdict, reply, outcome, reason, channel
                 )
-                return VoteOutcome(VoteStatus.UNKNOWN, None, "the database is unreachable")
-            return await self._decided_vote(
-                approval_id, approver, verdict, reply, outcome, reason, channel
+            except Exception as exc:  # the last line of defence of a click
+                log.exception("engine.decide_failed", approval_id=approval_id)
+                telemetry.ERRORS.labels("internal").inc()
+                try:
+                    return await self._report_failure(approval_id, reply, exc)
+                except Exception:
+                    log.exception("engine.decide_failure_not_reported", approval_id=approval_id)
+                    return VoteOutcome(VoteStatus.UNKNOWN, None, f"internal error: {exc}"[:300])
+
+    async def _report_failure(
+        self, approval_id: str, reply: Reply, exc: BaseException
+    ) -> VoteOutcome:
+        """Handling a click on approval ``approval_id`` raised ``exc``: say so in its thread,
+        for everyone, audit it, and, when the action had been approved (it ran, or was about
+        to, and never finished), mark it failed so that its card says so instead of "running
+        it now"."""
+        approvals = self.services.approvals
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        try:
+            approval = await approvals.get(approval_id) if approval_id else None
+        except Exception as lost:
+            if not unavailable(lost):
+                raise
+            log.error("approvals.database_unavailable", approval_id=approval_id, error=str(lost))
+            return VoteOutcome(VoteStatus.UNKNOWN, None, "the database is unreachable")
+        if approval is None:
+            return VoteOutcome(VoteStatus.UNKNOWN, None, f"internal error ({reason})")
+        if approval.state in (State.APPROVED, State.EXECUTING):
+            await approvals.finish(approval.id, ok=False, result=f"internal error ({reason})")
+            text = (
+                f"Approval `{approval.id}`: running `{approval.skill}` failed with an internal "
+                f"error ({reason}); it did not finish. The audit log has the details."
             )
+        else:
+            text = f"Approval `{approval.id}`: an internal error ({reason}) stopped this click."
+        await self.services.audit.append(
+            AuditEvent.ERROR,
+            actor=approval.requester,
+            channel=approval.channel,
+            thread=approval.thread,
+            request_id=approval.request_id,
+            skill=approval.skill,
+            args=approval.args,
+            outcome="error",
+            detail=text,
+        )
+        await reply(
+            Message(
+                thread=approval.thread,
+                step=Step.ERROR,
+                blocks=[Text(text=text)],
+                approval_id=approval.id,
+            )
+        )
+        done = await approvals.get(approval.id)
+        if done is not None and done.state is not State.PENDING:
+            await reply(
+                Message(
+                    thread=done.thread,
+                    step=Step.APPROVAL,
+                    blocks=[done.card(text)],
+                    approval_id=done.id,
+                )
+            )
+        return VoteOutcome(VoteStatus.UNKNOWN, done or approval, text)
 
     async def _decided_vote(
         self,

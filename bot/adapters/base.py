@@ -16,7 +16,9 @@ registry, and a ``Platform`` in tests/test_conversation.py that passes the share
 conversation suite.
 
 Also here: where approval cards are shown (:class:`CardRefs`, kept across restarts and
-replicas), and how a click whose handling raised is still reported (:func:`report_failure`).
+replicas), and how a request the work queue has no room for is answered (:func:`tell_busy`).
+A click whose handling raised is reported by the engine (:meth:`Engine.decide`), the same on
+every platform.
 """
 
 from __future__ import annotations
@@ -32,12 +34,11 @@ import structlog
 from sqlalchemy import select
 
 from opsbot import wording
-from opsbot.approvals import State
 from opsbot.audit import AuditEvent
 from opsbot.config import Settings
 from opsbot.engine import Engine, Reply
 from opsbot.model import Message, Step, Text
-from opsbot.store import SeenRow, Store, first_time, unavailable
+from opsbot.store import SeenRow, Store, first_time
 
 log = structlog.get_logger(__name__)
 ENTRY_POINT_GROUP = "opsbot.adapters"
@@ -275,57 +276,3 @@ async def tell_busy(
             thread=thread, step=Step.ERROR, blocks=[Text(text=wording.busy(waiting))], actor=actor
         )
     )
-
-
-async def report_failure(engine: Engine, approval_id: str, post: Reply, exc: BaseException) -> None:
-    """Handling a click on approval ``approval_id`` raised ``exc``: say so in its thread, for
-    everyone, and, when the action had been approved (it ran, or was about to, and never
-    finished), mark it failed so that its card says so instead of "running it now"."""
-    services = engine.services
-    try:
-        approval = await services.approvals.get(approval_id) if approval_id else None
-    except Exception as lost:
-        if not unavailable(lost):
-            raise
-        log.error("approvals.database_unavailable", approval_id=approval_id, error=str(lost))
-        return
-    if approval is None:
-        return
-    reason = f"{type(exc).__name__}: {exc}"[:300]
-    if approval.state in (State.APPROVED, State.EXECUTING):
-        await services.approvals.finish(approval.id, ok=False, result=f"internal error ({reason})")
-        text = (
-            f"Approval `{approval.id}`: running `{approval.skill}` failed with an internal error "
-            f"({reason}); it did not finish. The audit log has the details."
-        )
-    else:
-        text = f"Approval `{approval.id}`: an internal error ({reason}) stopped this click."
-    await services.audit.append(
-        AuditEvent.ERROR,
-        actor=approval.requester,
-        channel=approval.channel,
-        thread=approval.thread,
-        request_id=approval.request_id,
-        skill=approval.skill,
-        args=approval.args,
-        outcome="error",
-        detail=text,
-    )
-    await post(
-        Message(
-            thread=approval.thread,
-            step=Step.ERROR,
-            blocks=[Text(text=text)],
-            approval_id=approval.id,
-        )
-    )
-    done = await services.approvals.get(approval.id)
-    if done is not None and done.state is not State.PENDING:
-        await post(
-            Message(
-                thread=done.thread,
-                step=Step.APPROVAL,
-                blocks=[done.card(text)],
-                approval_id=done.id,
-            )
-        )

@@ -44,7 +44,7 @@ import structlog
 import yarl
 from discord import app_commands
 
-from opsbot.adapters.base import CardRefs, Handler, discord_off, report_failure, tell_busy
+from opsbot.adapters.base import CardRefs, Handler, discord_off, tell_busy
 from opsbot.adapters.discord_render import MAX_CONTENT, OUTPUT, Rendered, render
 from opsbot.adapters.work import Job, Work, queued
 from opsbot.config import Settings
@@ -621,19 +621,15 @@ class DiscordAdapter:
         self, interaction: discord.Interaction[Any], approval_id: str, verdict: str, reason: str
     ) -> None:
         reply, for_clicker = await self._clicked(interaction)
-        try:
-            await self.engine.decide(
-                approval_id,
-                actor_of(interaction.user),
-                verdict,
-                reply,
-                reason=reason,
-                channel=str(interaction.channel_id),
-                thread=thread_key(interaction.channel_id) if interaction.channel_id else "",
-            )
-        except Exception as exc:
-            log.exception("discord.decide_failed", approval_id=approval_id)
-            await report_failure(self.engine, approval_id, self.post, exc)
+        await self.engine.decide(  # a failure is reported by the engine, through the reply
+            approval_id,
+            actor_of(interaction.user),
+            verdict,
+            reply,
+            reason=reason,
+            channel=str(interaction.channel_id),
+            thread=thread_key(interaction.channel_id) if interaction.channel_id else "",
+        )
         await self._answer_clicker(interaction, for_clicker)
 
     @tracked

@@ -51,7 +51,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from opsbot.adapters.base import CardRefs, Handler, report_failure, slack_off, tell_busy
+from opsbot.adapters.base import CardRefs, Handler, slack_off, tell_busy
 from opsbot.adapters.slack_blocks import (
     ACTION,
     APPROVE,
@@ -666,19 +666,15 @@ class SlackAdapter:
             return
         if channel and message_ts:  # the card is the clicked message
             await self.cards.remember(approval_id, f"{channel}:{message_ts}")
-        try:
-            await self.engine.decide(
-                approval_id,
-                await self.actor(user),
-                verdict,
-                self._clicker_reply(user, channel, thread_ts, respond),
-                reason=reason,
-                channel=channel,
-                thread=thread_key(channel, thread_ts) if channel and thread_ts else "",
-            )
-        except Exception as exc:
-            log.exception("slack.decide_failed", approval_id=approval_id)
-            await report_failure(self.engine, approval_id, self.post, exc)
+        await self.engine.decide(  # a failure is reported by the engine, through the reply
+            approval_id,
+            await self.actor(user),
+            verdict,
+            self._clicker_reply(user, channel, thread_ts, respond),
+            reason=reason,
+            channel=channel,
+            thread=thread_key(channel, thread_ts) if channel and thread_ts else "",
+        )
 
     async def _on_action(
         self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any
