@@ -67,6 +67,11 @@ class Recipe(BaseModel):
         "another skill answers the plain question (k8s.pods shows restarts, service.health "
         "the RED signals)",
     )
+    windowed: bool = Field(
+        default=False,
+        description="with alone=False: its words and a time window ('restarts in the last "
+        "24h') ask for it, a count over the window that the other skills do not give",
+    )
     unit: str = ""
     enabled: bool = True
 
@@ -173,6 +178,7 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
         query="sum by ({by}) (increase(kube_pod_container_status_restarts_total{{{selector}}}[{window}]))",
         window="1h",
         alone=False,
+        windowed=True,
     ),
     "error_ratio": Recipe(
         summary="share of requests answered 5xx (RED: errors)",

@@ -1373,6 +1373,7 @@ class IncidentTriage(Skill[TriageArgs, Incident]):
         "going on": 1.5,
         "slow": 1.5,
         "broken": 2.0,
+        "down": 1.0,  # "checkout down?" (a write says more: "scale it down to 2")
         "outage": 2.5,
         "still fail": 2.0,
         "customer": 1.0,

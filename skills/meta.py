@@ -218,6 +218,8 @@ class AuditSearch(Skill[AuditArgs, Meta]):
         "=did": 1.5,
         "changed": 1.0,
         "history of actions": 1.0,
+        # opsbot deploys nothing: "when did payments last deploy" is the rollout history
+        "deploy": -1.0,
         "who approved": 4.0,
     }
 

@@ -170,3 +170,78 @@ async def test_bad_input_never_plans_anything() -> None:
         assert isinstance(plan, Answer) and len(plan.text) < 300, (text[:20], plan)
     plan = await OfflineRouter().plan(request("restrat " * 800), list(REGISTRY))
     assert first_invocation(plan) is None
+
+
+# -- second batch: labels beside labels, verbs that open a request, idioms, counts -----------
+
+
+@pytest.mark.parametrize(
+    ("text", "matchers"),
+    [
+        ("any critical alerts on payments?", {"severity": "critical", "service": "payments"}),
+        ("silence everything in staging for 2h, load test", {"namespace": "staging"}),
+        ("snooze alerts with severity=warning for 3h", {"severity": "warning"}),
+        ("mute checkout alerts in shop for 1h", {"service": "checkout", "namespace": "shop"}),
+    ],
+)
+async def test_alert_matchers_from_words(text: str, matchers: dict[str, str]) -> None:
+    _, found = await routed(text)
+    assert found.get("matchers") == matchers, found
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        (
+            "figure out why inventory-api keeps restarting",
+            "incident.triage",
+            {"service": "inventory-api"},
+        ),
+        ("stream the checkout logs from shop", "k8s.logs", {"name": "checkout"}),
+        ("Restart Checkout In Shop.", "k8s.restart", {"name": "checkout", "namespace": "shop"}),
+        ("spin cart down in staging", "k8s.scale", {"name": "cart", "replicas": 0}),
+        ("shut payments off in shop", "k8s.scale", {"name": "payments", "replicas": 0}),
+        ("go back to the previous revision of orders in prod", "k8s.rollback", {"name": "orders"}),
+        ("go back to the checkout logs in shop", "k8s.logs", {"name": "checkout"}),
+        ("payments is down!!", "incident.triage", {"service": "payments"}),
+        ("checkout down?", "incident.triage", {"service": "checkout"}),
+        ("did the orders rollout go through in prod?", "k8s.rollout.status", {"name": "orders"}),
+        ("when did payments last deploy in shop", "k8s.rollout.history", {"name": "payments"}),
+        ("turn off alerts for checkout for 1h", "alerts.silence", {"duration": "1h"}),
+    ],
+)
+async def test_second_batch_of_everyday_phrasing(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+@pytest.mark.parametrize(
+    ("text", "mood"),
+    [
+        ("we should probably restart checkout at some point", "hypothetical"),
+        ("we should restart checkout", "hypothetical"),
+        ("should we restart checkout?", "question"),
+        ("how many restarts did the checkout pods have in the last 24h", "noun"),
+        ("don't turn off the payments alerts", "negated"),
+    ],
+)
+def test_suggestions_and_counts_ask_for_no_write(text: str, mood: str) -> None:
+    assert speech.write_mood(text).value == mood
+
+
+async def test_a_suggestion_plans_nothing() -> None:
+    for text in ("we should probably restart checkout at some point", "don't turn off alerts"):
+        assert await routed(text) == (None, {}), text
+
+
+async def test_a_count_over_a_window_is_the_recipe() -> None:
+    """``Recipe.windowed``: the restarts recipe's words with a time window ask for it (the pod
+    list shows restart counts, but not over a window)."""
+    got, found = await routed("how many restarts did the checkout pods have in the last 24h")
+    assert got == "prometheus.query"
+    assert "kube_pod_container_status_restarts_total" in str(found["query"])
+    assert str(found["query"]).endswith("[24h]))")
+    got, _ = await routed("restart count of the checkout pods in shop?")
+    assert got == "k8s.pods"

@@ -273,9 +273,12 @@ def extract(
                 raw[name] = alert
     if not namespace_fields:  # "silence everything in namespace staging": a matcher
         known = inventory.get("namespace")
-        said = ex.extract_namespace(parsed, known, guess=False) or (
-            ex.extract_namespace(parsed, known) if known else None
-        )
+        said = ex.extract_namespace(parsed, known, guess=False)
+        if said is None and (guessed := ex.extract_namespace(parsed, known)) is not None:
+            # known, or after "in": "silence everything in staging" (but "alerts on
+            # payments", "alerts for cart" name a service)
+            inside = re.search(rf"\b(?:in|within)\s+{re.escape(guessed)}\b", parsed.rest, re.I)
+            said = guessed if known or inside else None
         for name, meaning in fields.items():
             if said and isinstance(meaning, Matchers) and name not in (given or {}):
                 raw[name] = {"namespace": said, **(raw.get(name) or {})}
@@ -310,12 +313,21 @@ def extract(
             raw[name] = raw.pop(guessed)
             break
     for name, meaning in fields.items():
-        if isinstance(meaning, Matchers) and meaning.name_label and not raw.get(name):
+        said_matchers = raw.get(name) or {}
+        if (
+            isinstance(meaning, Matchers)
+            and meaning.name_label
+            and isinstance(said_matchers, dict)
+            and not said_matchers.keys() & {meaning.name_label, "alertname"}
+            and (not said_matchers or name not in (given or {}))
+        ):  # "alerts for checkout"; "critical alerts on payments": a severity and a service
             names = ex.candidate_names(parsed, reading.vocabulary, skip)
+            if said_matchers:  # beside other labels, only a word that stands for a service
+                names = [n for n in names if _owned(parsed.rest, n)]
             if names:
                 service = _pick(names, Grounded("service", complete=False), raw, inventory)
                 if isinstance(service, str):
-                    raw[name] = {meaning.name_label: service}
+                    raw[name] = {**said_matchers, meaning.name_label: service}
     for name in namespace_fields:
         if name not in raw:
             homes = _homes(fields, raw, inventory)
@@ -334,6 +346,18 @@ def extract(
             subject = next((str(raw[n]) for n, m in fields.items() if _is_name(m) and n in raw), "")
             raw[name] = "pod" if POD_NAME.search(subject) else "deployment"
     return Extracted(raw, rationale)
+
+
+#: the words before a name that say whose something is ("alerts on payments", "for cart")
+_OWNER = re.compile(r"\b(?:on|for|of|from)\s+(?:the\s+)?$", re.I)
+_OWNED = re.compile(r"\s+(?:alerts?|pages?|silences?|alarms?)\b", re.I)
+
+
+def _owned(text: str, name: str) -> bool:
+    """Whether ``name`` stands for whose something is: "alerts on payments", "for cart",
+    "checkout alerts"."""
+    m = re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text)
+    return m is not None and bool(_OWNER.search(text[: m.start()]) or _OWNED.match(text[m.end() :]))
 
 
 def _required(skill: Skill[Any, Any], name: str) -> bool:
@@ -448,7 +472,16 @@ def count(parsed: ex.Parsed, unit: str) -> int | None:
         m = re.search(pattern, parsed.rest, re.I)
         if m:
             return lexicon.number(m.group(1))
+    if unit == "replicas" and _OFF.search(parsed.rest):
+        return 0
     return None
+
+
+#: "spin cart down", "take the orders pods down", "shut payments off": no replicas left
+_OFF = re.compile(
+    r"\b(?:spin|take|shut|bring)\s+(?:[\w.-]+\s+){0,3}?(?:down|off)\b(?!\s+(?:to|by)\b)",
+    re.I,
+)
 
 
 @lru_cache(maxsize=64)
@@ -567,11 +600,17 @@ class RecipeAsk:
     top: int | None = None
     lowest: bool = False
     chart: bool = False
+    window: bool = False
 
     @property
     def strong(self) -> bool:
         """Whether the request asks for the recipe itself, not something a skill answers."""
-        return self.recipe.alone or self.top is not None or self.chart
+        return (
+            self.recipe.alone
+            or self.top is not None
+            or self.chart
+            or (self.window and self.recipe.windowed)
+        )
 
 
 def says(stems: list[str], words: str) -> bool:
@@ -612,7 +651,8 @@ def match_recipe(parsed: ex.Parsed, recipes: Mapping[str, Recipe]) -> RecipeAsk 
     elif said & set(lexicon.RANKING) or _WHICH_MOST.search(text) or lowest:
         top = DEFAULT_TOP
     chart = any(says(stems, w) for w in lexicon.CHART)
-    return RecipeAsk(best[1], best[2], top, lowest, chart)
+    window = ex.extract_since(parsed) is not None
+    return RecipeAsk(best[1], best[2], top, lowest, chart, window)
 
 
 _BY = re.compile(

@@ -725,7 +725,13 @@ def candidate_names(parsed: Parsed, vocabulary: set[str], skip: set[str]) -> lis
         before = parsed.rest[max(0, m.start() - 40) : m.start()].rstrip()
         if before.endswith(("-n", "--namespace", "namespace", "ns")):
             continue
-        out.append((token.rstrip(".,"), _place(before)))
+        place = _place(before)
+        if not _LEAD_IN.sub("", before) and _VERB_NEXT.match(parsed.rest[m.end() :]):
+            place = -1  # "figure out why ...", "stream the checkout logs": a verb opens it
+        token = token.rstrip(".,")
+        if token.istitle() or token.isupper():
+            token = token.lower()  # "Restart Checkout In Shop": names are lower case
+        out.append((token, place))
     # a word right before a kind ("the checkout pods", "payments deployment") names it
     kinds = "|".join(re.escape(k) for k in KIND_ALIASES)
     named = {
@@ -775,6 +781,18 @@ def slot_names(parsed: Parsed, skip: set[str], exclude: set[str]) -> list[str]:
     return out
 
 
+#: what may stand before the first word of a request ("@opsbot", "please", "can you")
+_LEAD_IN = re.compile(
+    r"^\s*(?:(?:@?opsbot|hey|hi|ok|okay|please|pls|plz|can you|could you|would you|just)"
+    r"[\s,:]+)*",
+    re.I,
+)
+#: words that follow a verb, not a name ("figure out", "stream the logs", "pull up")
+_VERB_NEXT = re.compile(
+    r"\s+(?:the|a|an|out|up|me|us|all|my|our|its|their|this|that|these|those|some|any|"
+    r"every|through|over|into)\b",
+    re.I,
+)
 _OBJECT = re.compile(r"\b(?:of|for|from|on|about|to|with|at)(?:\s+(?:the|a|an|our|my|all))?$", re.I)
 _SUBJECT = re.compile(r"\b(?:i|we|you|they|pls|please)$", re.I)
 

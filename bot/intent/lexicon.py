@@ -37,6 +37,8 @@ SYNONYMS: dict[str, str] = {
     # k8s.scale
     "take * down": "scale",
     "spin * down": "scale",
+    "shut * down": "scale",  # to zero replicas (opsbot.intent.arguments reads the count)
+    "shut * off": "scale",
     "scale * out": "scale",
     "scale * in": "scale",
     "downscale": "scale",
@@ -49,6 +51,14 @@ SYNONYMS: dict[str, str] = {
     "revert": "rollback",
     "put * back": "rollback",  # "put cart back to how it was"
     "set * back": "rollback",
+    # "go back to the previous revision of orders" (not "go back to the logs")
+    "go back to * previous": "rollback",
+    "go back to * last good": "rollback",
+    "go back to * old": "rollback",
+    "go back to * earlier": "rollback",
+    "go back * version": "rollback",
+    "go back * revision": "rollback",
+    "go back * release": "rollback",
     # service.health
     "be * ok": "health",
     "be * okay": "health",
@@ -65,6 +75,18 @@ SYNONYMS: dict[str, str] = {
     "how be * look": "health",
     "how be * do": "health",
     "how be * hold": "health",
+    # incident.triage: how a service is said to misbehave
+    "be * down": "broken",  # "is checkout down?", "payments is down!!"
+    "go down": "broken",  # "payments went down"
+    "be dead": "broken",
+    "fall over": "broken",
+    "fell over": "broken",
+    "flapping": "broken",
+    "degraded": "broken",
+    "unreachable": "broken",
+    "misbehaving": "broken",
+    # k8s.rollout.status
+    "go through": "finished",  # "did the orders rollout go through?"
     # alerts
     "alarm": "alert",
     "pager": "alert",
@@ -74,6 +96,8 @@ SYNONYMS: dict[str, str] = {
     "mute": "silence",
     "snooze": "silence",
     "shush": "silence",
+    "turn off * alert": "silence",  # "turn off the checkout alerts for 1h"
+    "turn * alert * off": "silence",
     # logs
     "stdout": "log",
     "stderr": "log",

@@ -56,6 +56,10 @@ PHRASAL = {
     ("scale", "down"),
     ("put", "back"),
     ("set", "back"),
+    ("shut", "down"),
+    ("shut", "off"),
+    ("go", "back"),
+    ("turn", "off"),
 } | {
     (verb, thing)  # "end the silence 3f2a9c1e", "kill that mute": a silence removed
     for verb in ("end", "kill", "clear", "drop")
@@ -95,8 +99,9 @@ DOING = frozenset(
 )
 PRONOUNS = frozenset({"you", "we", "i", "they", "he", "she", "it", "anyone", "people"})
 HYPOTHETICAL = re.compile(
-    r"\b(if|in case|suppose|supposing|maybe|perhaps|might|would|could we|what if|"
-    r"the plan is|plan is to|later|tomorrow|eventually|in the future)\b"
+    r"\b(if|in case|suppose|supposing|maybe|perhaps|probably|might|would|could we|what if|"
+    r"the plan is|plan is to|later|tomorrow|eventually|in the future|at some point|"
+    r"sometime|someday|one day|(?:we|i|you|someone) (?:should|could|ought to))\b"
 )
 #: words that may stand before the verb of an imperative
 LEAD_INS = (
@@ -106,6 +111,7 @@ LEAD_INS = (
     "@opsbot", "hey opsbot", "yes", "yes,", "right,", "ops",
 )  # fmt: skip
 
+_COUNTED = re.compile(r"\b(?:how many|number of|count of)\s+(\w+)")
 _CLAUSE = re.compile(r"[,;:.!?\n]+|\s[-–—]\s|\b(?:but|instead|so|and then|then)\b")
 _NOTIFICATION = re.compile(r"\s*\[(firing|resolved)(:\d+)?\]")
 _QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”|'[^']{3,}'|`[^`]*`")
@@ -182,6 +188,9 @@ def _clause_mood(text: str) -> Mood:
         return Mood.NONE
     first = rest[0]
     second = rest[1] if len(rest) > 1 else ""
+    counted = _COUNTED.search(" ".join(rest))
+    if counted and counted.group(1) in WRITE_FORMS:
+        return Mood.NOUN  # "how many restarts did the checkout pods have": a count
     if _asks(rest):
         if first in ("did", "was", "were", "has", "have", "had") or any(w in PAST for w in rest):
             return Mood.REPORT  # a question about what was done: "did anyone restart it?"
