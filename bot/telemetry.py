@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable, Iterator
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -75,6 +78,39 @@ WORK_REFUSED = Counter(
     ["adapter"],
     registry=REGISTRY,
 )
+
+APPROVALS_OLDEST_PENDING = Gauge(
+    "opsbot_approvals_oldest_pending_seconds",
+    "Age of the oldest pending approval in seconds, 0 when none (read from the database when "
+    "/metrics is scraped)",
+    registry=REGISTRY,
+)
+
+
+class Reading(Collector):
+    """A gauge read when scraped, through :attr:`read` (set by whoever knows the value);
+    absent from the exposition while there is nothing to read (None: not known yet)."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.read: Callable[[], float | None] | None = None
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(self.name, self.documentation)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        value = self.read() if self.read is not None else None
+        if value is not None:
+            yield GaugeMetricFamily(self.name, self.documentation, value=value)
+
+
+AUDIT_CHAIN_INTACT = Reading(
+    "opsbot_audit_chain_intact",
+    "1 when the last verification of the audit chain (the chain watcher's walks, held against "
+    "the anchors) found it intact, 0 when it found it broken; absent until one finished",
+)
+REGISTRY.register(AUDIT_CHAIN_INTACT)
 
 
 def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:

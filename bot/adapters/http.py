@@ -32,27 +32,30 @@ import random
 import signal
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
-from opsbot.adapters.console import SINGLETONS
+from opsbot.adapters.console import CONSOLE, SINGLETONS, Console
 from opsbot.adapters.console import mount as mount_console
+from opsbot.approvals import State
 from opsbot.config import Settings
 from opsbot.errors import DatabaseError
 from opsbot.incidents import BadPayload, Chat, Desk, parse_webhook
 from opsbot.leader import Leadership, elector_for
 from opsbot.services import Services, build_services
-from opsbot.store import database_url, shown_url
-from opsbot.telemetry import REGISTRY
+from opsbot.store import ApprovalRow, database_url, now, shown_url
+from opsbot.telemetry import APPROVALS_OLDEST_PENDING, AUDIT_CHAIN_INTACT, REGISTRY
 
 log = structlog.get_logger(__name__)
 MAX_WEBHOOK_BYTES = 1024 * 1024  # bodies /alertmanager (and /slack/events) read at most
 SWEEP_EVERY = 30.0  # seconds between the leader's approval sweeps (at most)
 DATABASE_BACKOFF = (1.0, 30.0)  # first and longest wait between tries to reach the database
+METRICS_QUERY_TIMEOUT = 2.0  # seconds /metrics waits for the database's gauges
 
 
 @dataclass
@@ -106,8 +109,34 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """The Prometheus exposition; the gauges read from the database are read now (the
+    oldest pending approval: one indexed query per scrape, on every replica)."""
+    await _read_oldest_pending(request.app[SERVICES])
     body = generate_latest(REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _read_oldest_pending(services: Services) -> None:
+    """Set ``opsbot_approvals_oldest_pending_seconds``: the age of the oldest pending
+    approval, 0 when none. A database that does not answer in time leaves the last value."""
+    try:
+        async with asyncio.timeout(METRICS_QUERY_TIMEOUT), services.store.sessions() as session:
+            oldest = await session.scalar(
+                select(func.min(ApprovalRow.created_at)).where(
+                    ApprovalRow.state == State.PENDING.value
+                )
+            )
+    except Exception as exc:
+        log.debug("metrics.oldest_pending_unread", error=str(exc)[:200])
+        return
+    age = (now() - oldest).total_seconds() if oldest is not None else 0.0
+    APPROVALS_OLDEST_PENDING.set(max(age, 0.0))
+
+
+def _chain_intact(console: Console) -> float | None:
+    """``opsbot_audit_chain_intact`` from the console's chain watcher (None: no walk yet)."""
+    ok = console.watcher.watch.ok
+    return None if ok is None else float(ok)
 
 
 def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -224,7 +253,8 @@ def make_app(services: Services, slack: Any = None, desk: Desk | None = None) ->
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    mount_console(app, services)  # /audit: the audit console (off unless configured)
+    console = mount_console(app, services)  # /audit: the audit console (off unless configured)
+    AUDIT_CHAIN_INTACT.read = partial(_chain_intact, console)  # opsbot_audit_chain_intact
     app.router.add_post("/alertmanager", alertmanager_webhook)
     return app
 
@@ -305,6 +335,9 @@ async def serve(services: Services, stop: asyncio.Event | None = None) -> None:
     app = make_app(services, desk=desk)
     app[LIFE] = life
     app[SINGLETONS] = leadership.add  # the audit console's retention: on the leader only
+    console = app[CONSOLE]
+    if not console.access.enabled:  # the chain is verified anyway, for opsbot_audit_chain_intact
+        leadership.add("audit-verify", console.watcher.run)
     routes = adapters.routes()
     for method, path, handler in routes:  # e.g. Slack's /slack/events (Events API)
         app.router.add_route(method, path, handler)
