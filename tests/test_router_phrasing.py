@@ -245,3 +245,59 @@ async def test_a_count_over_a_window_is_the_recipe() -> None:
     assert str(found["query"]).endswith("[24h]))")
     got, _ = await routed("restart count of the checkout pods in shop?")
     assert got == "k8s.pods"
+
+
+# -- third batch: "for a week", ack, "bring X up to N", breakdowns, "on X" --------------------
+
+
+def test_a_chart_span_after_for_is_no_part_of_the_expression() -> None:
+    parsed = ex.parse("plot up for a week")
+    assert (parsed.expr, ex.extract_for_duration(parsed)) == ("up", "1w")
+    assert ex.parse("graph up for 3h").expr == "up"
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        ("plot up for a week", "prometheus.range", {"query": "up", "since": "1w"}),
+        (
+            "ack KubeDeploymentReplicasMismatch for 1h",
+            "alerts.silence",
+            {"matchers": {"alertname": "KubeDeploymentReplicasMismatch"}, "duration": "1h"},
+        ),
+        ("bring checkout back up to 3 in shop", "k8s.scale", {"name": "checkout", "replicas": 3}),
+        ("bring up the checkout logs in shop", "k8s.logs", {"name": "checkout"}),
+        ("dump the last 20 lines from search in prod", "k8s.logs", {"name": "search", "tail": 20}),
+        ("latency spike on search, can you dig into it", "incident.triage", {"service": "search"}),
+        ("cycle auth on staging", "k8s.restart", {"name": "auth", "namespace": "staging"}),
+    ],
+)
+async def test_third_batch_of_everyday_phrasing(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+def test_ack_is_a_write_word() -> None:
+    assert speech.write_mood("don't ack HighErrorRate").value == "negated"
+    assert speech.write_mood("who acked HighErrorRate?").value == "report"
+
+
+@pytest.mark.parametrize(
+    ("text", "by"),
+    [
+        ("p99 latency per service", "by (le, service)"),
+        ("error rate by namespace", "by (namespace)"),
+    ],
+)
+async def test_a_breakdown_asks_for_the_recipe(text: str, by: str) -> None:
+    got, found = await routed(text)
+    assert got == "prometheus.query" and by in str(found["query"]), found
+
+
+def test_on_names_an_environment_or_what_the_inventory_knows() -> None:
+    assert ex.extract_namespace(ex.parse("restart cart on staging")) == "staging"
+    assert ex.extract_namespace(ex.parse("latency spike on search")) is None
+    assert ex.extract_namespace(ex.parse("restart cart on shop"), {"shop"}) == "shop"
+    assert ex.extract_namespace(ex.parse("logs of cart from shop")) == "shop"

@@ -360,6 +360,11 @@ def _owned(text: str, name: str) -> bool:
     return m is not None and bool(_OWNER.search(text[: m.start()]) or _OWNED.match(text[m.end() :]))
 
 
+def _owns(parsed: ex.Parsed, names: Sequence[str]) -> bool:
+    """Whether one of ``names`` stands where a name does ("logs for cart", "cart alerts")."""
+    return any(_owned(parsed.rest, n) for n in names)
+
+
 def _required(skill: Skill[Any, Any], name: str) -> bool:
     return bool(skill.Args.model_fields[name].is_required())
 
@@ -527,8 +532,11 @@ def _read_name(
         if kind in kinds or meaning.kind_field:
             return value
     names = ex.candidate_names(parsed, reading.vocabulary, skip)
-    if not names:  # "logs for search", "the search pods": a word other skills use is the name
-        names = ex.slot_names(parsed, skip, set(own))
+    slots = ex.slot_names(parsed, skip, set(own)) if not _owns(parsed, names) else []
+    if not names or any(_owned(parsed.rest, n) for n in slots):
+        # "logs for search", "the search pods", "latency spike on search", "dump the last
+        # 20 lines from search": a word other skills use stands where the name does
+        names = [*sorted(slots, key=lambda n: not _owned(parsed.rest, n)), *names]
     chosen = _pick(names, meaning, raw, reading.inventory)
     if isinstance(chosen, tuple):
         return Ask(name, f"Which one do you mean: {', '.join(chosen)}?", list(chosen), raw)
@@ -601,14 +609,18 @@ class RecipeAsk:
     lowest: bool = False
     chart: bool = False
     window: bool = False
+    breakdown: bool = False
 
     @property
     def strong(self) -> bool:
-        """Whether the request asks for the recipe itself, not something a skill answers."""
+        """Whether the request asks for the recipe itself, not something a skill answers:
+        its words alone, a ranking, a chart, a breakdown ("p99 latency per service") or, for
+        a windowed recipe, a time window."""
         return (
             self.recipe.alone
             or self.top is not None
             or self.chart
+            or self.breakdown
             or (self.window and self.recipe.windowed)
         )
 
@@ -652,7 +664,8 @@ def match_recipe(parsed: ex.Parsed, recipes: Mapping[str, Recipe]) -> RecipeAsk 
         top = DEFAULT_TOP
     chart = any(says(stems, w) for w in lexicon.CHART)
     window = ex.extract_since(parsed) is not None
-    return RecipeAsk(best[1], best[2], top, lowest, chart, window)
+    breakdown = _BY.search(text) is not None
+    return RecipeAsk(best[1], best[2], top, lowest, chart, window, breakdown)
 
 
 _BY = re.compile(

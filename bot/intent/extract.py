@@ -100,7 +100,8 @@ STOPWORDS = {
         decrease reduce raise lower bump run go quick quickly asap urgently use using used
         consume consuming eat eating hog hogging burn burning keep keeps grab fetch pull
         think guess compare sorted sort across through between among via versus vs anything
-        everything something broken
+        everything something broken spike blip surge dip regression outage issue problem
+        degradation slowness
         """
     )
 }
@@ -233,8 +234,9 @@ def find_durations(text: str) -> list[Duration]:
 
 
 _TIME_TAIL = re.compile(
-    rf"\s*(?:,\s*)?(?:\b(?:over|for|in|during|within|from)\s+)?(?:\bthe\s+)?"
-    rf"\b(?:last|past|previous|since)\s+(?:\d+\s*(?:{_UNIT_RE})\b|\d+(?:[smhdw])+\b|"
+    rf"\s*(?:,\s*)?(?:(?:\b(?:over|for|in|during|within|from)\s+)?(?:\bthe\s+)?"
+    rf"\b(?:last|past|previous|since)|\b(?:for|over|during))\s+"
+    rf"(?:\d+\s*(?:{_UNIT_RE})\b|\d+(?:[smhdw])+\b|"
     r"(?:an?\s+|one\s+|half\s+an?\s+)?(?:hour|day|week|minute)s?\b)\s*[?.!]*\s*$",
     re.I,
 )
@@ -590,8 +592,18 @@ _NS_PATTERNS = [
     re.compile(r"\bns[:=\s]+([a-z0-9][a-z0-9-]*)", re.I),
     re.compile(r"\b([a-z0-9][a-z0-9-]*)\s+(?:namespace|ns)\b", re.I),
     re.compile(r"\b(?:in|within)\s+([a-z0-9][a-z0-9-]*)\b", re.I),
-    re.compile(r"\b(?:on|from)\s+([a-z0-9][a-z0-9-]*)\b", re.I),
+    re.compile(r"\bfrom\s+([a-z0-9][a-z0-9-]*)\b", re.I),
+    re.compile(r"\bon\s+([a-z0-9][a-z0-9-]*)\b", re.I),
 ]
+#: what "on X" names when no inventory says otherwise: an environment ("restart cart on
+#: staging"); any other word is a service ("latency spike on search", "alerts on payments")
+ENVIRONMENTS = frozenset(
+    {
+        "prod", "production", "staging", "stage", "stg", "dev", "development", "qa", "test",
+        "testing", "uat", "preprod", "sandbox", "default", "kube-system", "monitoring", "live",
+        "canary",
+    }
+)  # fmt: skip
 
 
 def extract_namespace(
@@ -610,6 +622,8 @@ def extract_namespace(
             if stem(value) in STOPWORDS or re.fullmatch(r"\d+\w*", value):
                 continue
             if i >= 4 and known and value not in known:
+                continue
+            if i == 6 and not known and value not in ENVIRONMENTS:
                 continue
             if i >= 4 and any(d.start <= m.start(1) < d.end for d in parsed.durations):
                 continue

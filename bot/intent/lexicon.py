@@ -37,6 +37,8 @@ SYNONYMS: dict[str, str] = {
     # k8s.scale
     "take * down": "scale",
     "spin * down": "scale",
+    "bring * up to": "scale",  # "bring checkout back up to 3" (not "bring up the logs")
+    "bring * down to": "scale",
     "shut * down": "scale",  # to zero replicas (opsbot.intent.arguments reads the count)
     "shut * off": "scale",
     "scale * out": "scale",
@@ -96,6 +98,8 @@ SYNONYMS: dict[str, str] = {
     "mute": "silence",
     "snooze": "silence",
     "shush": "silence",
+    "ack": "silence",  # acknowledge an alert: Alertmanager's way is a silence
+    "acknowledge": "silence",
     "turn off * alert": "silence",  # "turn off the checkout alerts for 1h"
     "turn * alert * off": "silence",
     # logs

@@ -45,7 +45,7 @@ WRITE_VERBS = frozenset(
         "restart", "bounce", "kick", "cycle", "recycle", "reboot", "redeploy", "scale",
         "bump", "resize", "rollback", "undo", "revert", "silence", "mute", "snooze", "shush",
         "unsilence", "unmute", "expire", "delete", "remove", "lift", "drain", "downscale",
-        "upscale", "nudge",
+        "upscale", "nudge", "ack", "acknowledge",
     }
 )  # fmt: skip
 #: "roll back", "take down", "roll out restart": two-word verbs (first word, second word)
@@ -60,6 +60,8 @@ PHRASAL = {
     ("shut", "off"),
     ("go", "back"),
     ("turn", "off"),
+    ("bring", "up"),
+    ("bring", "down"),
 } | {
     (verb, thing)  # "end the silence 3f2a9c1e", "kill that mute": a silence removed
     for verb in ("end", "kill", "clear", "drop")
@@ -73,13 +75,15 @@ WRITE_FORMS = WRITE_VERBS | frozenset(
         "rolling", "rollbacks", "undid", "undoing", "reverted", "reverting", "silenced",
         "silencing", "silences", "muted", "muting", "snoozed", "unsilenced", "expired",
         "deleted", "removed", "lifted", "drained", "replicas", "nudged", "nudging",
+        "acked", "acknowledged",
     }
 )  # fmt: skip
 PAST = frozenset(
     {
         "restarted", "bounced", "kicked", "cycled", "rebooted", "redeployed", "scaled",
         "bumped", "rolled", "undid", "reverted", "silenced", "muted", "snoozed", "unsilenced",
-        "deleted", "removed", "lifted", "drained", "ran", "did", "nudged",
+        "deleted", "removed", "lifted", "drained", "ran", "did", "nudged", "acked",
+        "acknowledged",
     }
 )  # fmt: skip
 NEGATIONS = frozenset(
