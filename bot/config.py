@@ -371,6 +371,13 @@ class Settings(BaseSettings):
         validation_alias=_env("OPSBOT_AUDIT_ANCHOR_KEY", "audit_anchor_key"),
         description="HMAC key signing each anchor line (a line that does not match is reported)",
     )
+    audit_anchor_channel: str = Field(
+        "",
+        validation_alias=_env("OPSBOT_AUDIT_ANCHOR_CHANNEL", "audit_anchor_channel"),
+        description="chat channel the leader posts each new anchor to (slack:C123, "
+        "discord:123), through that platform's adapter; unset: anchors are not posted",
+        pattern=r"^([a-z][a-z0-9_-]*:[^:\s]+)?$",
+    )
     audit_retention_days: int | None = Field(
         None,
         validation_alias=_env("OPSBOT_AUDIT_RETENTION_DAYS", "audit_retention_days"),

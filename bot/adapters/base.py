@@ -189,6 +189,33 @@ class Adapters:
     def routes(self) -> list[tuple[str, str, Handler]]:
         return [route for adapter in self.adapters for route in adapter.routes()]
 
+    def channel_poster(self, where: str) -> Callable[[str], Awaitable[None]] | None:
+        """A function posting a line of text in the channel ``where`` (``slack:C123``,
+        ``discord:123``: the platform, then its channel), through the adapter of that
+        platform, not in a thread; None (and a log line) when no running adapter has it.
+        Slack's thread keys need a message's ts, so there the line opens a thread of its own
+        (a message at the channel's root); on Discord a channel is a thread key itself."""
+        platform, _, channel = where.partition(":")
+        adapter = next((a for a in self.adapters if a.name == platform), None)
+        if adapter is None or not channel:
+            log.warning(
+                "adapter.no_channel",
+                channel=where,
+                running=[a.name for a in self.adapters],
+                effect="nothing is posted there",
+            )
+            return None
+        opener = getattr(adapter, "open_thread", None) if platform == "slack" else None
+
+        async def post(text: str) -> None:
+            message = Message(thread=where, step=Step.RESULT, blocks=[Text(text=text)])
+            if opener is not None:
+                await opener(channel, message, text[:80])
+            else:
+                await adapter.post(message)
+
+        return post
+
     async def start(self) -> None:
         """Start each adapter; one that fails to is logged and left out (the others run)."""
         for adapter in list(self.adapters):

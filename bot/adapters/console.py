@@ -47,7 +47,7 @@ import structlog
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from opsbot.anchors import Anchorer, AnchorFile
+from opsbot.anchors import Anchorer, AnchorFile, Post
 from opsbot.audit import AuditEvent, ChainStatus
 from opsbot.durations import format_duration
 from opsbot.model import Actor
@@ -408,6 +408,8 @@ class Console:
         self.watcher = ChainWatcher(
             services, self.anchor_file, self.settings.console_verify_interval
         )
+        #: where each new anchor is also posted (``opsbot serve``: OPSBOT_AUDIT_ANCHOR_CHANNEL)
+        self.anchor_post: Post | None = None
         #: pages are built one at a time (their rows are read on the event loop) and
         #: rendered in one thread: however many people browse, /healthz and the chat
         #: adapters wait at most for one page's slice of work
@@ -748,6 +750,7 @@ class Console:
                 self.services.audit,
                 self.anchor_file,
                 interval=self.settings.audit_anchor_interval,
+                post=self.anchor_post,
             )
             tasks.append(asyncio.create_task(anchorer.run(), name="audit-anchor"))
         if self.settings.audit_retention_days:

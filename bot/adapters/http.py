@@ -31,6 +31,7 @@ import json
 import random
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
@@ -338,6 +339,7 @@ async def serve(services: Services, stop: asyncio.Event | None = None) -> None:
     console = app[CONSOLE]
     if not console.access.enabled:  # the chain is verified anyway, for opsbot_audit_chain_intact
         leadership.add("audit-verify", console.watcher.run)
+    console.anchor_post = _anchor_poster(settings, adapters, leadership)
     routes = adapters.routes()
     for method, path, handler in routes:  # e.g. Slack's /slack/events (Events API)
         app.router.add_route(method, path, handler)
@@ -370,6 +372,33 @@ async def serve(services: Services, stop: asyncio.Event | None = None) -> None:
         await _shut_down(
             life, election, adapters, (runner, site), engine, desk, settings.shutdown_grace
         )
+
+
+def _anchor_poster(
+    settings: Settings, adapters: Any, leadership: Leadership
+) -> Callable[[str], Awaitable[None]] | None:
+    """``OPSBOT_AUDIT_ANCHOR_CHANNEL``: each new anchor is posted there by the leader (every
+    replica writes its anchors to its file; one says so in chat), through the adapter of that
+    channel's platform. None when unset, or when it cannot be posted (logged)."""
+    where = settings.audit_anchor_channel
+    if not where:
+        return None
+    if settings.audit_anchor_path is None:
+        log.warning(
+            "audit.anchor_channel_unused",
+            setting="OPSBOT_AUDIT_ANCHOR_CHANNEL",
+            fix="set OPSBOT_AUDIT_ANCHOR_PATH: anchors are written there, then posted",
+        )
+        return None
+    post = adapters.channel_poster(where)
+    if post is None:
+        return None
+
+    async def leader_posts(text: str) -> None:
+        if leadership.leading:
+            await post(text)
+
+    return leader_posts
 
 
 async def _shut_down(
