@@ -332,6 +332,7 @@ class AlertsList(Skill[ListArgs, Alertmanager]):
     keywords = {
         "alert": 2.0,
         "fir": 2.0,
+        "on fire": -2.0,  # "orders is on fire": an incident, not a list of alerts
         "list": 0.5,
         "show": 0.3,
         "critical": 0.5,

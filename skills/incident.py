@@ -1374,6 +1374,8 @@ class IncidentTriage(Skill[TriageArgs, Incident]):
         "slow": 1.5,
         "broken": 2.0,
         "down": 1.0,  # "checkout down?" (a write says more: "scale it down to 2")
+        "keep": 1.5,  # "payments keeps crashing / OOMing / timing out"
+        "=ooming": 2.0,
         "outage": 2.5,
         "still fail": 2.0,
         "customer": 1.0,
@@ -1405,14 +1407,6 @@ class IncidentTriage(Skill[TriageArgs, Incident]):
         ):
             del found["since"]  # "throwing 500s": HTTP statuses, not 500 seconds
         namespace = found.get("namespace")
-        if namespace and "service" not in found:
-            m = re.search(
-                rf"\b([a-z][a-z0-9-]*[a-z0-9])\s+(?:in|-n)\s+{re.escape(namespace)}\b",
-                text,
-                re.I,
-            )
-            if m and m.group(1).lower() not in NOT_NAMES:
-                found["service"] = m.group(1).lower()
         if found.get("alert") and "service" not in found:
             service = None
             for token in re.findall(r"[a-z0-9][a-z0-9-]+", text):

@@ -412,8 +412,9 @@ class LogsQuery(Skill[QueryArgs, Loki]):
 
     def route_args(self, parsed: Any, found: dict[str, Any]) -> dict[str, Any]:
         """A request with no LogQL but a quoted phrase ("grep loki for 'connection refused'
-        in namespace shop") becomes a line filter on the named namespace or service; "oldest
-        first" reads the window forward."""
+        in namespace shop") or a word after "grep" ("grep timeout in the checkout logs")
+        becomes a line filter on the named namespace or service; "oldest first" reads the
+        window forward."""
         text = str(getattr(parsed, "text", ""))
         words = str(getattr(parsed, "rest", text))  # the request without its LogQL
         if re.search(r"\b(?:oldest|earliest|forward)\b|\bfirst\s+(?:\d+\s+)?lines?\b", words, re.I):
@@ -428,7 +429,12 @@ class LogsQuery(Skill[QueryArgs, Loki]):
             found["query"] = re.sub(r"^(?:loki|logs?)\s+(?=\{)", "", str(found["query"]))
             return found
         phrase = re.search(r"'([^']+)'|\"([^\"]+)\"", text)
-        if not phrase:
+        needle = (phrase.group(1) or phrase.group(2)) if phrase else None
+        if needle is None:  # "grep timeout in the checkout logs": one word, unquoted
+            word = re.search(r"\bgrep\s+(?:-i\s+)?(?:for\s+)?([\w.:/-]+)", words, re.I)
+            if word and word.group(1).lower() not in ("loki", "logs", "log", "the", "for"):
+                needle = word.group(1)
+        if needle is None:
             return found
         labels: dict[str, str] = {}
         for pattern in (
@@ -444,7 +450,7 @@ class LogsQuery(Skill[QueryArgs, Loki]):
         if service and service.group(1).lower() not in ("the", "its", "their", "my", "our"):
             labels["service"] = service.group(1).lower()
         if labels:
-            found["query"] = f"{selector(labels)} |= {_quote(phrase.group(1) or phrase.group(2))}"
+            found["query"] = f"{selector(labels)} |= {_quote(needle)}"
         return found
 
     async def run(self, args: QueryArgs, ctx: SkillContext[Loki]) -> SkillResult:

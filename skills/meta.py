@@ -92,6 +92,7 @@ class Help(Skill[HelpArgs, Meta]):
         "how do i": 1.5,
         "usage": 1.0,
         "skills": 1.5,
+        "help * with": 2.0,  # "help me with silences" (a topic), not "help, X is down"
     }
 
     def route_args(self, parsed: Any, found: dict[str, Any]) -> dict[str, Any]:

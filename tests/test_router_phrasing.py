@@ -301,3 +301,73 @@ def test_on_names_an_environment_or_what_the_inventory_knows() -> None:
     assert ex.extract_namespace(ex.parse("latency spike on search")) is None
     assert ex.extract_namespace(ex.parse("restart cart on shop"), {"shop"}) == "shop"
     assert ex.extract_namespace(ex.parse("logs of cart from shop")) == "shop"
+
+
+# -- fourth batch ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        ("show deployments in shop", "k8s.pods", {"namespace": "shop"}),
+        ("what version of checkout is running in shop", "k8s.describe", {"name": "checkout"}),
+        (
+            "check node_memory_MemAvailable_bytes",
+            "prometheus.query",
+            {"query": "node_memory_MemAvailable_bytes"},
+        ),
+        (
+            "grep timeout in the checkout logs",
+            "logs.query",
+            {"query": '{service="checkout"} |= "timeout"'},
+        ),
+        ("help me with silences", "help", {}),
+        ("reduce checkout to 2 pods in shop", "k8s.scale", {"name": "checkout", "replicas": 2}),
+        (
+            "add more replicas to search in prod, make it 6",
+            "k8s.scale",
+            {"name": "search", "namespace": "prod", "replicas": 6},
+        ),
+        (
+            "please roll the payments deployment in shop back to rev 12",
+            "k8s.rollback",
+            {"name": "payments", "revision": 12},
+        ),
+        ("show the pods with label app=cart in staging", "k8s.pods", {"selector": "app=cart"}),
+        (
+            "checkout is slow for customers in shop, please investigate",
+            "incident.triage",
+            {"service": "checkout", "namespace": "shop"},
+        ),
+        ("payments keeps OOMing", "incident.triage", {"service": "payments"}),
+        (
+            "help, orders in prod is on fire",
+            "incident.triage",
+            {"service": "orders", "namespace": "prod"},
+        ),
+        ("new errors in checkout since the release?", "logs.errors", {"service": "checkout"}),
+    ],
+)
+async def test_fourth_batch_of_everyday_phrasing(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "is it a good idea to bounce checkout now?",
+        "don't reduce checkout to 2 pods in shop",
+        "please don't roll the payments deployment in shop back to rev 12",
+    ],
+)
+async def test_no_write_from_these_either(text: str) -> None:
+    got, _ = await routed(text)
+    assert got not in WRITES, text
+
+
+def test_the_opening_verb_names_nothing() -> None:
+    assert ex.opening_verb(ex.parse("add more replicas to search")) == "add"
+    assert ex.opening_verb(ex.parse("checkout is down")) is None

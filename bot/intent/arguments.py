@@ -443,6 +443,7 @@ COUNTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             rf"\bto\s+{_N}\b{_UNITS}",
             rf"\b{_N}\s+(?:replicas?|pods?|instances?|copies)\b",
             rf"\breplicas?\s*(?:=|:)\s*{_N}\b",
+            rf"\bmake\s+it\s+{_N}\b{_UNITS}",
             r"\bx\s?(\d+)\b",
         ),
     ),
@@ -511,7 +512,10 @@ def flag(parsed: ex.Parsed, name: str) -> str | None:
     """``-c app``/``--container app``/"container app"; ``-l app=x``/"selector app=x"."""
     if parsed.flags.get(name):
         return parsed.flags[name]
-    word = {"container": r"container", "selector": r"(?:selector|label selector)"}[name]
+    word = {
+        "container": r"container",
+        "selector": r"(?:selector|label selector|(?:with\s+)?labels?)",
+    }[name]
     m = re.search(rf"\b{word}\s+([a-z0-9][\w.=,!-]*)", parsed.rest, re.I)
     if m and (name != "selector" or "=" in m.group(1)):
         return m.group(1)
@@ -533,7 +537,8 @@ def _read_name(
             return value
     names = ex.candidate_names(parsed, reading.vocabulary, skip)
     slots = ex.slot_names(parsed, skip, set(own)) if not _owns(parsed, names) else []
-    if not names or any(_owned(parsed.rest, n) for n in slots):
+    verb = ex.opening_verb(parsed)
+    if not [n for n in names if n.lower() != verb] or any(_owned(parsed.rest, n) for n in slots):
         # "logs for search", "the search pods", "latency spike on search", "dump the last
         # 20 lines from search": a word other skills use stands where the name does
         names = [*sorted(slots, key=lambda n: not _owned(parsed.rest, n)), *names]

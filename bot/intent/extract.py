@@ -101,7 +101,7 @@ STOPWORDS = {
         consume consuming eat eating hog hogging burn burning keep keeps grab fetch pull
         think guess compare sorted sort across through between among via versus vs anything
         everything something broken spike blip surge dip regression outage issue problem
-        degradation slowness
+        degradation slowness new old fresh weird strange odd
         """
     )
 }
@@ -386,7 +386,9 @@ _AGGREGATIONS = frozenset(
 
 def _scan_bracketed(text: str) -> tuple[int, int] | None:
     """The first span that starts a token with brackets or a snake_case metric and is balanced."""
-    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*\s*[({\[]|\{|\b[a-z]+_[a-z0-9_:]+\b", text):
+    for m in re.finditer(
+        r"[A-Za-z_:][A-Za-z0-9_:]*\s*[({\[]|\{|\b[a-z][a-zA-Z0-9]*_[a-zA-Z0-9_:]+\b", text
+    ):
         start = m.start()
         end = m.end()
         depth = 0
@@ -503,7 +505,8 @@ def parse(text: str) -> Parsed:
 
 # -- phrases and the lexicon ------------------------------------------------------------------
 
-MAX_GAP = 3  # "*" in a phrase stands for up to this many words ("roll * back")
+#: "*" in a phrase stands for up to this many words ("roll the cart pods in shop back")
+MAX_GAP = 5
 
 
 @lru_cache(maxsize=1024)
@@ -740,7 +743,7 @@ def candidate_names(parsed: Parsed, vocabulary: set[str], skip: set[str]) -> lis
         if before.endswith(("-n", "--namespace", "namespace", "ns")):
             continue
         place = _place(before)
-        if not _LEAD_IN.sub("", before) and _VERB_NEXT.match(parsed.rest[m.end() :]):
+        if _opens_as_verb(parsed.rest, m):
             place = -1  # "figure out why ...", "stream the checkout logs": a verb opens it
         token = token.rstrip(".,")
         if token.istitle() or token.isupper():
@@ -755,7 +758,7 @@ def candidate_names(parsed: Parsed, vocabulary: set[str], skip: set[str]) -> lis
     return [name for name, _ in ranked]
 
 
-_SLOT_BEFORE = re.compile(r"\b(?:of|for|from|on|about|with)\s+(?:the\s+|our\s+|my\s+)?$", re.I)
+_SLOT_BEFORE = re.compile(r"\b(?:of|for|from|on|about|with|to)\s+(?:the\s+|our\s+|my\s+)?$", re.I)
 _SLOT_KIND = re.compile(
     rf"^\s+(?:{'|'.join(re.escape(k) for k in KIND_ALIASES)}|logs?|service|app)\b", re.I
 )
@@ -795,6 +798,17 @@ def slot_names(parsed: Parsed, skip: set[str], exclude: set[str]) -> list[str]:
     return out
 
 
+def _opens_as_verb(text: str, m: re.Match[str]) -> bool:
+    return not _LEAD_IN.sub("", text[: m.start()]) and bool(_VERB_NEXT.match(text[m.end() :]))
+
+
+def opening_verb(parsed: Parsed) -> str | None:
+    """The word that opens the request as its verb ("add more replicas to search": "add"),
+    which names nothing."""
+    m = WORD.search(parsed.rest)
+    return m.group(0).lower() if m and _opens_as_verb(parsed.rest, m) else None
+
+
 #: what may stand before the first word of a request ("@opsbot", "please", "can you")
 _LEAD_IN = re.compile(
     r"^\s*(?:(?:@?opsbot|hey|hi|ok|okay|please|pls|plz|can you|could you|would you|just)"
@@ -804,7 +818,7 @@ _LEAD_IN = re.compile(
 #: words that follow a verb, not a name ("figure out", "stream the logs", "pull up")
 _VERB_NEXT = re.compile(
     r"\s+(?:the|a|an|out|up|me|us|all|my|our|its|their|this|that|these|those|some|any|"
-    r"every|through|over|into)\b",
+    r"every|through|over|into|more|less|another|extra)\b",
     re.I,
 )
 _OBJECT = re.compile(r"\b(?:of|for|from|on|about|to|with|at)(?:\s+(?:the|a|an|our|my|all))?$", re.I)

@@ -39,6 +39,10 @@ SYNONYMS: dict[str, str] = {
     "spin * down": "scale",
     "bring * up to": "scale",  # "bring checkout back up to 3" (not "bring up the logs")
     "bring * down to": "scale",
+    "reduce * to": "scale",  # "reduce checkout to 2 pods"
+    "increase * to": "scale",
+    "shrink * to": "scale",
+    "grow * to": "scale",
     "shut * down": "scale",  # to zero replicas (opsbot.intent.arguments reads the count)
     "shut * off": "scale",
     "scale * out": "scale",
@@ -67,7 +71,7 @@ SYNONYMS: dict[str, str] = {
     "be * fine": "health",
     "be * alright": "health",
     "be * all right": "health",
-    "be * good": "health",
+    "look * good": "health",  # not "be * good": "is it a good idea to bounce it?"
     "be * alive": "health",
     "red metric": "health",
     "red signal": "health",
@@ -81,6 +85,7 @@ SYNONYMS: dict[str, str] = {
     "be * down": "broken",  # "is checkout down?", "payments is down!!"
     "go down": "broken",  # "payments went down"
     "be dead": "broken",
+    "on fire": "broken",
     "fall over": "broken",
     "fell over": "broken",
     "flapping": "broken",

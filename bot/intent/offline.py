@@ -53,6 +53,10 @@ _COURTESY = {
     "hello": "Hello! Type `help` to see what I can do.",
     "hey": "Hey! Type `help` to see what I can do.",
 }
+#: a cry that opens a request, not its subject: "help, orders is on fire", "urgent: ..."
+_INTERJECTION = re.compile(
+    r"^\s*(?:help|urgent|sos|ugh|argh|yikes|uh oh|oh no)\s*[,!:;.-]+\s*(?=\S+\s+\S+)", re.I
+)
 NOTHING_ASKED = "Noted. I act only on requests; say what you need, or type `help`."
 NO_SKILL = (
     "I can't map that to any skill you may use here. Type `help` to see what I can do, "
@@ -224,6 +228,7 @@ class OfflineRouter:
         return plan
 
     async def _plan(self, text: str, catalog: Sequence[Skill[Any, Any]]) -> Plan:
+        text = _INTERJECTION.sub("", text)  # "help, orders in prod is on fire"
         parsed = ex.parse(text)
         if not parsed.tokens and not parsed.expr:
             return Answer(text=wording.EMPTY)

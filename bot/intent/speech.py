@@ -62,6 +62,10 @@ PHRASAL = {
     ("turn", "off"),
     ("bring", "up"),
     ("bring", "down"),
+    ("reduce", "to"),
+    ("increase", "to"),
+    ("shrink", "to"),
+    ("grow", "to"),
 } | {
     (verb, thing)  # "end the silence 3f2a9c1e", "kill that mute": a silence removed
     for verb in ("end", "kill", "clear", "drop")
@@ -99,7 +103,20 @@ QUESTION_STARTS = frozenset(
 )  # fmt: skip
 #: verbs that make an imperative of a write noun: "do a rolling restart", "set replicas to 3"
 DOING = frozenset(
-    {"do", "perform", "run", "trigger", "issue", "give", "set", "make", "bring", "take", "put"}
+    {
+        "do",
+        "perform",
+        "run",
+        "trigger",
+        "issue",
+        "give",
+        "set",
+        "make",
+        "bring",
+        "take",
+        "put",
+        "add",
+    }
 )
 PRONOUNS = frozenset({"you", "we", "i", "they", "he", "she", "it", "anyone", "people"})
 HYPOTHETICAL = re.compile(
@@ -145,7 +162,7 @@ def _spelled(word: str) -> str:
 def _phrasal_at(words: list[str], i: int) -> bool:
     """A two-word write verb starting at ``words[i]``, up to two words apart ("roll it back",
     "take the payments pods down")."""
-    return any((words[i], w) in PHRASAL for w in words[i + 1 : i + 4])
+    return any((words[i], w) in PHRASAL for w in words[i + 1 : i + 7])
 
 
 def _has_write(words: list[str]) -> bool:

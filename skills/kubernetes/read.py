@@ -172,6 +172,8 @@ class K8sPods(Skill[PodsArgs, "Kubernetes"]):
         "crash": 1.5,
         "container": 0.5,
         "=running": 1.2,  # "what's running in staging"
+        "=deployments": 2.0,  # "show deployments in shop": the pods, by workload
+        "=workloads": 2.0,
         "log": -1.5,
         "describe": -2.0,
         "event": -1.5,
@@ -231,6 +233,8 @@ class K8sDescribe(Skill[DescribeArgs, "Kubernetes"]):
         "describe": 3.0,  # and "details", "inspect", "spec" (the lexicon's synonyms)
         "how many replica": 1.5,  # what the deployment says: replicas, image, strategy
         "image": 1.5,
+        "what version": 1.5,  # "what version of checkout is running": its image
+        "which version": 1.5,
     }
 
     async def run(self, args: DescribeArgs, ctx: SkillContext[Kubernetes]) -> SkillResult:
