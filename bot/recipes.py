@@ -195,7 +195,17 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
     ),
     "latency": Recipe(
         summary="request latency at a quantile, in seconds (RED: duration histogram)",
-        words=["latency", "response time", "p99", "p95", "p90", "p50", "percentile", "median"],
+        words=[
+            "latency",
+            "response time",
+            "p99",
+            "p95",
+            "p90",
+            "p50",
+            "percentile",
+            "median",
+            "slowest",
+        ],
         query=(
             "histogram_quantile({quantile}, sum by (le, {by}) "
             "(rate(http_request_duration_seconds_bucket{{{selector}}}[{window}])))"
@@ -208,7 +218,15 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
     ),
     "request_rate": Recipe(
         summary="requests per second (RED: rate)",
-        words=["request rate", "rps", "qps", "throughput", "traffic", "requests per second"],
+        words=[
+            "request rate",
+            "rps",
+            "qps",
+            "throughput",
+            "traffic",
+            "requests per second",
+            "busiest",
+        ],
         query="sum by ({by}) (rate(http_requests_total{{{selector}}}[{window}]))",
         by="service",
         name_selector='service="{name}"',

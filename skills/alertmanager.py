@@ -656,6 +656,9 @@ class AlertsSilences(Skill[SilencesArgs, Alertmanager]):
         "cancel * silence": -3.0,
         "clear * silence": -3.0,
         "drop * silence": -3.0,
+        "end * silence": -3.0,
+        "kill * silence": -3.0,
+        "expire * silence": -3.0,
     }
 
     async def run(self, args: SilencesArgs, ctx: SkillContext[Alertmanager]) -> SkillResult:

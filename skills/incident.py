@@ -1381,7 +1381,12 @@ class IncidentTriage(Skill[TriageArgs, Incident]):
         "customer": 1.0,
         "<alertname>": 1.2,
         "500": 1.0,
-        "diagnos": 3.0,
+        "502": 1.5,  # "users are seeing 502s on cart"
+        "503": 1.5,
+        "504": 1.5,
+        "user": 1.0,
+        "diagnose": 3.0,  # (a cue is a word: "diagnos" stemmed to "diagno" met no request)
+        "diagnosis": 3.0,
         "debug": 2.0,
         "query": -1.5,
         "<promql>": -2.0,

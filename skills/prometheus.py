@@ -459,6 +459,7 @@ class ServiceHealth(Skill[HealthArgs, Prometheus]):
         "latency": 2.0,
         "slow": 1.0,
         "throughput": 2.0,
+        "request rate": 2.0,
         "traffic": 1.5,
         "rps": 2.0,
         "requests per second": 2.0,

@@ -371,3 +371,42 @@ async def test_no_write_from_these_either(text: str) -> None:
 def test_the_opening_verb_names_nothing() -> None:
     assert ex.opening_verb(ex.parse("add more replicas to search")) == "add"
     assert ex.opening_verb(ex.parse("checkout is down")) is None
+
+
+# -- fifth batch -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        ("roll out a restart of cart in staging", "k8s.restart", {"name": "cart"}),
+        ("what's the request rate for checkout", "service.health", {"service": "checkout"}),
+        ("end all silences on checkout", "alerts.unsilence", {"matchers": {"service": "checkout"}}),
+        ("users are seeing 502s on cart", "incident.triage", {"service": "cart"}),
+        ("diagnose orders", "incident.triage", {"service": "orders"}),
+        (
+            "Alert: HighLatency firing on payments (shop)",
+            "incident.triage",
+            {"alert": "HighLatency"},
+        ),
+        ("[ALERT] KubePodCrashLooping cart", "incident.triage", {"alert": "KubePodCrashLooping"}),
+    ],
+)
+async def test_fifth_batch_of_everyday_phrasing(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+@pytest.mark.parametrize(("text", "ranked"), [("which service is slowest", "histogram_quantile")])
+async def test_superlatives_rank(text: str, ranked: str) -> None:
+    got, found = await routed(text)
+    assert got == "prometheus.query" and str(found["query"]).startswith("topk(10, " + ranked)
+
+
+async def test_only_a_notification_s_shape_is_rewritten() -> None:
+    """ "alert: restart checkout" is no pasted alert (no alert name after the colon)."""
+    assert speech.write_mood("alert: restart checkout in shop").value == "imperative"
+    got, _ = await routed("alert: restart checkout in shop")
+    assert got == "k8s.restart"

@@ -642,7 +642,8 @@ _TOP = re.compile(
     re.I,
 )
 _WHICH_MOST = re.compile(
-    r"\b(?:which|what|who)\b.*\b(?:most|highest|biggest|largest|heaviest|hungriest|worst|lowest|least)\b",
+    r"\b(?:which|what|who)\b.*\b(?:most|highest|biggest|largest|heaviest|hungriest|worst|"
+    r"slowest|busiest|lowest|least)\b",
     re.I,
 )
 

@@ -155,7 +155,10 @@ def number(word: str) -> int:
 
 
 #: words that rank ("top 5 pods by CPU", "which pods restart most", "highest memory")
-RANKING = ("top", "most", "highest", "biggest", "largest", "heaviest", "hungriest", "worst")
+RANKING = (
+    "top", "most", "highest", "biggest", "largest", "heaviest", "hungriest", "worst",
+    "slowest", "busiest",
+)  # fmt: skip
 #: words that rank from the bottom
 LOWEST = ("lowest", "least", "smallest", "bottom")
 #: words that ask for a chart

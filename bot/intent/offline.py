@@ -57,6 +57,12 @@ _COURTESY = {
 _INTERJECTION = re.compile(
     r"^\s*(?:help|urgent|sos|ugh|argh|yikes|uh oh|oh no)\s*[,!:;.-]+\s*(?=\S+\s+\S+)", re.I
 )
+#: a pasted notification in another tool's format, read as Alertmanager's "[FIRING:1] X"
+_NOTIFICATION = re.compile(
+    r"^\s*(?:\[alert\]\s*[:\-]?|(?:alert|alarm|page|incident)\s*[:\-])\s*"
+    r"(?=(?-i:[A-Z][a-z0-9]+[A-Z]))",
+    re.I,
+)
 NOTHING_ASKED = "Noted. I act only on requests; say what you need, or type `help`."
 NO_SKILL = (
     "I can't map that to any skill you may use here. Type `help` to see what I can do, "
@@ -229,6 +235,7 @@ class OfflineRouter:
 
     async def _plan(self, text: str, catalog: Sequence[Skill[Any, Any]]) -> Plan:
         text = _INTERJECTION.sub("", text)  # "help, orders in prod is on fire"
+        text = _NOTIFICATION.sub("[FIRING:1] ", text)  # "Alert: HighLatency firing on ..."
         parsed = ex.parse(text)
         if not parsed.tokens and not parsed.expr:
             return Answer(text=wording.EMPTY)

@@ -104,20 +104,10 @@ QUESTION_STARTS = frozenset(
 #: verbs that make an imperative of a write noun: "do a rolling restart", "set replicas to 3"
 DOING = frozenset(
     {
-        "do",
-        "perform",
-        "run",
-        "trigger",
-        "issue",
-        "give",
-        "set",
-        "make",
-        "bring",
-        "take",
-        "put",
-        "add",
+        "do", "perform", "run", "trigger", "issue", "give", "set", "make", "bring", "take",
+        "put", "add", "roll", "start", "initiate", "launch",
     }
-)
+)  # fmt: skip
 PRONOUNS = frozenset({"you", "we", "i", "they", "he", "she", "it", "anyone", "people"})
 HYPOTHETICAL = re.compile(
     r"\b(if|in case|suppose|supposing|maybe|perhaps|probably|might|would|could we|what if|"
