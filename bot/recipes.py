@@ -34,7 +34,7 @@ import re
 from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 _CADVISOR = 'container!="",image!=""'
 
@@ -42,12 +42,12 @@ _CADVISOR = 'container!="",image!=""'
 class Recipe(BaseModel):
     """One named PromQL template (see the module doc)."""
 
-    summary: str = Field(description="what it measures, shown with the plan")
+    summary: str = Field(default="", description="what it measures, shown with the plan")
     words: list[str] = Field(
         default_factory=list,
         description="what asks for it: words compared by stem, phrases, '*' for a gap",
     )
-    query: str = Field(description="the PromQL template")
+    query: str = Field(default="", description="the PromQL template")
     by: str = Field(
         default="pod", description="the label to break down by when the request says none"
     )
@@ -74,6 +74,12 @@ class Recipe(BaseModel):
     )
     unit: str = ""
     enabled: bool = True
+
+    @model_validator(mode="after")
+    def _needs_a_query(self) -> Recipe:
+        if self.enabled and not self.query.strip():
+            raise ValueError("a recipe needs a query (or enabled: false to switch it off)")
+        return self
 
     def render(
         self,

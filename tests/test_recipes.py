@@ -232,3 +232,13 @@ def test_the_settings_file_key() -> None:
     )
     assert isinstance(config.recipes["x"], Recipe)
     assert "x" in merged(config.recipes) and "memory" in merged(config.recipes)
+
+
+def test_a_recipe_is_switched_off_by_enabled_false_alone() -> None:
+    """``disk: {enabled: false}`` in opsbot.yaml (as README and the module doc say) switches
+    the default off; it failed validation (summary and query were required). A recipe that
+    is on still needs a query."""
+    config = Prometheus.Config.model_validate({"prometheus_recipes": {"disk": {"enabled": False}}})
+    assert "disk" not in merged(config.recipes) and "memory" in merged(config.recipes)
+    with pytest.raises(ValueError, match="needs a query"):
+        Prometheus.Config.model_validate({"prometheus_recipes": {"x": {"words": ["x"]}}})
