@@ -1373,7 +1373,8 @@ class IncidentTriage(Skill[TriageArgs, Incident]):
         "going on": 1.5,
         "slow": 1.5,
         "broken": 2.0,
-        "down": 1.0,  # "checkout down?" (a write says more: "scale it down to 2")
+        "down": 1.0,
+        "runbook": -2.0,  # "show me the runbook for X": no skill has runbooks  # "checkout down?" (a write says more: "scale it down to 2")
         "keep": 1.5,  # "payments keeps crashing / OOMing / timing out"
         "=ooming": 2.0,
         "outage": 2.5,

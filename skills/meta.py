@@ -219,6 +219,8 @@ class AuditSearch(Skill[AuditArgs, Meta]):
         "=did": 1.5,
         "changed": 1.0,
         "history of actions": 1.0,
+        "on call": -3.0,  # "who is on call": no skill knows the rota
+        "oncall": -3.0,
         # opsbot deploys nothing: "when did payments last deploy" is the rollout history
         "deploy": -1.0,
         "who approved": 4.0,

@@ -410,3 +410,60 @@ async def test_only_a_notification_s_shape_is_rewritten() -> None:
     assert speech.write_mood("alert: restart checkout in shop").value == "imperative"
     got, _ = await routed("alert: restart checkout in shop")
     assert got == "k8s.restart"
+
+
+# -- sixth batch -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        (
+            "lemme see checkout's rollout history in shop",
+            "k8s.rollout.history",
+            {"name": "checkout"},
+        ),
+        ("shop: bounce payments", "k8s.restart", {"name": "payments", "namespace": "shop"}),
+        ("`kubectl get pods -n shop`", "k8s.pods", {"namespace": "shop"}),
+        ("last fifty lines of cart logs in staging", "k8s.logs", {"tail": 50}),
+        ("errors from payments over the last couple of hours", "logs.errors", {"since": "2h"}),
+        ("graph node_load1 over the past ninety minutes", "prometheus.range", {"since": "90m"}),
+        ("payments latency looks bad, why", "incident.triage", {"service": "payments"}),
+        (
+            "please mute the payments pages until tomorrow",
+            "alerts.silence",
+            {"matchers": {"service": "payments"}, "duration": "1d"},
+        ),
+    ],
+)
+async def test_sixth_batch_of_everyday_phrasing(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "`kubectl rollout restart deploy/cart -n shop`",
+        "```kubectl scale deploy/cart --replicas=0 -n shop```",
+        "show me the runbook for HighErrorRate",
+        "who is on call this week?",
+    ],
+)
+async def test_pasted_writes_and_unknown_things_plan_nothing(text: str) -> None:
+    assert await routed(text) == (None, {}), text
+
+
+def test_numbers_in_words_and_days_in_durations() -> None:
+    assert [d.value for d in ex.parse("for a few hours").durations] == ["3h"]
+    assert [d.value for d in ex.parse("in the last fifteen mins").durations] == ["15m"]
+    assert ex.parse("scale to two s").durations == []  # a word count takes a word unit
+    assert speech.write_mood("mute the payments alerts until tomorrow").value == "imperative"
+    assert speech.write_mood("we restart payments tomorrow").value == "hypothetical"
+
+
+def test_a_namespace_before_a_colon() -> None:
+    assert ex.extract_namespace(ex.parse("prod: restart cart")) == "prod"
+    assert ex.extract_namespace(ex.parse("fyi: restart cart")) is None

@@ -101,7 +101,8 @@ STOPWORDS = {
         consume consuming eat eating hog hogging burn burning keep keeps grab fetch pull
         think guess compare sorted sort across through between among via versus vs anything
         everything something broken spike blip surge dip regression outage issue problem
-        degradation slowness new old fresh weird strange odd
+        degradation slowness new old fresh weird strange odd lemme gimme wanna gotta u ur
+        couple few
         """
     )
 }
@@ -187,8 +188,20 @@ _WORD_UNIT = re.compile(
     re.I,
 )
 #: days said by name: how far back each reaches from now (at most)
-_DAY_WORDS_VALUE = {"yesterday": "1d", "overnight": "12h", "last night": "12h"}
-_DAY_WORDS = re.compile(r"\b(yesterday|overnight|last night)\b", re.I)
+_DAY_WORDS_VALUE = {
+    "yesterday": "1d",
+    "overnight": "12h",
+    "last night": "12h",
+    "until tomorrow": "1d",  # a silence "until tomorrow": a day at most, shown in the plan
+    "till tomorrow": "1d",
+}
+_DAY_WORDS = re.compile(r"\b(yesterday|overnight|last night|until tomorrow|till tomorrow)\b", re.I)
+#: "ninety minutes", "a couple of hours", "fifteen mins": a count said in words, and a unit
+_WORDS_UNIT = re.compile(
+    rf"(?<![\w-])({'|'.join(sorted(lexicon.NUMBERS, key=len, reverse=True))})\s+"
+    rf"({'|'.join(sorted((u for u in _UNIT if len(u) > 1), key=len, reverse=True))})\b",
+    re.I,
+)
 _CONTEXT_SINCE = {"last", "past", "previous", "since", "over", "within", "during", "ago", "recent"}
 
 
@@ -223,6 +236,9 @@ def find_durations(text: str) -> list[Duration]:
         add(f"{int(m.group(1))}{_UNIT[m.group(2).lower()]}", m.start(), m.end())
     for m in _DAY_WORDS.finditer(text):  # "since yesterday", "errors overnight"
         add(_DAY_WORDS_VALUE[m.group(1).lower()], m.start(), m.end())
+    for m in _WORDS_UNIT.finditer(text):
+        if (n := lexicon.number(m.group(1))) > 0:
+            add(f"{n}{_UNIT[m.group(2).lower()]}", m.start(), m.end())
     for m in _WORD_UNIT.finditer(text):
         if m.group(1):
             add("30m", m.start(), m.end())
@@ -597,7 +613,17 @@ _NS_PATTERNS = [
     re.compile(r"\b(?:in|within)\s+([a-z0-9][a-z0-9-]*)\b", re.I),
     re.compile(r"\bfrom\s+([a-z0-9][a-z0-9-]*)\b", re.I),
     re.compile(r"\bon\s+([a-z0-9][a-z0-9-]*)\b", re.I),
+    re.compile(r"^\s*([a-z0-9][a-z0-9-]*)\s*:\s+\S", re.I),  # "shop: bounce payments"
 ]
+#: words that open a request with a colon without naming a namespace ("fyi: ...", "q: ...")
+_NOT_A_PREFIX = frozenset(
+    {
+        "query", "promql", "logql", "help", "fyi", "note", "alert", "alarm", "urgent",
+        "question", "q", "re", "ps", "btw", "update", "context", "ask", "eval", "graph",
+        "plot", "chart", "reason", "comment", "why", "error", "errors", "logs", "todo", "ok",
+        "incident", "page", "edit",
+    }
+)  # fmt: skip
 #: what "on X" names when no inventory says otherwise: an environment ("restart cart on
 #: staging"); any other word is a service ("latency spike on search", "alerts on payments")
 ENVIRONMENTS = frozenset(
@@ -627,6 +653,8 @@ def extract_namespace(
             if i >= 4 and known and value not in known:
                 continue
             if i == 6 and not known and value not in ENVIRONMENTS:
+                continue
+            if i == 7 and value in _NOT_A_PREFIX:
                 continue
             if i >= 4 and any(d.start <= m.start(1) < d.end for d in parsed.durations):
                 continue

@@ -86,6 +86,9 @@ SYNONYMS: dict[str, str] = {
     "go down": "broken",  # "payments went down"
     "be dead": "broken",
     "on fire": "broken",
+    "look * bad": "broken",  # "payments latency looks bad, why"
+    "look * weird": "broken",
+    "look * awful": "broken",
     "fall over": "broken",
     "fell over": "broken",
     "flapping": "broken",
@@ -144,6 +147,22 @@ NUMBERS = {
     "twelve": 12,
     "fifteen": 15,
     "twenty": 20,
+    "thirty": 30,
+    "forty": 40,
+    "forty-five": 45,
+    "fifty": 50,
+    "sixty": 60,
+    "ninety": 90,
+    "hundred": 100,
+    "a hundred": 100,
+    "one hundred": 100,
+    "two hundred": 200,
+    "five hundred": 500,
+    "a thousand": 1000,
+    "a couple of": 2,
+    "a couple": 2,
+    "couple of": 2,
+    "a few": 3,
 }
 NUMBER = r"(\d+|" + "|".join(sorted(NUMBERS, key=len, reverse=True)) + ")"
 

@@ -57,6 +57,8 @@ _COURTESY = {
 _INTERJECTION = re.compile(
     r"^\s*(?:help|urgent|sos|ugh|argh|yikes|uh oh|oh no)\s*[,!:;.-]+\s*(?=\S+\s+\S+)", re.I
 )
+#: a whole request in backticks (a pasted command)
+_BACKTICKED = re.compile(r"\s*`{1,3}(?:sh|bash|shell|console)?\s*([^`]+?)\s*`{1,3}\s*")
 #: a pasted notification in another tool's format, read as Alertmanager's "[FIRING:1] X"
 _NOTIFICATION = re.compile(
     r"^\s*(?:\[alert\]\s*[:\-]?|(?:alert|alarm|page|incident)\s*[:\-])\s*"
@@ -236,10 +238,13 @@ class OfflineRouter:
     async def _plan(self, text: str, catalog: Sequence[Skill[Any, Any]]) -> Plan:
         text = _INTERJECTION.sub("", text)  # "help, orders in prod is on fire"
         text = _NOTIFICATION.sub("[FIRING:1] ", text)  # "Alert: HighLatency firing on ..."
+        quoted = False
+        if (pasted := _BACKTICKED.fullmatch(text)) and kubectl.command(pasted.group(1)):
+            text, quoted = pasted.group(1), True  # "`kubectl get pods -n shop`"
         parsed = ex.parse(text)
         if not parsed.tokens and not parsed.expr:
             return Answer(text=wording.EMPTY)
-        if (command := await self._command(text, parsed, catalog)) is not None:
+        if (command := await self._command(text, parsed, catalog, quoted)) is not None:
             return command
         asked = self._what_is_asked(text, parsed, catalog)
         if asked is None:
@@ -274,10 +279,16 @@ class OfflineRouter:
         return await self.build(top.skill, parsed, vocabulary)
 
     async def _command(
-        self, text: str, parsed: ex.Parsed, catalog: Sequence[Skill[Any, Any]]
+        self,
+        text: str,
+        parsed: ex.Parsed,
+        catalog: Sequence[Skill[Any, Any]],
+        quoted: bool = False,
     ) -> Plan | None:
         """The plan of a request that is a kubectl command (None: it is not one, or it asks
-        for a write without saying it in the imperative, which the words then decide)."""
+        for a write without saying it in the imperative, which the words then decide).
+        ``quoted``: the command was pasted in backticks, which runs a read but only shows
+        what a write would do (pasted text asks for no write)."""
         cmd = kubectl.command(text)
         if cmd is None:
             return None
@@ -296,7 +307,9 @@ class OfflineRouter:
         if words and words[0].lower() in kubectl.PREFIXES:
             words = words[1:]
         said = "kubectl " + " ".join(words) + ("?" if text.rstrip().endswith("?") else "")
-        asked_about = skill.risk is not Risk.READ and not speech.write_mood(said).asks_for_write
+        asked_about = skill.risk is not Risk.READ and (
+            quoted or not speech.write_mood(said).asks_for_write
+        )
         given: dict[str, Any] = dict(mapped.args)
         rationale = mapped.note
         if mapped.recipe:

@@ -111,7 +111,8 @@ DOING = frozenset(
 PRONOUNS = frozenset({"you", "we", "i", "they", "he", "she", "it", "anyone", "people"})
 HYPOTHETICAL = re.compile(
     r"\b(if|in case|suppose|supposing|maybe|perhaps|probably|might|would|could we|what if|"
-    r"the plan is|plan is to|later|tomorrow|eventually|in the future|at some point|"
+    r"the plan is|plan is to|later|(?<!until )(?<!till )tomorrow|eventually|in the future|"
+    r"at some point|"
     r"sometime|someday|one day|(?:we|i|you|someone) (?:should|could|ought to))\b"
 )
 #: words that may stand before the verb of an imperative
@@ -275,7 +276,10 @@ def asks_something(text: str) -> bool:
 def without_negated(text: str) -> str:
     """``text`` without its negated clauses ("no, not checkout: restart payments in shop" ->
     "restart payments in shop"), so their names are not taken for the request's."""
-    kept = [c for c in _CLAUSE.split(text) if c and c.strip() and not _negated(c, _words(c))]
+    parts = [c for c in _CLAUSE.split(text) if c and c.strip()]
+    kept = [c for c in parts if not _negated(c, _words(c))]
+    if len(kept) == len(parts):
+        return text  # nothing negated: the text as written ("shop: bounce payments")
     return ", ".join(c.strip() for c in kept) or text
 
 
