@@ -337,6 +337,8 @@ class AlertsList(Skill[ListArgs, Alertmanager]):
         "show": 0.3,
         "critical": 0.5,
         "=silenced": 2.5,
+        "be silenced": 1.5,  # a state: "what's silenced for payments?"
+        "be muted": 1.5,
         "=silences": -1.0,
         "=muted": 2.0,
         "=suppressed": 2.0,

@@ -1375,7 +1375,8 @@ class IncidentTriage(Skill[TriageArgs, Incident]):
         "broken": 2.0,
         "down": 1.0,
         "runbook": -2.0,  # "show me the runbook for X": no skill has runbooks  # "checkout down?" (a write says more: "scale it down to 2")
-        "keep": 1.5,  # "payments keeps crashing / OOMing / timing out"
+        "keep": 1.5,
+        "leak": 2.0,  # "I think cart is leaking memory": not a memory chart  # "payments keeps crashing / OOMing / timing out"
         "=ooming": 2.0,
         "outage": 2.5,
         "still fail": 2.0,

@@ -218,6 +218,7 @@ class AuditSearch(Skill[AuditArgs, Meta]):
         "=muted": 1.5,
         "=did": 1.5,
         "changed": 1.0,
+        "action": 1.5,  # "actions in the last day"
         "history of actions": 1.0,
         "on call": -3.0,  # "who is on call": no skill knows the rota
         "oncall": -3.0,

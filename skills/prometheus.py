@@ -357,8 +357,8 @@ class PrometheusRange(Skill[RangeArgs, Prometheus]):
         "draw": 1.5,
         "visualize": 1.5,
         "visualise": 1.5,
-        "trend": 1.2,
-        "over time": 1.2,
+        "trend": 2.0,  # a chart word, as graph and plot: "trend of 5xx for payments"
+        "over time": 2.0,
         "<promql>": 1.0,
         "<recipe>": 1.5,  # with a chart word: "graph the error rate of payments for 3h"
         "promql": 1.0,

@@ -467,3 +467,33 @@ def test_numbers_in_words_and_days_in_durations() -> None:
 def test_a_namespace_before_a_colon() -> None:
     assert ex.extract_namespace(ex.parse("prod: restart cart")) == "prod"
     assert ex.extract_namespace(ex.parse("fyi: restart cart")) is None
+
+
+# -- seventh batch -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        ("actions in the last day", "audit.search", {"since": "1d"}),
+        ("run this: sum(up)", "prometheus.query", {"query": "sum(up)"}),
+        ("instant query up", "prometheus.query", {"query": "up"}),
+        ("trend of 5xx for payments over a day", "prometheus.range", {"since": "1d"}),
+        (
+            "what's silenced for payments?",
+            "alerts.list",
+            {"state": "silenced", "matchers": {"service": "payments"}},
+        ),
+        ("I think cart is leaking memory", "incident.triage", {"service": "cart"}),
+    ],
+)
+async def test_seventh_batch_of_everyday_phrasing(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+def test_a_silenced_state_is_no_report_of_a_silence() -> None:
+    assert speech.write_mood("what's silenced for payments").value == "noun"
+    assert speech.write_mood("who silenced payments").value == "report"

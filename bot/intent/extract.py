@@ -278,9 +278,11 @@ _LEAD = re.compile(
 _BACKTICK = re.compile(r"`([^`]+)`")
 _COMMAND = re.compile(
     r"^\s*(?:please\s+|can you\s+|could you\s+)?"
-    r"(?:query|run query|run|eval(?:uate)?|(?:graph|plot|chart|draw|visuali[sz]e)(?:\s+(?:of|for))?|"
+    r"(?:(?:instant\s+)?query|run query|run|eval(?:uate)?|"
+    r"(?:graph|plot|chart|draw|visuali[sz]e)(?:\s+(?:of|for))?|"
     r"(?:show|give|draw)\s+(?:me\s+)?(?:a\s+|the\s+)?(?:graph|chart|plot)\s+(?:of|for)|"
-    r"(?:search|grep|find)\s+(?:the\s+)?logs?(?:\s+for)?)\s+(.+)$",
+    r"(?:search|grep|find)\s+(?:the\s+)?logs?(?:\s+for)?)"
+    r"(?:\s+(?:this|that))?(?:\s*:)?\s+(.+)$",  # "run this: sum(up)"
     re.I | re.S,
 )
 _LOGQL_PIPE = re.compile(

@@ -89,6 +89,7 @@ SYNONYMS: dict[str, str] = {
     "look * bad": "broken",  # "payments latency looks bad, why"
     "look * weird": "broken",
     "look * awful": "broken",
+    "leak": "broken",  # "cart is leaking memory"
     "fall over": "broken",
     "fell over": "broken",
     "flapping": "broken",

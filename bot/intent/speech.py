@@ -123,6 +123,9 @@ LEAD_INS = (
     "@opsbot", "hey opsbot", "yes", "yes,", "right,", "ops",
 )  # fmt: skip
 
+_STATE = re.compile(
+    r"(?:\bis|\bare|'s)\s+(?:still\s+|currently\s+|now\s+)?(?:silenced|muted|snoozed)\b"
+)
 _COUNTED = re.compile(r"\b(?:how many|number of|count of)\s+(\w+)")
 _CLAUSE = re.compile(r"[,;:.!?\n]+|\s[-–—]\s|\b(?:but|instead|so|and then|then)\b")
 _NOTIFICATION = re.compile(r"\s*\[(firing|resolved)(:\d+)?\]")
@@ -203,6 +206,8 @@ def _clause_mood(text: str) -> Mood:
     counted = _COUNTED.search(" ".join(rest))
     if counted and counted.group(1) in WRITE_FORMS:
         return Mood.NOUN  # "how many restarts did the checkout pods have": a count
+    if _STATE.search(" ".join(words)):
+        return Mood.NOUN  # "what's silenced for payments?": a state, not a deed
     if _asks(rest):
         if first in ("did", "was", "were", "has", "have", "had") or any(w in PAST for w in rest):
             return Mood.REPORT  # a question about what was done: "did anyone restart it?"
