@@ -67,6 +67,11 @@ class Recipe(BaseModel):
         "another skill answers the plain question (k8s.pods shows restarts, service.health "
         "the RED signals)",
     )
+    ranked: bool = Field(
+        default=True,
+        description="a ranking word wraps it in topk; False: the ranking word is its name "
+        "('top pods'), and a recipe the request names besides ('top pods by cpu') wins",
+    )
     windowed: bool = Field(
         default=False,
         description="with alone=False: its words and a time window ('restarts in the last "
@@ -242,13 +247,13 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
     ),
     "top": Recipe(
         summary="CPU (cores) and memory (bytes) per pod, as kubectl top pod",
-        words=[],
+        words=["top pod", "top pods"],  # any recipe the request names besides wins
+        ranked=False,
         query=_cadvisor(
             "label_replace(sum by ({by}) (rate(container_cpu_usage_seconds_total{{CADVISOR,{selector}}}[{window}])), "
             '"resource", "cpu_cores", "", "") or label_replace(sum by ({by}) '
             '(container_memory_working_set_bytes{{CADVISOR,{selector}}}), "resource", "memory_bytes", "", "")'
         ),
-        alone=False,
     ),
 }
 

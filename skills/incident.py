@@ -1376,7 +1376,11 @@ class IncidentTriage(Skill[TriageArgs, Incident]):
         "down": 1.0,
         "runbook": -2.0,  # "show me the runbook for X": no skill has runbooks  # "checkout down?" (a write says more: "scale it down to 2")
         "keep": 1.5,
-        "leak": 2.0,  # "I think cart is leaking memory": not a memory chart  # "payments keeps crashing / OOMing / timing out"
+        "leak": 2.0,
+        # a service said to be failing, not its error log: "cart has been erroring"
+        "=erroring": 2.5,
+        "=crashing": 2.0,
+        "crashloop": 1.0,  # with "why": "why is the checkout pod crashlooping"  # "I think cart is leaking memory": not a memory chart  # "payments keeps crashing / OOMing / timing out"
         "=ooming": 2.0,
         "outage": 2.5,
         "still fail": 2.0,

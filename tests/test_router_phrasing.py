@@ -497,3 +497,54 @@ async def test_seventh_batch_of_everyday_phrasing(
 def test_a_silenced_state_is_no_report_of_a_silence() -> None:
     assert speech.write_mood("what's silenced for payments").value == "noun"
     assert speech.write_mood("who silenced payments").value == "report"
+
+
+# -- eighth batch ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        ("show me pods for app=checkout in shop", "k8s.pods", {"selector": "app=checkout"}),
+        ("alerts for team payments", "alerts.list", {"matchers": {"team": "payments"}}),
+        ("scale deploy checkout 3 -n shop", "k8s.scale", {"name": "checkout", "replicas": 3}),
+        (
+            "why is the checkout pod crashlooping in shop",
+            "incident.triage",
+            {"service": "checkout"},
+        ),
+        ("cart has been erroring since the deploy at 2pm", "incident.triage", {"service": "cart"}),
+        ("anything weird in prod?", "incident.triage", {"namespace": "prod"}),
+        ("restart checkout (shop)", "k8s.restart", {"name": "checkout", "namespace": "shop"}),
+        (
+            "scale checkout in shop to 3, then tell me the rollout status",
+            "k8s.scale",
+            {"replicas": 3},
+        ),
+    ],
+)
+async def test_eighth_batch_of_everyday_phrasing(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+async def test_top_pods_is_the_top_recipe_unless_a_measure_is_named() -> None:
+    """``Recipe.ranked=False``: "top pods" names the recipe itself (not wrapped in topk);
+    "top 5 pods by cpu" is the cpu recipe, ranked."""
+    got, found = await routed("top pods in shop")
+    assert got == "prometheus.query" and str(found["query"]).startswith("label_replace(")
+    assert 'namespace="shop"' in str(found["query"])
+    got, found = await routed("top pods by cpu in shop")
+    assert got == "prometheus.query" and str(found["query"]).startswith("topk(10, sum by (pod)")
+
+
+def test_a_whole_request_that_is_an_expression() -> None:
+    logql = 'sum by (app) (count_over_time({namespace="shop"} |= "error" [5m]))'
+    parsed = ex.parse(logql)
+    assert (parsed.expr, parsed.expr_kind) == (logql, "logql")
+    assert ex.parse("restart checkout (shop)").expr is None
+    assert ex.parse("[FIRING:1] HighErrorRate checkout (shop critical)").expr != (
+        "[FIRING:1] HighErrorRate checkout (shop critical)"
+    )

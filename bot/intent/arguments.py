@@ -323,7 +323,13 @@ def extract(
         ):  # "alerts for checkout"; "critical alerts on payments": a severity and a service
             names = ex.candidate_names(parsed, reading.vocabulary, skip)
             if said_matchers:  # beside other labels, only a word that stands for a service
-                names = [n for n in names if _owned(parsed.rest, n)]
+                names = [
+                    n
+                    for n in names
+                    if _owned(parsed.rest, n)
+                    and n.lower() not in ex.LABEL_WORDS
+                    and n not in said_matchers.values()
+                ]
             if names:
                 service = _pick(names, Grounded("service", complete=False), raw, inventory)
                 if isinstance(service, str):
@@ -444,6 +450,8 @@ COUNTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             rf"\b{_N}\s+(?:replicas?|pods?|instances?|copies)\b",
             rf"\breplicas?\s*(?:=|:)\s*{_N}\b",
             rf"\bmake\s+it\s+{_N}\b{_UNITS}",
+            # "scale deploy checkout 3": kubectl's word order without --replicas
+            rf"\bscale\s+(?:(?:deploy|deployment|the)\s+)?[a-z][\w.-]*\s+{_N}\b{_UNITS}(?!\s*%)",
             r"\bx\s?(\d+)\b",
         ),
     ),
@@ -519,7 +527,15 @@ def flag(parsed: ex.Parsed, name: str) -> str | None:
     m = re.search(rf"\b{word}\s+([a-z0-9][\w.=,!-]*)", parsed.rest, re.I)
     if m and (name != "selector" or "=" in m.group(1)):
         return m.group(1)
+    if name == "selector" and (bare := _LABEL_EQ.search(parsed.rest)):
+        return bare.group(1)  # "pods for app=checkout in shop"
     return None
+
+
+#: a bare label matcher that selects pods (not the namespace: "ns=shop" is one)
+_LABEL_EQ = re.compile(
+    r"(?<![\w./-])((?!(?:ns|namespace)=)[a-z][\w./-]*=[a-z0-9][\w.-]*)(?![\w=])", re.I
+)
 
 
 def _read_name(
@@ -650,16 +666,18 @@ _WHICH_MOST = re.compile(
 
 def match_recipe(parsed: ex.Parsed, recipes: Mapping[str, Recipe]) -> RecipeAsk | None:
     """The recipe the request's words ask for (the longest match), with its ranking."""
-    best: tuple[int, str, Recipe] | None = None
+    best: tuple[int, int, str, Recipe] | None = None
     stems = parsed.stems
     for name, recipe in recipes.items():
         for words in recipe.words:
             if says(stems, words):
-                size = len(ex.phrase(words))
-                if best is None or size > best[0]:
-                    best = (size, name, recipe)
+                size = (recipe.ranked, len(ex.phrase(words)))
+                if best is None or size > best[:2]:
+                    best = (*size, name, recipe)
     if best is None:
         return None
+    if not best[3].ranked:  # "top pods in shop": its name is the ranking word
+        return RecipeAsk(best[2], best[3])
     text = parsed.rest
     top: int | None = None
     said = {t.lower() for t in parsed.tokens}
@@ -671,7 +689,7 @@ def match_recipe(parsed: ex.Parsed, recipes: Mapping[str, Recipe]) -> RecipeAsk 
     chart = any(says(stems, w) for w in lexicon.CHART)
     window = ex.extract_since(parsed) is not None
     breakdown = _BY.search(text) is not None
-    return RecipeAsk(best[1], best[2], top, lowest, chart, window, breakdown)
+    return RecipeAsk(best[2], best[3], top, lowest, chart, window, breakdown)
 
 
 _BY = re.compile(

@@ -402,6 +402,20 @@ _AGGREGATIONS = frozenset(
 )  # fmt: skip
 
 
+#: a function called or a breakdown: what makes a whole request PromQL or LogQL
+_CALLS = re.compile(r"\b(?:by|without)\s*\(|\b[a-z_]+\(", re.I)
+
+
+def _opens_expression(text: str) -> bool:
+    """Whether ``text`` opens as PromQL/LogQL does, with calls in it: an aggregation ("sum by
+    (app) (...)"), a function called, a snake_case name (not "show sum (rate(...))")."""
+    first = re.match(r"\s*([A-Za-z_:][A-Za-z0-9_:]*)(\()?", text)
+    if not first or not _CALLS.search(text):
+        return False
+    word = first.group(1).lower()
+    return word in _AGGREGATIONS or "_" in word or first.group(2) is not None
+
+
 def _scan_bracketed(text: str) -> tuple[int, int] | None:
     """The first span that starts a token with brackets or a snake_case metric and is balanced."""
     for m in re.finditer(
@@ -411,9 +425,11 @@ def _scan_bracketed(text: str) -> tuple[int, int] | None:
         end = m.end()
         depth = 0
         i = start
-        if gap := re.match(r"([A-Za-z_:][A-Za-z0-9_:]*)\s+[({\[]$", m.group(0)):
+        if gap := re.match(r"([A-Za-z_:][A-Za-z0-9_:]*)\s+([({\[])$", m.group(0)):
             i = m.end() - 1  # "sum (rate(x[5m]))": the operator, then its brackets
             if gap.group(1).lower() not in _AGGREGATIONS:
+                if gap.group(2) != "{":
+                    continue  # "restart checkout (shop)": words in brackets, no PromQL
                 start = i  # "loki query {app="x"}": a word, then the expression
         while i < len(text):
             ch = text[i]
@@ -494,6 +510,8 @@ def parse(text: str) -> Parsed:
         expr = m.group(1)
         rest = text[: m.start(1)]
         parsed.explicit = True
+    elif _opens_expression(text) and looks_like_expression(text):  # "sum by (app) (...)"
+        expr, rest = text, ""
     elif span := _scan_bracketed(text):
         expr, rest = text[span[0] : span[1]], text[: span[0]] + " " + text[span[1] :]
     if expr is not None:
@@ -616,6 +634,7 @@ _NS_PATTERNS = [
     re.compile(r"\bfrom\s+([a-z0-9][a-z0-9-]*)\b", re.I),
     re.compile(r"\bon\s+([a-z0-9][a-z0-9-]*)\b", re.I),
     re.compile(r"^\s*([a-z0-9][a-z0-9-]*)\s*:\s+\S", re.I),  # "shop: bounce payments"
+    re.compile(r"\(\s*([a-z0-9][a-z0-9-]*)\s*\)", re.I),  # "restart checkout (shop)"
 ]
 #: words that open a request with a colon without naming a namespace ("fyi: ...", "q: ...")
 _NOT_A_PREFIX = frozenset(
@@ -765,8 +784,8 @@ def candidate_names(parsed: Parsed, vocabulary: set[str], skip: set[str]) -> lis
             continue  # "restrat orders": a misspelt skill word, not a name
         if low in KIND_ALIASES or low in SEVERITIES or low in lexicon.NUMBERS:
             continue
-        if re.fullmatch(r"[\d.]+|\w", low):
-            continue
+        if re.fullmatch(r"[\d.]+|\w|\d{1,2}(?::\d\d)?(?:am|pm)|\d{1,2}:\d\d", low):
+            continue  # a number, a letter, a time of day ("since the deploy at 2pm")
         if "=" in token or (":" in token and not re.match(r"^[a-z]+:[\w.-]+$", low)):
             continue
         before = parsed.rest[max(0, m.start() - 40) : m.start()].rstrip()

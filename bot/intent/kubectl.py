@@ -412,6 +412,8 @@ def translate(cmd: Command) -> Mapped | Refusal:
     if cmd.verb == "scale":
         if values.get("replicas", "").isdigit():
             workload["replicas"] = int(values["replicas"])
+        elif len(cmd.names) > 1 and cmd.names[1].isdigit():  # "scale deploy checkout 3"
+            workload["replicas"] = int(cmd.names[1])
         return Mapped("k8s.scale", workload)
     if cmd.verb == "rollout":
         if cmd.sub == "restart":

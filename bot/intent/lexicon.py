@@ -90,6 +90,8 @@ SYNONYMS: dict[str, str] = {
     "look * weird": "broken",
     "look * awful": "broken",
     "leak": "broken",  # "cart is leaking memory"
+    "weird": "broken",  # "anything weird in prod?"
+    "strange": "broken",
     "fall over": "broken",
     "fell over": "broken",
     "flapping": "broken",

@@ -57,6 +57,8 @@ _COURTESY = {
 _INTERJECTION = re.compile(
     r"^\s*(?:help|urgent|sos|ugh|argh|yikes|uh oh|oh no)\s*[,!:;.-]+\s*(?=\S+\s+\S+)", re.I
 )
+#: what follows the request: "scale checkout to 3, then tell me the rollout status"
+_THEN = re.compile(r"(?<=\w)\s*,?\s+(?:and\s+)?then\s+(?=\w+\s+\w+)", re.I)
 #: a whole request in backticks (a pasted command)
 _BACKTICKED = re.compile(r"\s*`{1,3}(?:sh|bash|shell|console)?\s*([^`]+?)\s*`{1,3}\s*")
 #: a pasted notification in another tool's format, read as Alertmanager's "[FIRING:1] X"
@@ -237,6 +239,7 @@ class OfflineRouter:
 
     async def _plan(self, text: str, catalog: Sequence[Skill[Any, Any]]) -> Plan:
         text = _INTERJECTION.sub("", text)  # "help, orders in prod is on fire"
+        text = _THEN.split(text, maxsplit=1)[0]  # "scale X to 3, then tell me ..."
         text = _NOTIFICATION.sub("[FIRING:1] ", text)  # "Alert: HighLatency firing on ..."
         quoted = False
         if (pasted := _BACKTICKED.fullmatch(text)) and kubectl.command(pasted.group(1)):

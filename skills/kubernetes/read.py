@@ -172,6 +172,7 @@ class K8sPods(Skill[PodsArgs, "Kubernetes"]):
         "crash": 1.5,
         "container": 0.5,
         "=running": 1.2,  # "what's running in staging"
+        "why": -2.0,  # "why is the checkout pod crashlooping": a diagnosis
         "=deployments": 2.0,  # "show deployments in shop": the pods, by workload
         "=workloads": 2.0,
         "log": -1.5,
