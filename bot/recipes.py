@@ -183,6 +183,15 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
         ),
         unit="ratio",
     ),
+    "network": Recipe(
+        summary="network bytes per second received and sent (cAdvisor)",
+        words=["network", "bandwidth", "network traffic", "network usage", "throughput in bytes"],
+        query=(
+            "sum by ({by}) (rate(container_network_receive_bytes_total{{{selector}}}[{window}])) + "
+            "sum by ({by}) (rate(container_network_transmit_bytes_total{{{selector}}}[{window}]))"
+        ),
+        unit="bytes/s",
+    ),
     "restarts": Recipe(
         summary="container restarts over the window (kube-state-metrics)",
         words=["restart", "restarts", "restart count", "restarting", "crashloop", "crash"],

@@ -1377,6 +1377,9 @@ class IncidentTriage(Skill[TriageArgs, Incident]):
         "runbook": -2.0,  # "show me the runbook for X": no skill has runbooks  # "checkout down?" (a write says more: "scale it down to 2")
         "keep": 1.5,
         "leak": 2.0,
+        "spike": 1.5,  # "the 5xx spike on checkout", "latency spike"
+        "what do i do": 2.0,  # "X firing for cart, what do I do"
+        "what should i do": 2.0,
         # a service said to be failing, not its error log: "cart has been erroring"
         "=erroring": 2.5,
         "=crashing": 2.0,

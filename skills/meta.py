@@ -219,6 +219,7 @@ class AuditSearch(Skill[AuditArgs, Meta]):
         "=did": 1.5,
         "changed": 1.0,
         "action": 1.5,  # "actions in the last day"
+        "why": -2.0,  # the log says who and when, not why: "why did orders restart?"
         "history of actions": 1.0,
         "on call": -3.0,  # "who is on call": no skill knows the rota
         "oncall": -3.0,

@@ -548,3 +548,38 @@ def test_a_whole_request_that_is_an_expression() -> None:
     assert ex.parse("[FIRING:1] HighErrorRate checkout (shop critical)").expr != (
         "[FIRING:1] HighErrorRate checkout (shop critical)"
     )
+
+
+# -- tenth batch -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        ("root-cause the 5xx spike on checkout", "incident.triage", {"service": "checkout"}),
+        ("what broke payments?", "incident.triage", {"service": "payments"}),
+        ("why did orders restart?", "incident.triage", {"service": "orders"}),
+        (
+            "KubePodCrashLooping firing for cart in staging, what do I do",
+            "incident.triage",
+            {"alert": "KubePodCrashLooping"},
+        ),
+    ],
+)
+async def test_tenth_batch_of_everyday_phrasing(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+@pytest.mark.parametrize(
+    ("text", "starts"),
+    [
+        ("network usage of checkout in shop", "sum by (pod) (rate(container_network_receive"),
+        ("which pods use the most network bandwidth in prod", "topk(10, sum by (pod)"),
+    ],
+)
+async def test_the_network_recipe(text: str, starts: str) -> None:
+    got, found = await routed(text)
+    assert got == "prometheus.query" and str(found["query"]).startswith(starts), found

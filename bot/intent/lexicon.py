@@ -91,6 +91,9 @@ SYNONYMS: dict[str, str] = {
     "look * awful": "broken",
     "leak": "broken",  # "cart is leaking memory"
     "weird": "broken",  # "anything weird in prod?"
+    "broke": "broken",  # "what broke payments?"
+    "root-cause": "triage",
+    "rca": "triage",
     "strange": "broken",
     "fall over": "broken",
     "fell over": "broken",
