@@ -1016,6 +1016,13 @@ class Engine:
                 left = (follow_up.deadline - now()).total_seconds()
                 if skill is None or left <= 0:
                     text = wording.follow_up_interrupted(follow_up.skill)
+                    # saved before the thread is told: whoever reads it then finds it ended
+                    await queue.end(
+                        follow_up.id,
+                        self.identity,
+                        state=FollowUpState.INTERRUPTED,
+                        result=text,
+                    )
                     await trail.step(
                         Step.ERROR,
                         AuditEvent.FOLLOW_UP,
@@ -1024,12 +1031,6 @@ class Engine:
                         args=follow_up.args,
                         outcome="interrupted",
                         detail=text,
-                    )
-                    await queue.end(
-                        follow_up.id,
-                        self.identity,
-                        state=FollowUpState.INTERRUPTED,
-                        result=text,
                     )
                     return
                 if follow_up.resumed:
@@ -1044,13 +1045,13 @@ class Engine:
                     result = SkillResult(
                         ok=False, summary=f"could not follow up: {exc or 'timed out'}"
                     )
-                await self._report_follow_up(skill, args, trail, result, raw=follow_up.args)
-                await queue.end(
+                await queue.end(  # saved before the thread is told, as above
                     follow_up.id,
                     self.identity,
                     state=FollowUpState.DONE,
                     result=result.summary if result is not None else "",
                 )
+                await self._report_follow_up(skill, args, trail, result, raw=follow_up.args)
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):  # the next leader takes it at once
                     await asyncio.shield(queue.hand_back(follow_up.id, self.identity))

@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from opsbot.approvals import State, VoteStatus
 from opsbot.engine import Engine, InFlight
 from opsbot.followups import FollowUps, FollowUpState
-from opsbot.model import Actor, Invocation, Request, SkillResult
+from opsbot.model import Actor, Invocation, Message, Request, SkillResult
 from opsbot.policy import Policy
 from opsbot.services import Services, build_services
 from opsbot.skills.base import Risk, Skill, SkillContext
@@ -266,6 +266,39 @@ async def test_follow_ups_run_on_the_leader_resume_when_their_runner_stops(
     back = await queue.get(handed.id)
     assert back is not None and back.state == FollowUpState.PENDING and back.runner == ""
     assert Bump.runs == ["web"]  # the write ran once; follow-ups only watch
+
+
+async def test_a_follow_up_is_saved_done_or_interrupted_before_its_thread_is_told(
+    bot: Services,
+) -> None:
+    """Whoever reads a follow-up once its thread was told (the console, another replica)
+    finds it ``done`` / ``interrupted``, never still ``running``."""
+    queue = FollowUps(bot.store)
+    leader = Engine(bot)
+    leader.follow_ups, leader.identity = queue, "leader-1"
+    told: list[tuple[str, dict[str, str]]] = []  # each message, and the states when it came
+
+    async def post(message: Message) -> None:
+        told.append((message.plain, {f.args["name"]: f.state for f in await queue.find()}))
+
+    for name, within in (("web", 30.0), ("cache", -1.0)):
+        await queue.add(
+            skill="test.bump",
+            args={"name": name},
+            actor=ALICE,
+            channel="ops",
+            thread=f"t-{name}",
+            request_id=f"r-{name}",
+            within=within,
+        )
+    running = asyncio.create_task(leader.run_follow_ups(post, stale_after=60, poll=0.05))
+    await until(lambda: len(told) == 2)
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    [settled] = [states for text, states in told if "web settled" in text]
+    [interrupted] = [states for text, states in told if "interrupted" in text]
+    assert settled["web"] == FollowUpState.DONE
+    assert interrupted["cache"] == FollowUpState.INTERRUPTED
 
 
 async def test_two_runners_claim_each_follow_up_once(bot: Services) -> None:
