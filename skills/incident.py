@@ -1373,8 +1373,13 @@ class IncidentTriage(Skill[TriageArgs, Incident]):
         "going on": 1.5,
         "slow": 1.5,
         "broken": 2.0,
-        "down": 1.0,
-        "runbook": -2.0,  # "show me the runbook for X": no skill has runbooks  # "checkout down?" (a write says more: "scale it down to 2")
+        "down": 1.0,  # "checkout down?"; not the scale idioms ("spin cart down"):
+        "spin * down": -2.0,
+        "take * down": -2.0,
+        "scale * down": -2.0,
+        "shut * down": -2.0,
+        "bring * down": -2.0,
+        "runbook": -2.0,  # "show me the runbook for X": no skill has runbooks
         "keep": 1.5,
         "leak": 2.0,
         "spike": 1.5,  # "the 5xx spike on checkout", "latency spike"

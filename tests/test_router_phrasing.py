@@ -583,3 +583,51 @@ async def test_tenth_batch_of_everyday_phrasing(
 async def test_the_network_recipe(text: str, starts: str) -> None:
     got, found = await routed(text)
     assert got == "prometheus.query" and str(found["query"]).startswith(starts), found
+
+
+# -- talk about the new write words plans no write ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "don't nudge cart in shop",
+        "should I bump checkout to 4 in shop?",
+        "we bumped checkout to 4 in shop yesterday",
+        "who acked HighErrorRate?",
+        "did someone turn off the checkout alerts?",
+        "I'd go back to the previous revision of cart in shop if I were you",
+        "put cart back in staging?",
+        "add more replicas to search in prod?",
+        "never shut payments down in shop",
+        "no need to reduce checkout to 2 in shop",
+        "maybe bring checkout back up to 3 in shop later",
+        "the runbook says 'shut payments off in shop'",
+        "`kubectl scale deploy/cart --replicas=0 -n shop` is what bob ran",
+        "don't end the silence 3f2a9c1e",
+        "could you spin cart down in staging?",
+        "restrat checkout in shop?",
+        "dont restrat checkout in shop",
+        "bob kicked the cart pods in shop an hour ago",
+        "we should roll payments back in shop",
+        "what if we took orders down to zero in prod",
+        "shop: don't bounce payments",
+        "help, don't restart anything",
+        "scale checkout in shop to 3? then tell me",
+        "if latency spikes, then restart checkout in shop",
+    ],
+)
+async def test_talk_about_the_new_write_words_plans_no_write(text: str) -> None:
+    """Negations, questions, reports, suggestions, conditions and quotes around the words
+    this issue added (nudge, bump, ack, turn off, go back, put back, spin/shut/take down,
+    reduce to, add replicas, end the silence, misspellings): never a write."""
+    got, _ = await routed(text)
+    assert got not in WRITES | {"alerts.unsilence"}, text
+
+
+def test_a_condition_or_an_asked_clause_is_no_order() -> None:
+    assert speech.write_mood("if latency spikes, then restart checkout in shop").value == (
+        "hypothetical"
+    )
+    assert speech.write_mood("scale checkout in shop to 3? then tell me").value == "question"
+    assert speech.write_mood("restart checkout in shop, then tell me").value == "imperative"

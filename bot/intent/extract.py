@@ -27,6 +27,10 @@ _IRREGULAR = {
     "were": "be",
     "went": "go",
     "gone": "go",
+    "took": "tak",  # as stem("take")
+    "taken": "tak",
+    "brought": "bring",
+    "spun": "spin",
     "wrong": "wrong",
     "its": "it",
     "whats": "what",

@@ -59,6 +59,7 @@ _INTERJECTION = re.compile(
 )
 #: what follows the request: "scale checkout to 3, then tell me the rollout status"
 _THEN = re.compile(r"(?<=\w)\s*,?\s+(?:and\s+)?then\s+(?=\w+\s+\w+)", re.I)
+_CONDITION = re.compile(r"\s*(?:if|when|whenever|once|after|before|unless|in case)\b", re.I)
 #: a whole request in backticks (a pasted command)
 _BACKTICKED = re.compile(r"\s*`{1,3}(?:sh|bash|shell|console)?\s*([^`]+?)\s*`{1,3}\s*")
 #: a pasted notification in another tool's format, read as Alertmanager's "[FIRING:1] X"
@@ -239,7 +240,8 @@ class OfflineRouter:
 
     async def _plan(self, text: str, catalog: Sequence[Skill[Any, Any]]) -> Plan:
         text = _INTERJECTION.sub("", text)  # "help, orders in prod is on fire"
-        text = _THEN.split(text, maxsplit=1)[0]  # "scale X to 3, then tell me ..."
+        if not _CONDITION.match(text):  # "if latency spikes, then restart it" stays whole
+            text = _THEN.split(text, maxsplit=1)[0]  # "scale X to 3, then tell me ..."
         text = _NOTIFICATION.sub("[FIRING:1] ", text)  # "Alert: HighLatency firing on ..."
         quoted = False
         if (pasted := _BACKTICKED.fullmatch(text)) and kubectl.command(pasted.group(1)):

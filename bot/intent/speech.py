@@ -62,6 +62,10 @@ PHRASAL = {
     ("turn", "off"),
     ("bring", "up"),
     ("bring", "down"),
+    ("took", "down"),
+    ("taken", "down"),
+    ("brought", "down"),
+    ("spun", "down"),
     ("reduce", "to"),
     ("increase", "to"),
     ("shrink", "to"),
@@ -123,6 +127,7 @@ LEAD_INS = (
     "@opsbot", "hey opsbot", "yes", "yes,", "right,", "ops",
 )  # fmt: skip
 
+_CONDITIONAL = re.compile(r"\s*(?:if|in case|unless|once|whenever|should it)\b")
 _STATE = re.compile(
     r"(?:\bis|\bare|'s)\s+(?:still\s+|currently\s+|now\s+)?(?:silenced|muted|snoozed)\b"
 )
@@ -243,10 +248,15 @@ def write_mood(text: str) -> Mood:
     unquoted = _QUOTED.sub(" ", lowered)
     if not _has_write(_words(unquoted)):
         return Mood.QUOTED if _has_write(_words(lowered)) else Mood.NONE
+    if _CONDITIONAL.match(unquoted):
+        return Mood.HYPOTHETICAL  # "if latency spikes, then restart checkout": not now
     parts = [c for c in clauses(unquoted) if c.mood is not Mood.NONE]
     if any(c.mood is Mood.IMPERATIVE for c in parts):
         if lowered.endswith("?") or _asks(_strip_lead_ins(_words(unquoted))):
             return Mood.QUESTION
+        asked = [s for s in re.split(r"(?<=\?)", unquoted) if s.rstrip().endswith("?")]
+        if any(c.mood is Mood.IMPERATIVE for s in asked for c in clauses(s)):
+            return Mood.QUESTION  # "scale checkout to 3? then tell me": the write is asked
         return Mood.IMPERATIVE
     for mood in (Mood.NEGATED, Mood.QUESTION, Mood.HYPOTHETICAL, Mood.REPORT):
         if any(c.mood is mood for c in parts):
