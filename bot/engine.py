@@ -954,16 +954,24 @@ class Engine:
         if queue is None:
             return
         running: dict[str, asyncio.Task[None]] = {}
+        # a claim saves ``running`` before it returns what it took: a stop landing in between
+        # must not strand those (nobody would follow them until they went stale), so the claim
+        # is shielded and, when stopped, what it took is handed back with the rest
+        claiming: asyncio.Task[list[FollowUp]] | None = None
         try:
             while True:
                 if len(running) < limit:
-                    try:
-                        claimed = await queue.claim(
+                    claiming = asyncio.create_task(
+                        queue.claim(
                             self.identity, stale_after=stale_after, limit=limit - len(running)
                         )
+                    )
+                    try:
+                        claimed = await asyncio.shield(claiming)
                     except Exception as exc:
                         log.warning("follow_ups.claim_failed", error=str(exc)[:200])
                         claimed = []
+                    claiming = None
                     for follow_up in claimed:
                         task = asyncio.create_task(
                             self._follow_one(queue, follow_up, post, max(0.5, stale_after / 3)),
@@ -974,6 +982,9 @@ class Engine:
                 await asyncio.sleep(poll)
         finally:
             ours, tasks = list(running), list(running.values())
+            if claiming is not None:  # stopped while claiming: what it took goes back too
+                with contextlib.suppress(Exception):
+                    ours += [follow_up.id for follow_up in await claiming]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

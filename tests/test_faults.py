@@ -301,6 +301,48 @@ async def test_a_follow_up_is_saved_done_or_interrupted_before_its_thread_is_tol
     assert interrupted["cache"] == FollowUpState.INTERRUPTED
 
 
+async def test_a_runner_stopped_while_it_claims_hands_back_what_the_claim_took(
+    bot: Services,
+) -> None:
+    """A leader stopped after its claim saved ``running`` but before the claim returned still
+    hands back what it took: the next leader has it at once, not after it goes stale."""
+    saved = asyncio.Event()
+
+    class SlowToReturn(FollowUps):
+        async def claim(self, runner: str, *, stale_after: float, limit: int = 20) -> list[Any]:
+            taken = await super().claim(runner, stale_after=stale_after, limit=limit)
+            if taken:
+                await saved.wait()  # saved, not yet returned: where a stop can land
+            return taken
+
+    queue = SlowToReturn(bot.store)
+    Bump.follow_for = 10.0
+    kept = await queue.add(
+        skill="test.bump",
+        args={"name": "web"},
+        actor=ALICE,
+        channel="ops",
+        thread="t-web",
+        request_id="r-web",
+        within=30,
+    )
+    leader = Engine(bot)
+    leader.follow_ups, leader.identity = queue, "leader-1"
+    running = asyncio.create_task(leader.run_follow_ups(Thread(), stale_after=60, poll=0.05))
+
+    async def taken() -> bool:
+        found = await queue.get(kept.id)
+        return found is not None and found.state == FollowUpState.RUNNING
+
+    await until_async(taken)
+    running.cancel()  # lands in the claim, before it returns what it took
+    saved.set()
+    await asyncio.gather(running, return_exceptions=True)
+    back = await queue.get(kept.id)
+    assert back is not None and back.state == FollowUpState.PENDING and back.runner == ""
+    assert [f.id for f in await queue.claim("leader-2", stale_after=60)] == [kept.id]
+
+
 async def test_two_runners_claim_each_follow_up_once(bot: Services) -> None:
     queue = FollowUps(bot.store)
     for i in range(20):
