@@ -256,7 +256,8 @@ DEFAULT_RECIPES: dict[str, Recipe] = {
     ),
     "top": Recipe(
         summary="CPU (cores) and memory (bytes) per pod, as kubectl top pod",
-        words=["top pod", "top pods"],  # any recipe the request names besides wins
+        # any recipe the request names besides wins ("biggest pods by ram")
+        words=["top pod", "hungriest pod", "heaviest pod", "biggest pod", "largest pod"],
         ranked=False,
         query=_cadvisor(
             "label_replace(sum by ({by}) (rate(container_cpu_usage_seconds_total{{CADVISOR,{selector}}}[{window}])), "

@@ -333,6 +333,7 @@ class AlertsList(Skill[ListArgs, Alertmanager]):
         "alert": 2.0,
         "fir": 2.0,
         "on fire": -2.0,  # "orders is on fire": an incident, not a list of alerts
+        "what be on fire": 3.0,  # but "what's on fire?" asks what alerts fire
         "list": 0.5,
         "show": 0.3,
         "critical": 0.5,

@@ -466,7 +466,7 @@ class ServiceHealth(Skill[HealthArgs, Prometheus]):
         "p99": 1.5,
         "p95": 1.5,
         "response time": 2.0,
-        "red": 0.5,
+        "red": 1.5,  # "red for checkout" (the RED method)
         "<promql>": -1.5,
         "<recipe>": -1.0,
         "log": -1.5,

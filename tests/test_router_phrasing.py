@@ -631,3 +631,47 @@ def test_a_condition_or_an_asked_clause_is_no_order() -> None:
     )
     assert speech.write_mood("scale checkout in shop to 3? then tell me").value == "question"
     assert speech.write_mood("restart checkout in shop, then tell me").value == "imperative"
+
+
+# -- eleventh batch ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        ("checkout ok?", "service.health", {"service": "checkout"}),
+        ("is payments up?", "service.health", {"service": "payments"}),
+        ("red for checkout in shop", "service.health", {"service": "checkout"}),
+        ("what's on fire?", "alerts.list", {}),
+        (
+            "quiet the checkout alerts for an hour",
+            "alerts.silence",
+            {"matchers": {"service": "checkout"}, "duration": "1h"},
+        ),
+        ("hungriest pods in staging", "prometheus.query", {}),
+        ("replicas of checkout in shop", "k8s.describe", {"name": "checkout"}),
+        ("is checkout rolled out in shop", "k8s.rollout.status", {"name": "checkout"}),
+    ],
+)
+async def test_eleventh_batch_of_everyday_phrasing(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+@pytest.mark.parametrize("text", ["sounds ok", "looks ok", "ok thanks", "is it up"])
+async def test_an_idiom_that_ends_a_question_does_not_end_a_remark(text: str) -> None:
+    """``$`` in a lexicon idiom is where a question ends: "checkout ok?" asks for health,
+    "sounds ok" asks nothing."""
+    assert await routed(text) == (None, {}), text
+    assert ex.END not in ex.parse(text).canon
+
+
+async def test_a_lexicon_word_names_a_service_where_its_skill_is_not_asked() -> None:
+    """ "quiet" is a silence word, yet "errors from quiet" names the service: a synonym keeps
+    only the skills it is a word of from taking it as a name."""
+    assert await routed("errors from quiet") == (
+        "logs.errors",
+        {"service": "quiet", "since": "1h", "top": 10},
+    )

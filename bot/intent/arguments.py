@@ -568,13 +568,20 @@ _OWN: dict[str, frozenset[str]] = {}
 
 
 def _own_words(skill: Skill[Any, Any]) -> frozenset[str]:
-    """The stems no name of ``skill`` can be: its own keywords' words and the lexicon's (a
-    synonym of some skill's word, a ranking or chart word)."""
+    """The stems no name of ``skill`` can be: its own keywords' words, the lexicon's words
+    for them ("bounce" for restart; not "quiet", a silence word, in "errors from quiet") and
+    ranking or chart words."""
     if skill.name not in _OWN:
         words = [w for key in skill.keywords for w in cue(key).words]
-        words += [w for key, value in lexicon.SYNONYMS.items() for w in (*key.split(), value)]
+        mine = {ex.stem(w) for w in words}
+        words += [
+            w
+            for key, value in lexicon.SYNONYMS.items()
+            if ex.stem(value) in mine
+            for w in key.split()
+        ]
         words += [*lexicon.RANKING, *lexicon.LOWEST, *lexicon.CHART]
-        _OWN[skill.name] = frozenset(ex.stem(w) for w in words if w != "*")
+        _OWN[skill.name] = frozenset(ex.stem(w) for w in words if w not in ("*", ex.END))
     return _OWN[skill.name]
 
 

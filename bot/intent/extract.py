@@ -537,7 +537,7 @@ def parse(text: str) -> Parsed:
     parsed.durations = find_durations(parsed.rest)
     parsed.tokens = words(parsed.rest)
     parsed.stems = [stem(t) for t in parsed.tokens]
-    parsed.canon = canonical(parsed.stems)
+    parsed.canon = canonical(parsed.stems, asked=text.rstrip().endswith("?"))
     parsed.long_stems = sorted({s for s in parsed.stems if len(s) >= 5})
     parsed.exact = frozenset(t.lower() for t in parsed.tokens)
     return parsed
@@ -552,7 +552,7 @@ MAX_GAP = 5
 @lru_cache(maxsize=1024)
 def phrase(words: str) -> tuple[str, ...]:
     """``"roll * back"`` as stems: ("roll", "*", "back")."""
-    return tuple(w if w == "*" else stem(w) for w in words.lower().split())
+    return tuple(w if w in ("*", END) else stem(w) for w in words.lower().split())
 
 
 def contains(seq: list[str], phrase: tuple[str, ...]) -> bool:
@@ -613,14 +613,21 @@ def _lexicon() -> tuple[dict[str, str], tuple[tuple[tuple[str, ...], str], ...]]
     return words, tuple(idioms)
 
 
-def canonical(stems: list[str]) -> list[str]:
-    """``stems`` in the lexicon's words (see :attr:`Parsed.canon`)."""
+#: where a question ends, for idioms that only mean something last ("checkout ok?")
+END = "$"
+
+
+def canonical(stems: list[str], *, asked: bool = False) -> list[str]:
+    """``stems`` in the lexicon's words (see :attr:`Parsed.canon`); ``asked``: the request
+    ends with "?", which an idiom may end with (``$``: "ok $" is "checkout ok?", not "sounds
+    ok")."""
     words, idioms = _lexicon()
     out = [words.get(s, s) for s in stems]
     extra: list[str] = []
     present = set(out)
+    ended = [*stems, END] if asked and len(stems) > 1 else stems
     for idiom, value in idioms:
-        if value not in present and value not in extra and contains(stems, idiom):
+        if value not in present and value not in extra and contains(ended, idiom):
             extra.append(value)
     if extra:
         return [*out, "|", *extra]

@@ -66,6 +66,10 @@ SYNONYMS: dict[str, str] = {
     "go back * revision": "rollback",
     "go back * release": "rollback",
     # service.health
+    "ok $": "health",  # "checkout ok?" ("$": a question ends there)
+    "okay $": "health",
+    "healthy $": "health",
+    "be * up $": "health",  # "is payments up?"
     "be * ok": "health",
     "be * okay": "health",
     "be * fine": "health",
@@ -112,6 +116,8 @@ SYNONYMS: dict[str, str] = {
     "mute": "silence",
     "snooze": "silence",
     "shush": "silence",
+    "quiet": "silence",  # "quiet the checkout alerts for an hour"
+    "hush": "silence",
     "ack": "silence",  # acknowledge an alert: Alertmanager's way is a silence
     "acknowledge": "silence",
     "turn off * alert": "silence",  # "turn off the checkout alerts for 1h"

@@ -45,7 +45,7 @@ WRITE_VERBS = frozenset(
         "restart", "bounce", "kick", "cycle", "recycle", "reboot", "redeploy", "scale",
         "bump", "resize", "rollback", "undo", "revert", "silence", "mute", "snooze", "shush",
         "unsilence", "unmute", "expire", "delete", "remove", "lift", "drain", "downscale",
-        "upscale", "nudge", "ack", "acknowledge",
+        "upscale", "nudge", "ack", "acknowledge", "quiet", "hush",
     }
 )  # fmt: skip
 #: "roll back", "take down", "roll out restart": two-word verbs (first word, second word)
@@ -83,7 +83,7 @@ WRITE_FORMS = WRITE_VERBS | frozenset(
         "rolling", "rollbacks", "undid", "undoing", "reverted", "reverting", "silenced",
         "silencing", "silences", "muted", "muting", "snoozed", "unsilenced", "expired",
         "deleted", "removed", "lifted", "drained", "replicas", "nudged", "nudging",
-        "acked", "acknowledged",
+        "acked", "acknowledged", "quieted", "hushed",
     }
 )  # fmt: skip
 PAST = frozenset(
@@ -129,7 +129,7 @@ LEAD_INS = (
 
 _CONDITIONAL = re.compile(r"\s*(?:if|in case|unless|once|whenever|should it)\b")
 _STATE = re.compile(
-    r"(?:\bis|\bare|'s)\s+(?:still\s+|currently\s+|now\s+)?(?:silenced|muted|snoozed)\b"
+    r"(?:\bis|\bare|'s)\s+(?:[\w-]+\s+){0,2}?(?:silenced|muted|snoozed|rolled out)\b(?!\s+by\b)"
 )
 _COUNTED = re.compile(r"\b(?:how many|number of|count of)\s+(\w+)")
 _CLAUSE = re.compile(r"[,;:.!?\n]+|\s[-–—]\s|\b(?:but|instead|so|and then|then)\b")

@@ -233,6 +233,7 @@ class K8sDescribe(Skill[DescribeArgs, "Kubernetes"]):
     keywords = {
         "describe": 3.0,  # and "details", "inspect", "spec" (the lexicon's synonyms)
         "how many replica": 1.5,  # what the deployment says: replicas, image, strategy
+        "replica of": 2.0,  # "replicas of checkout in shop"
         "image": 1.5,
         "what version": 1.5,  # "what version of checkout is running": its image
         "which version": 1.5,
@@ -383,6 +384,7 @@ class K8sRolloutStatus(Skill[WorkloadArgs, "Kubernetes"]):
     examples = ["is the checkout rollout done in shop?", "rollout status payments -n shop"]
     keywords = {
         "rollout status": 3.0,
+        "be * roll out": 2.0,  # "is checkout rolled out in shop"
         "rollout": 1.5,
         "roll out": 1.5,
         "status": 0.8,
