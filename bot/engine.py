@@ -750,7 +750,7 @@ class Engine:
                             actor=approver.label,
                         )
                     )
-                    return VoteOutcome(VoteStatus.UNKNOWN, None, "the database is unreachable")
+                    return VoteOutcome(VoteStatus.UNKNOWN, None, wording.DATABASE_UNREACHABLE)
                 return await self._decided_vote(
                     approval_id, approver, verdict, reply, outcome, reason, channel
                 )
@@ -761,7 +761,7 @@ class Engine:
                     return await self._report_failure(approval_id, reply, exc)
                 except Exception:
                     log.exception("engine.decide_failure_not_reported", approval_id=approval_id)
-                    return VoteOutcome(VoteStatus.UNKNOWN, None, f"internal error: {exc}"[:300])
+                    return VoteOutcome(VoteStatus.UNKNOWN, None, wording.click_not_handled(exc))
 
     async def _report_failure(
         self, approval_id: str, reply: Reply, exc: BaseException
@@ -778,17 +778,14 @@ class Engine:
             if not unavailable(lost):
                 raise
             log.error("approvals.database_unavailable", approval_id=approval_id, error=str(lost))
-            return VoteOutcome(VoteStatus.UNKNOWN, None, "the database is unreachable")
+            return VoteOutcome(VoteStatus.UNKNOWN, None, wording.DATABASE_UNREACHABLE)
         if approval is None:
-            return VoteOutcome(VoteStatus.UNKNOWN, None, f"internal error ({reason})")
+            return VoteOutcome(VoteStatus.UNKNOWN, None, wording.internal_error_in(reason))
         if approval.state in (State.APPROVED, State.EXECUTING):
-            await approvals.finish(approval.id, ok=False, result=f"internal error ({reason})")
-            text = (
-                f"Approval `{approval.id}`: running `{approval.skill}` failed with an internal "
-                f"error ({reason}); it did not finish. The audit log has the details."
-            )
+            await approvals.finish(approval.id, ok=False, result=wording.internal_error_in(reason))
+            text = wording.approved_action_failed(approval.id, approval.skill, reason)
         else:
-            text = f"Approval `{approval.id}`: an internal error ({reason}) stopped this click."
+            text = wording.click_failed(approval.id, reason)
         await self.services.audit.append(
             AuditEvent.ERROR,
             actor=approval.requester,

@@ -104,6 +104,31 @@ def vote_not_counted(approval_id: str, verdict: str) -> str:
     )
 
 
+#: why a click got no outcome (:class:`~opsbot.approvals.VoteOutcome`'s message)
+DATABASE_UNREACHABLE = "the database is unreachable"
+
+
+def internal_error_in(reason: str) -> str:
+    """What a click that failed got, and the result kept on an approved action it stopped."""
+    return f"internal error ({reason})"
+
+
+def click_not_handled(exc: Exception) -> str:
+    """A click whose failure could not even be reported (the last line of defence)."""
+    return f"internal error: {exc}"[:300]
+
+
+def approved_action_failed(approval_id: str, skill: str, reason: str) -> str:
+    return (
+        f"Approval `{approval_id}`: running `{skill}` failed with an internal "
+        f"error ({reason}); it did not finish. The audit log has the details."
+    )
+
+
+def click_failed(approval_id: str, reason: str) -> str:
+    return f"Approval `{approval_id}`: an internal error ({reason}) stopped this click."
+
+
 def not_started(approval_id: str) -> str:
     return (
         f"Approval `{approval_id}`: the action did not run (the replica that was to run it "
