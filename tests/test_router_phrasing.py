@@ -675,3 +675,45 @@ async def test_a_lexicon_word_names_a_service_where_its_skill_is_not_asked() -> 
         "logs.errors",
         {"service": "quiet", "since": "1h", "top": 10},
     )
+
+
+# -- twelfth batch: typos of short words, terse chat, actions no skill takes -------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        ("scael payments to 3 in shop", "k8s.scale", {"name": "payments", "replicas": 3}),
+        ("lgos of checkout in shop", "k8s.logs", {"name": "checkout"}),
+        ("helath of checkout", "service.health", {"service": "checkout"}),
+        ("evnets in staging", "k8s.events", {"namespace": "staging"}),
+        ("pdos in shop", "k8s.pods", {"namespace": "shop"}),
+        ("alrets for payments", "alerts.list", {"matchers": {"service": "payments"}}),
+        ("cart pods staging", "k8s.pods", {"name": "cart", "namespace": "staging"}),
+    ],
+)
+async def test_twelfth_batch_of_everyday_phrasing(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+def test_a_short_word_is_a_typo_only_with_two_letters_swapped() -> None:
+    vocabulary = frozenset({"pod", "log", "chart", "scal"})
+    assert lexicon.typo_of("pdo", vocabulary, ex.stem) == "pod"
+    assert lexicon.typo_of("cart", vocabulary, ex.stem) is None  # not "chart"
+    assert lexicon.typo_of("broker", frozenset({"broken"}), ex.stem) is None  # a real word
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("deploy checkout v2 to prod", "I don't deploy anything"),
+        ("please install the redis chart in shop", "I don't install anything"),
+        ("approve abc123", "Approve/Deny buttons"),
+    ],
+)
+async def test_an_action_no_skill_takes_is_refused(text: str, says: str) -> None:
+    plan = await OfflineRouter().plan(request(text), list(REGISTRY))
+    assert isinstance(plan, Answer) and says in plan.text, plan

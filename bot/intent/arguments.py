@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -223,7 +224,7 @@ class Reading:
 
     parsed: ex.Parsed
     inventory: Mapping[str, set[str]] = field(default_factory=dict)
-    vocabulary: set[str] = field(default_factory=set)
+    vocabulary: AbstractSet[str] = field(default_factory=frozenset)
     recipes: Mapping[str, Recipe] = field(default_factory=dict)
 
 
@@ -721,7 +722,7 @@ def fill_recipe(reading: Reading, skill: Skill[Any, Any], skip: set[str]) -> tup
         return None
     recipe = asked.recipe
     namespace = read_namespace(parsed, reading.inventory)
-    vocabulary = reading.vocabulary | _recipe_words(reading.recipes)
+    vocabulary = _with_recipe_words(frozenset(reading.vocabulary), _recipe_words(reading.recipes))
     names = ex.candidate_names(parsed, vocabulary, skip | ({namespace} if namespace else set()))
     name = None
     if names:
@@ -762,6 +763,11 @@ def render_named(
     if recipe is None:
         return None
     return recipe.render(namespace=namespace), f"recipe `{name}`: {recipe.summary}"
+
+
+@lru_cache(maxsize=8)
+def _with_recipe_words(vocabulary: frozenset[str], words: frozenset[str]) -> frozenset[str]:
+    return vocabulary | words
 
 
 def _recipe_words(recipes: Mapping[str, Recipe]) -> frozenset[str]:

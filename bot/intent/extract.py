@@ -9,6 +9,7 @@ The ``extract_*`` helpers read one kind of argument each; none of them knows any
 from __future__ import annotations
 
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -695,6 +696,10 @@ def extract_namespace(
         for token in parsed.tokens:
             if token.lower() in known:
                 return token.lower()
+    if guess and not known:  # "cart pods staging": an environment's name said bare
+        for token in parsed.tokens:
+            if token.lower() in ENVIRONMENTS and token.lower() not in ("default", "live"):
+                return token.lower()
     return None
 
 
@@ -778,12 +783,19 @@ def extract_comment(parsed: Parsed) -> str | None:
     return comment or None
 
 
-def candidate_names(parsed: Parsed, vocabulary: set[str], skip: set[str]) -> list[str]:
+@lru_cache(maxsize=4096)
+def _typo(word: str, pool: frozenset[str]) -> str | None:
+    return lexicon.typo_of(word, pool, stem)
+
+
+def candidate_names(
+    parsed: Parsed, vocabulary: AbstractSet[str], skip: AbstractSet[str]
+) -> list[str]:
     """Words that could name a workload/service: not stop words, not skill vocabulary, not
     numbers, durations, kinds, or anything in ``skip`` (the namespace, label values...)."""
     out = []
     spans = [(d.start, d.end) for d in parsed.durations]
-    pool = frozenset(vocabulary)
+    pool = vocabulary if isinstance(vocabulary, frozenset) else frozenset(vocabulary)
     for m in WORD.finditer(parsed.rest):
         token = m.group(0)
         low = token.lower()
@@ -791,7 +803,7 @@ def candidate_names(parsed: Parsed, vocabulary: set[str], skip: set[str]) -> lis
             continue
         if low in skip or stem(low) in STOPWORDS or stem(low) in vocabulary or low in vocabulary:
             continue
-        if lexicon.typo_of(stem(low), pool, stem):
+        if _typo(stem(low), pool):
             continue  # "restrat orders": a misspelt skill word, not a name
         if low in KIND_ALIASES or low in SEVERITIES or low in lexicon.NUMBERS:
             continue

@@ -198,11 +198,14 @@ CHART = ("graph", "plot", "chart", "draw", "trend", "visualize", "visualise", "o
 
 #: the shortest word read as a typo of a longer one ("restrat" for "restart")
 TYPO_MIN = 5
+#: the shortest word read as a typo at all: two letters swapped ("pdos", "lgos")
+SWAP_MIN = 3
 #: real words one letter away from a word skills use: never read as its typo
 NOT_TYPOS = frozenset(
     {
         "stale", "remote", "listed", "drawn", "bounded", "empire", "scaly", "sealing",
-        "mated", "mused", "trained", "gifted", "slush",
+        "mated", "mused", "trained", "gifted", "slush", "media", "broker", "stock", "chance",
+        "charge", "clean", "least", "race", "start", "strong", "though", "trial",
     }
 )  # fmt: skip
 
@@ -211,7 +214,7 @@ NOT_TYPOS = frozenset(
 def _by_initial(words: frozenset[str]) -> dict[str, tuple[str, ...]]:
     index: dict[str, list[str]] = {}
     for w in words:
-        if len(w) >= TYPO_MIN - 1:
+        if len(w) >= SWAP_MIN:
             index.setdefault(w[0], []).append(w)
     return {k: tuple(sorted(v)) for k, v in index.items()}
 
@@ -221,16 +224,21 @@ def typo_of(
 ) -> str | None:
     """The word of ``words`` that ``word`` misspells, or None: one letter dropped, added,
     changed or two swapped ("restrat", "rollbak", "silense"), the first letter right, the
-    word at least :data:`TYPO_MIN` long. Another form of the same word is no typo ("scales",
-    "cycles"), nor a longer word that starts with it ("scaler" is a name, not "scale")."""
+    word at least :data:`TYPO_MIN` long; a shorter one only with two letters swapped ("pdos",
+    not "cart" for "chart"). Another form of the same word is no typo ("scales", "cycles"),
+    nor a longer word that starts with it ("scaler" is a name, not "scale")."""
     word = word.lower()
-    if len(word) < TYPO_MIN or word in NOT_TYPOS:
+    if len(word) < SWAP_MIN or word in NOT_TYPOS:
         return None
+    if stem is not None and any(stem(w) == word for w in NOT_TYPOS):
+        return None  # a real word, given as its stem
     pool = words if isinstance(words, frozenset) else frozenset(words)
     if word in pool:
         return None
     near = _by_initial(pool).get(word[0], ())
     found = [str(m[0]) for m in process.extract(word, near, scorer=OSA.distance, score_cutoff=1)]
+    if len(word) < TYPO_MIN:
+        found = [m for m in found if sorted(m) == sorted(word)]  # swapped letters only
     if not found or any(
         word.startswith(m) or (stem is not None and stem(word) == stem(m)) for m in found
     ):

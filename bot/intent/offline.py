@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
 from rapidfuzz import fuzz, process
 
 from opsbot import wording
-from opsbot.intent import arguments, kubectl, screen, speech
+from opsbot.intent import arguments, kubectl, lexicon, screen, speech
 from opsbot.intent import extract as ex
 from opsbot.intent.base import ToolRunner
 from opsbot.inventory import Inventory
@@ -67,6 +68,23 @@ _NOTIFICATION = re.compile(
     r"^\s*(?:\[alert\]\s*[:\-]?|(?:alert|alarm|page|incident)\s*[:\-])\s*"
     r"(?=(?-i:[A-Z][a-z0-9]+[A-Z]))",
     re.I,
+)
+#: actions no skill takes, asked for in the imperative ("deploy checkout v2 to prod"): refused
+#: with what the bot does instead, nothing planned (as kubectl's exec, delete or apply)
+UNSUPPORTED_ACTIONS = frozenset(
+    {
+        "deploy", "create", "install", "uninstall", "upgrade", "downgrade", "provision",
+        "apply", "patch", "edit", "ssh", "exec", "cordon", "uncordon", "taint", "migrate",
+        "ship", "merge", "approve", "deny", "reboot-node",
+    }
+)  # fmt: skip
+UNSUPPORTED = (
+    "I don't {verb} anything, so nothing was planned. I read pods, logs, events, metrics "
+    "and alerts, and with approval restart, scale, roll back and silence; type `help`."
+)
+APPROVING = (
+    "A request is approved or denied with the Approve/Deny buttons on it (or `opsbot approve "
+    "ID`), never by a chat message; nothing was done. `what's waiting for approval?` lists them."
 )
 NOTHING_ASKED = "Noted. I act only on requests; say what you need, or type `help`."
 NO_SKILL = (
@@ -122,7 +140,8 @@ class OfflineRouter:
         self.threshold = threshold
         self._recipes = dict(recipes) if recipes is not None else None
         self._compiled: dict[str, list[_Keyword]] = {}
-        self._vocabularies: dict[tuple[str, ...], set[str]] = {}
+        self._vocabularies: dict[tuple[str, ...], frozenset[str]] = {}
+        self._typos: dict[frozenset[str], dict[str, str]] = {}
 
     @property
     def recipes(self) -> Mapping[str, Recipe]:
@@ -220,7 +239,7 @@ class OfflineRouter:
                 if isinstance(mapped, kubectl.Mapped) and mapped.skill in names
                 else None
             )
-        ranked = self.rank(ex.parse(text), withheld)
+        ranked = self.rank(self._parse(text, withheld), withheld)
         return ranked[0].skill.name if ranked and ranked[0].score >= self.threshold else None
 
     async def plan(
@@ -246,11 +265,14 @@ class OfflineRouter:
         quoted = False
         if (pasted := _BACKTICKED.fullmatch(text)) and kubectl.command(pasted.group(1)):
             text, quoted = pasted.group(1), True  # "`kubectl get pods -n shop`"
-        parsed = ex.parse(text)
+        parsed = self._parse(text, catalog)
         if not parsed.tokens and not parsed.expr:
             return Answer(text=wording.EMPTY)
         if (command := await self._command(text, parsed, catalog, quoted)) is not None:
             return command
+        if (verb := _unsupported(text)) is not None:
+            why = APPROVING if verb in ("approve", "deny") else UNSUPPORTED.format(verb=verb)
+            return Answer(text=why, unmatched=True)
         asked = self._what_is_asked(text, parsed, catalog)
         if asked is None:
             return Answer(text=NOTHING_ASKED)
@@ -349,9 +371,8 @@ class OfflineRouter:
         about = first_invocation(built)
         return Answer(text=wording.about_write(about or ranked[0].skill.name), about=about)
 
-    @staticmethod
     def _what_is_asked(
-        text: str, parsed: ex.Parsed, catalog: Sequence[Skill[Any, Any]]
+        self, text: str, parsed: ex.Parsed, catalog: Sequence[Skill[Any, Any]]
     ) -> tuple[ex.Parsed, Sequence[Skill[Any, Any]]] | None:
         """What to rank, and among which skills (None: nothing is asked). A request that only
         talks about a write (negated, asked, reported, quoted) is ranked among the read skills;
@@ -362,7 +383,7 @@ class OfflineRouter:
         mood = speech.write_mood(text)
         if mood is speech.Mood.IMPERATIVE:
             rest = speech.without_negated(text)
-            return (ex.parse(rest) if rest != text else parsed), catalog
+            return (self._parse(rest, catalog) if rest != text else parsed), catalog
         if mood.asks_for_write:
             return parsed, catalog
         reads = [s for s in catalog if s.risk is Risk.READ]
@@ -380,9 +401,39 @@ class OfflineRouter:
             speech.Mood.NEGATED: speech.without_write_talk(text),
             speech.Mood.QUOTED: speech.unquoted(text),
         }.get(mood, text)
-        return ex.parse(rest) if rest.strip() and rest != text else parsed, reads
+        return self._parse(rest, catalog) if rest.strip() and rest != text else parsed, reads
 
-    def _vocabulary(self, catalog: Sequence[Skill[Any, Any]]) -> set[str]:
+    def _parse(self, text: str, catalog: Sequence[Skill[Any, Any]]) -> ex.Parsed:
+        """``text`` parsed, with a misspelt skill word read as the word ("helath of
+        checkout", "evnets in staging", "pdos in shop": :func:`opsbot.intent.lexicon.typo_of`
+        against the catalog's vocabulary)."""
+        parsed = ex.parse(text)
+        pool = self._pool(catalog)
+        typos = self._typos.setdefault(pool, {})
+        fixed = []
+        for s in parsed.stems:
+            if s in pool or s in ex.STOPWORDS or not s.isalpha():
+                fixed.append(s)
+                continue
+            if s not in typos:
+                if len(typos) > 4096:
+                    typos.clear()
+                typos[s] = lexicon.typo_of(s, pool, ex.stem) or s
+            fixed.append(typos[s])
+        if fixed == parsed.stems:
+            return parsed
+        return replace(
+            parsed,
+            stems=fixed,
+            canon=ex.canonical(fixed, asked=parsed.text.rstrip().endswith("?")),
+            long_stems=sorted({s for s in fixed if len(s) >= 5}),
+        )
+
+    def _pool(self, catalog: Sequence[Skill[Any, Any]]) -> frozenset[str]:
+        """:meth:`_vocabulary` (one frozen object per catalog, so caches key on it)."""
+        return self._vocabulary(catalog)
+
+    def _vocabulary(self, catalog: Sequence[Skill[Any, Any]]) -> frozenset[str]:
         """Words that are skill vocabulary (never names): every keyword's stems, the
         lexicon's words and the recipes' words."""
         key = tuple(s.name for s in catalog)
@@ -399,7 +450,7 @@ class OfflineRouter:
                     vocab.update(s for s in ex.phrase(words) if s != "*")
             if len(self._vocabularies) > 64:
                 self._vocabularies.clear()
-            self._vocabularies[key] = vocab
+            self._vocabularies[key] = frozenset(vocab)
         return self._vocabularies[key]
 
     async def _inventory(self, skill: Skill[Any, Any]) -> dict[str, set[str]]:
@@ -413,7 +464,7 @@ class OfflineRouter:
         self,
         skill: Skill[Any, Any],
         parsed: ex.Parsed,
-        vocabulary: set[str],
+        vocabulary: AbstractSet[str],
         given: dict[str, Any] | None = None,
     ) -> Plan:
         """Extract, refine, ground and validate the arguments of ``skill`` from ``parsed``
@@ -443,7 +494,11 @@ class OfflineRouter:
         )
 
     async def _ask(
-        self, skill: Skill[Any, Any], parsed: ex.Parsed, vocabulary: set[str], ask: arguments.Ask
+        self,
+        skill: Skill[Any, Any],
+        parsed: ex.Parsed,
+        vocabulary: AbstractSet[str],
+        ask: arguments.Ask,
     ) -> Clarify:
         """Two or more values fit an argument: which one, each a button."""
         choices = []
@@ -458,6 +513,12 @@ class OfflineRouter:
             missing=[ask.field],
             choices=choices,
         )
+
+
+def _unsupported(text: str) -> str | None:
+    """The action no skill takes that ``text`` opens with as an order, if any."""
+    words = speech.opening_words(text)
+    return words[0] if words and words[0] in UNSUPPORTED_ACTIONS and len(words) > 1 else None
 
 
 def _lexicon_words() -> set[str]:

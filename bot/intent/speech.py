@@ -276,6 +276,12 @@ READ_VERBS = frozenset(
 )  # fmt: skip
 
 
+def opening_words(text: str) -> list[str]:
+    """The words of ``text``'s first clause after its lead-ins ("please", "ok", "@opsbot")."""
+    first = _CLAUSE.split(unquoted(text), maxsplit=1)[0] if text.strip() else ""
+    return _strip_lead_ins(_words(first or ""))
+
+
 def asks_something(text: str) -> bool:
     """Whether ``text`` asks for anything: a question, or a clause that opens with a read
     verb ("just check its pods", "show me its history"). "All good now" asks nothing."""
