@@ -396,6 +396,8 @@ class LogsQuery(Skill[QueryArgs, Loki]):
         "<selector>": 1.0,
         "loki": 3.0,
         "grep": 2.0,
+        "match": 2.0,  # "logs from checkout matching 'timeout'"
+        "contain": 1.5,
         "search * log": 1.5,
         "log line": 1.0,
         "log": 0.8,

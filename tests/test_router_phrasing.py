@@ -717,3 +717,53 @@ def test_a_short_word_is_a_typo_only_with_two_letters_swapped() -> None:
 async def test_an_action_no_skill_takes_is_refused(text: str, says: str) -> None:
     plan = await OfflineRouter().plan(request(text), list(REGISTRY))
     assert isinstance(plan, Answer) and says in plan.text, plan
+
+
+# -- fourteenth batch: requests inside chat ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        (
+            "hey team, checkout has been flaky all morning. can you check its logs in shop?",
+            "k8s.logs",
+            {"name": "checkout", "namespace": "shop"},
+        ),
+        (
+            "context: deploy went out at 10. question: is payments healthy?",
+            "service.health",
+            {"service": "payments"},
+        ),
+        (
+            "Can you pull the last 100 lines from the payments pods in shop?",
+            "k8s.logs",
+            {"name": "payments", "tail": 100},
+        ),
+        ("mind graphing up for the last hour?", "prometheus.range", {"query": "up", "since": "1h"}),
+        (
+            "is the checkout deployment in shop fully rolled out?",
+            "k8s.rollout.status",
+            {"name": "checkout"},
+        ),
+        ("logs from checkout matching 'timeout' in namespace shop", "logs.query", {}),
+    ],
+)
+async def test_fourteenth_batch_of_everyday_phrasing(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "heads up, I'm going to restart checkout in shop",
+        "we'll roll back payments in shop after lunch",
+        "I am about to scale cart in staging to 0",
+    ],
+)
+async def test_an_intent_announced_is_no_order(text: str) -> None:
+    assert speech.write_mood(text).value == "hypothetical"
+    assert await routed(text) == (None, {})

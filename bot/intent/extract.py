@@ -107,7 +107,8 @@ STOPWORDS = {
         think guess compare sorted sort across through between among via versus vs anything
         everything something broken spike blip surge dip regression outage issue problem
         degradation slowness new old fresh weird strange odd lemme gimme wanna gotta u ur
-        couple few
+        couple few team folks guys everyone morning afternoon evening context question heads
+        mind
         """
     )
 }
@@ -282,9 +283,9 @@ _LEAD = re.compile(
 )
 _BACKTICK = re.compile(r"`([^`]+)`")
 _COMMAND = re.compile(
-    r"^\s*(?:please\s+|can you\s+|could you\s+)?"
+    r"^\s*(?:please\s+|can you\s+|could you\s+|(?:would you\s+|do you\s+)?mind\s+)?"
     r"(?:(?:instant\s+)?query|run query|run|eval(?:uate)?|"
-    r"(?:graph|plot|chart|draw|visuali[sz]e)(?:\s+(?:of|for))?|"
+    r"(?:graph(?:ing)?|plot(?:ting)?|chart(?:ing)?|draw(?:ing)?|visuali[sz]e)(?:\s+(?:of|for))?|"
     r"(?:show|give|draw)\s+(?:me\s+)?(?:a\s+|the\s+)?(?:graph|chart|plot)\s+(?:of|for)|"
     r"(?:search|grep|find)\s+(?:the\s+)?logs?(?:\s+for)?)"
     r"(?:\s+(?:this|that))?(?:\s*:)?\s+(.+)$",  # "run this: sum(up)"

@@ -95,6 +95,7 @@ SYNONYMS: dict[str, str] = {
     "look * awful": "broken",
     "leak": "broken",  # "cart is leaking memory"
     "weird": "broken",  # "anything weird in prod?"
+    "flaky": "broken",
     "broke": "broken",  # "what broke payments?"
     "root-cause": "triage",
     "rca": "triage",
@@ -107,6 +108,8 @@ SYNONYMS: dict[str, str] = {
     "misbehaving": "broken",
     # k8s.rollout.status
     "go through": "finished",  # "did the orders rollout go through?"
+    "fully roll out": "finished",  # "is the checkout deployment fully rolled out?"
+    "roll out $": "finished",
     # alerts
     "alarm": "alert",
     "pager": "alert",

@@ -165,7 +165,7 @@ class OfflineRouter:
         """The :class:`~opsbot.meaning.Signal` values ``parsed`` shows."""
         signals: set[str] = set()
         mood = speech.write_mood(parsed.text)
-        if mood in (speech.Mood.REPORT, speech.Mood.NOUN):
+        if mood in (speech.Mood.REPORT, speech.Mood.NOUN) and not speech.is_state(parsed.text):
             signals.add(Signal.WRITE_TALK)
         elif mood is speech.Mood.HYPOTHETICAL:
             signals.add(Signal.HYPOTHETICAL)

@@ -117,7 +117,8 @@ HYPOTHETICAL = re.compile(
     r"\b(if|in case|suppose|supposing|maybe|perhaps|probably|might|would|could we|what if|"
     r"the plan is|plan is to|later|(?<!until )(?<!till )tomorrow|eventually|in the future|"
     r"at some point|"
-    r"sometime|someday|one day|(?:we|i|you|someone) (?:should|could|ought to))\b"
+    r"sometime|someday|one day|(?:we|i|you|someone) (?:should|could|ought to)|"
+    r"(?:i'm|im|i am|we're|were|we are) (?:going to|gonna|about to)|i'll|we'll|i will|we will)\b"
 )
 #: words that may stand before the verb of an imperative
 LEAD_INS = (
@@ -129,8 +130,16 @@ LEAD_INS = (
 
 _CONDITIONAL = re.compile(r"\s*(?:if|in case|unless|once|whenever|should it)\b")
 _STATE = re.compile(
-    r"(?:\bis|\bare|'s)\s+(?:[\w-]+\s+){0,2}?(?:silenced|muted|snoozed|rolled out)\b(?!\s+by\b)"
+    r"(?:\bis|\bare|'s)\s+(?:[\w-]+\s+){0,6}?(?:silenced|muted|snoozed|rolled out)\b(?!\s+by\b)"
 )
+
+
+def is_state(text: str) -> bool:
+    """Whether ``text`` asks about a state a write leaves ("is checkout rolled out?",
+    "what's silenced?"), not about the write done."""
+    return bool(_STATE.search(" ".join(_words(text))))
+
+
 _COUNTED = re.compile(r"\b(?:how many|number of|count of)\s+(\w+)")
 _CLAUSE = re.compile(r"[,;:.!?\n]+|\s[-–—]\s|\b(?:but|instead|so|and then|then)\b")
 _NOTIFICATION = re.compile(r"\s*\[(firing|resolved)(:\d+)?\]")

@@ -173,6 +173,7 @@ class K8sPods(Skill[PodsArgs, "Kubernetes"]):
         "container": 0.5,
         "=running": 1.2,  # "what's running in staging"
         "why": -2.0,  # "why is the checkout pod crashlooping": a diagnosis
+        "line": -1.5,  # "pull the last 100 lines from the payments pods": their logs
         "=deployments": 2.0,  # "show deployments in shop": the pods, by workload
         "=workloads": 2.0,
         "log": -1.5,
@@ -324,11 +325,12 @@ class K8sLogs(Skill[LogsArgs, "Kubernetes"]):
     keywords = {
         "log": 2.5,
         "tail": 1.5,
-        "line": 1.0,
+        "line": 2.0,  # "pull the last 100 lines from the payments pods"
         "output": 0.5,
         "<logql>": -3.0,
         "<selector>": -2.0,
         "logql": -3.0,
+        "match": -1.0,  # "logs from checkout matching 'timeout'": a line filter (logs.query)
         "error": -0.8,
         "top": -0.5,
     }
