@@ -662,6 +662,7 @@ class AlertsSilences(Skill[SilencesArgs, Alertmanager]):
         "end * silence": -3.0,
         "kill * silence": -3.0,
         "expire * silence": -3.0,
+        "create * silence": 3.0,  # "who created the silence on checkout?": its creator
     }
 
     async def run(self, args: SilencesArgs, ctx: SkillContext[Alertmanager]) -> SkillResult:

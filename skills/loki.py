@@ -675,7 +675,7 @@ class LogsErrors(Skill[ErrorsArgs, Loki]):
         "latency": -1.5,
         "health": -1.0,
         "alert": -1.0,
-        "tail": -1.5,
+        "tail": -0.5,  # "tail errors for cart" follows its errors; "tail the logs" has none
         "line": -0.8,
         "pod": -0.5,
         "<promql>": -2.0,

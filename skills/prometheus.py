@@ -460,6 +460,8 @@ class ServiceHealth(Skill[HealthArgs, Prometheus]):
         "slow": 1.0,
         "throughput": 2.0,
         "request rate": 2.0,
+        "success rate": 2.0,  # the error ratio's complement
+        "availability": 1.5,
         "traffic": 1.5,
         "rps": 2.0,
         "requests per second": 2.0,

@@ -767,3 +767,41 @@ async def test_fourteenth_batch_of_everyday_phrasing(
 async def test_an_intent_announced_is_no_order(text: str) -> None:
     assert speech.write_mood(text).value == "hypothetical"
     assert await routed(text) == (None, {})
+
+
+# -- fifteenth batch ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        ("show crashlooping pods across shop", "k8s.pods", {"namespace": "shop"}),
+        ("what node is checkout on in shop", "k8s.pods", {"name": "checkout"}),
+        ("what's the resource limit on checkout in shop", "k8s.describe", {"name": "checkout"}),
+        ("kill the checkout pods in shop so they come back", "k8s.restart", {"name": "checkout"}),
+        ("go ahead and roll back orders in prod", "k8s.rollback", {"name": "orders"}),
+        ("yes, restart checkout in shop", "k8s.restart", {"name": "checkout"}),
+        ("who created the silence on checkout?", "alerts.silences", {}),
+        ("success rate of checkout", "service.health", {"service": "checkout"}),
+        (
+            "search results are empty, investigate search in prod",
+            "incident.triage",
+            {"service": "search", "namespace": "prod"},
+        ),
+        ("why is search crashing", "incident.triage", {"service": "search"}),
+        ("tail errors for cart in staging", "logs.errors", {"service": "cart"}),
+        ('find "NullPointerException" in the payments logs', "logs.query", {}),
+        ("restart the stuck cart pods in staging", "k8s.restart", {"name": "cart"}),
+    ],
+)
+async def test_fifteenth_batch_of_everyday_phrasing(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+async def test_silence_it_without_a_subject_asks_what() -> None:
+    plan = await OfflineRouter().plan(request("silence it for another hour"), list(REGISTRY))
+    assert first_invocation(plan) is None
+    assert speech.write_mood("don't kill the checkout pods").value == "negated"

@@ -357,7 +357,10 @@ def extract(
 
 #: the words before a name that say whose something is ("alerts on payments", "for cart")
 _OWNER = re.compile(r"\b(?:on|for|of|from)\s+(?:the\s+)?$", re.I)
-_OWNED = re.compile(r"\s+(?:alerts?|pages?|silences?|alarms?)\b", re.I)
+_OWNED = re.compile(
+    r"\s+(?:alerts?|pages?|silences?|alarms?|pods?|deployments?|deploy|services?|logs?)\b",
+    re.I,
+)
 
 
 def _owned(text: str, name: str) -> bool:
@@ -365,6 +368,17 @@ def _owned(text: str, name: str) -> bool:
     "checkout alerts"."""
     m = re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text)
     return m is not None and bool(_OWNER.search(text[: m.start()]) or _OWNED.match(text[m.end() :]))
+
+
+def _after(text: str, name: str, own: AbstractSet[str]) -> bool:
+    """Whether ``name`` is the object of the skill's own verb, which opens a clause
+    ("..., investigate search in prod")."""
+    m = re.search(
+        rf"(?:^|[,.;:!?]\s*|\b(?:and|then|please|pls)\s+)(\w+)\s+(?:the\s+)?"
+        rf"{re.escape(name)}(?![\w-])",
+        text,
+    )
+    return m is not None and ex.stem(m.group(1)) in own
 
 
 def _owns(parsed: ex.Parsed, names: Sequence[str]) -> bool:
@@ -554,11 +568,18 @@ def _read_name(
             return value
     names = ex.candidate_names(parsed, reading.vocabulary, skip)
     slots = ex.slot_names(parsed, skip, set(own)) if not _owns(parsed, names) else []
+    said = {n.lower() for n in names}
+    words = [s for s in slots if s.lower() not in said]  # skill words, not candidates
     verb = ex.opening_verb(parsed)
-    if not [n for n in names if n.lower() != verb] or any(_owned(parsed.rest, n) for n in slots):
+
+    def strong(n: str) -> bool:
+        return _owned(parsed.rest, n) or _after(parsed.rest, n, own)
+
+    if not [n for n in names if n.lower() != verb] or any(strong(n) for n in words):
         # "logs for search", "the search pods", "latency spike on search", "dump the last
-        # 20 lines from search": a word other skills use stands where the name does
-        names = [*sorted(slots, key=lambda n: not _owned(parsed.rest, n)), *names]
+        # 20 lines from search", "investigate search": a word other skills use stands where
+        # the name does
+        names = [*sorted(words, key=lambda n: not strong(n)), *names] if names else slots
     chosen = _pick(names, meaning, raw, reading.inventory)
     if isinstance(chosen, tuple):
         return Ask(name, f"Which one do you mean: {', '.join(chosen)}?", list(chosen), raw)
@@ -582,7 +603,8 @@ def _own_words(skill: Skill[Any, Any]) -> frozenset[str]:
             for w in key.split()
         ]
         words += [*lexicon.RANKING, *lexicon.LOWEST, *lexicon.CHART]
-        _OWN[skill.name] = frozenset(ex.stem(w) for w in words if w not in ("*", ex.END))
+        stems = {ex.stem(w) for w in words if w not in ("*", ex.END)}
+        _OWN[skill.name] = frozenset(stems - ex.STOPWORDS)  # "what do i do": not "i"
     return _OWN[skill.name]
 
 

@@ -108,7 +108,7 @@ STOPWORDS = {
         everything something broken spike blip surge dip regression outage issue problem
         degradation slowness new old fresh weird strange odd lemme gimme wanna gotta u ur
         couple few team folks guys everyone morning afternoon evening context question heads
-        mind
+        mind ahead yes yeah yep yup sure alright another other extra results
         """
     )
 }
@@ -643,7 +643,7 @@ _NS_PATTERNS = [
     re.compile(r"\bnamespace[:=\s]+([a-z0-9][a-z0-9-]*)", re.I),
     re.compile(r"\bns[:=\s]+([a-z0-9][a-z0-9-]*)", re.I),
     re.compile(r"\b([a-z0-9][a-z0-9-]*)\s+(?:namespace|ns)\b", re.I),
-    re.compile(r"\b(?:in|within)\s+([a-z0-9][a-z0-9-]*)\b", re.I),
+    re.compile(r"\b(?:in|within|across)\s+([a-z0-9][a-z0-9-]*)\b", re.I),
     re.compile(r"\bfrom\s+([a-z0-9][a-z0-9-]*)\b", re.I),
     re.compile(r"\bon\s+([a-z0-9][a-z0-9-]*)\b", re.I),
     re.compile(r"^\s*([a-z0-9][a-z0-9-]*)\s*:\s+\S", re.I),  # "shop: bounce payments"
@@ -831,7 +831,11 @@ def candidate_names(
     return [name for name, _ in ranked]
 
 
-_SLOT_BEFORE = re.compile(r"\b(?:of|for|from|on|about|with|to)\s+(?:the\s+|our\s+|my\s+)?$", re.I)
+_SLOT_BEFORE = re.compile(
+    r"(?:\b(?:of|for|from|on|about|with|to)|\b(?:why|how|what)\s+(?:is|are|does|do|did|was|has)"
+    r"|\bwhat's|\bhow's)\s+(?:the\s+|our\s+|my\s+)?$",
+    re.I,
+)
 _SLOT_KIND = re.compile(
     rf"^\s+(?:{'|'.join(re.escape(k) for k in KIND_ALIASES)}|logs?|service|app)\b", re.I
 )

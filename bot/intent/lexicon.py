@@ -31,6 +31,7 @@ SYNONYMS: dict[str, str] = {
     "recycle": "restart",
     "reboot": "restart",
     "redeploy": "restart",
+    "kill * pod": "restart",  # "kill the checkout pods so they come back": they are recreated
     "nudge": "restart",
     "rollout restart": "restart",
     "rolling restart": "restart",
@@ -135,6 +136,10 @@ SYNONYMS: dict[str, str] = {
     "traceback": "error",
     "stacktrace": "error",
     "panic": "error",
+    # logs.query: a line filter
+    "find * in * log": "grep",  # 'find "NullPointerException" in the payments logs'
+    "search * in * log": "grep",
+    "look for * in * log": "grep",
     # describe
     "detail": "describe",
     "inspect": "describe",

@@ -60,6 +60,8 @@ PHRASAL = {
     ("shut", "off"),
     ("go", "back"),
     ("turn", "off"),
+    ("kill", "pod"),
+    ("kill", "pods"),
     ("bring", "up"),
     ("bring", "down"),
     ("took", "down"),

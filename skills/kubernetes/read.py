@@ -174,6 +174,7 @@ class K8sPods(Skill[PodsArgs, "Kubernetes"]):
         "=running": 1.2,  # "what's running in staging"
         "why": -2.0,  # "why is the checkout pod crashlooping": a diagnosis
         "line": -1.5,  # "pull the last 100 lines from the payments pods": their logs
+        "node": 1.5,  # "what node is checkout on": the pods' node column
         "=deployments": 2.0,  # "show deployments in shop": the pods, by workload
         "=workloads": 2.0,
         "log": -1.5,
@@ -237,6 +238,8 @@ class K8sDescribe(Skill[DescribeArgs, "Kubernetes"]):
         "replica of": 2.0,  # "replicas of checkout in shop"
         "image": 1.5,
         "what version": 1.5,  # "what version of checkout is running": its image
+        "resource limit": 2.0,  # "what's the resource limit on checkout"
+        "resource request": 2.0,
         "which version": 1.5,
     }
 
