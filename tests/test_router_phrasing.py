@@ -805,3 +805,36 @@ async def test_silence_it_without_a_subject_asks_what() -> None:
     plan = await OfflineRouter().plan(request("silence it for another hour"), list(REGISTRY))
     assert first_invocation(plan) is None
     assert speech.write_mood("don't kill the checkout pods").value == "negated"
+
+
+# -- seventeenth batch -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        ("orders p99 is through the roof", "incident.triage", {"service": "orders"}),
+        ("is search overloaded?", "incident.triage", {"service": "search"}),
+        ("pods stuck in pending in prod", "k8s.pods", {"namespace": "prod"}),
+        ("has checkout finished deploying in shop?", "k8s.rollout.status", {"name": "checkout"}),
+        ("restart orders in prod, it's leaking memory", "k8s.restart", {"name": "orders"}),
+        (
+            "scale payments in shop to 0 for the maintenance",
+            "k8s.scale",
+            {"name": "payments", "replicas": 0},
+        ),
+        ("double check the cart logs in staging for errors", "logs.errors", {"service": "cart"}),
+        ("silence disk alerts on node-7 for 2 hours", "alerts.silence", {"duration": "2h"}),
+        ("show audit entries for k8s.scale", "audit.search", {"skill": "k8s.scale"}),
+    ],
+)
+async def test_seventeenth_batch_of_everyday_phrasing(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+def test_the_order_in_a_request_with_its_reason() -> None:
+    assert speech.ordered("restart orders in prod, it's leaking memory") == "restart orders in prod"
+    assert speech.ordered("show audit entries for k8s.scale") == ""  # a dot inside a word

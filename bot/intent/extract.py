@@ -108,7 +108,8 @@ STOPWORDS = {
         everything something broken spike blip surge dip regression outage issue problem
         degradation slowness new old fresh weird strange odd lemme gimme wanna gotta u ur
         couple few team folks guys everyone morning afternoon evening context question heads
-        mind ahead yes yeah yep yup sure alright another other extra results
+        mind ahead yes yeah yep yup sure alright another other extra results pending
+        running failed ready terminating evicted maintenance migration weekend double
         """
     )
 }
@@ -833,7 +834,7 @@ def candidate_names(
 
 _SLOT_BEFORE = re.compile(
     r"(?:\b(?:of|for|from|on|about|with|to)|\b(?:why|how|what)\s+(?:is|are|does|do|did|was|has)"
-    r"|\bwhat's|\bhow's)\s+(?:the\s+|our\s+|my\s+)?$",
+    r"|\bwhat's|\bhow's|^\s*(?:is|are))\s+(?:the\s+|our\s+|my\s+)?$",
     re.I,
 )
 _SLOT_KIND = re.compile(

@@ -97,6 +97,8 @@ SYNONYMS: dict[str, str] = {
     "leak": "broken",  # "cart is leaking memory"
     "weird": "broken",  # "anything weird in prod?"
     "flaky": "broken",
+    "through the roof": "broken",  # "orders p99 is through the roof"
+    "overload": "broken",  # "is search overloaded?"
     "broke": "broken",  # "what broke payments?"
     "root-cause": "triage",
     "rca": "triage",

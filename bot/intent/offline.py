@@ -178,7 +178,11 @@ class OfflineRouter:
             signals.add(Signal.MATCHER)
         if re.search(r"\b\d+\b", parsed.rest) or parsed.flags.get("replicas"):
             signals.add(Signal.NUMBER)
-        if not parsed.expr and (asked := arguments.match_recipe(parsed, self.recipes)):
+        if (
+            not parsed.expr
+            and mood is not speech.Mood.IMPERATIVE  # a write asked for: no recipe question
+            and (asked := arguments.match_recipe(parsed, self.recipes))
+        ):
             if asked.strong:
                 signals.add(Signal.RECIPE)
             if asked.top is not None:
@@ -276,8 +280,12 @@ class OfflineRouter:
         asked = self._what_is_asked(text, parsed, catalog)
         if asked is None:
             return Answer(text=NOTHING_ASKED)
-        ranked = self.rank(*asked)
         mood = speech.write_mood(text)
+        ordered = speech.ordered(text) if mood is speech.Mood.IMPERATIVE else ""
+        if ordered and ordered != text:  # "restart orders in prod, it's leaking memory":
+            ranked = self.rank(self._parse(ordered, catalog), asked[1])  # the order decides
+        else:
+            ranked = self.rank(*asked)
         if mood is speech.Mood.IMPERATIVE:
             parsed = asked[0]  # its names, not those of a negated clause
         if (not ranked or ranked[0].score < self.threshold) and mood in (

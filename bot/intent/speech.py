@@ -287,6 +287,20 @@ READ_VERBS = frozenset(
 )  # fmt: skip
 
 
+def ordered(text: str) -> str:
+    """The clauses of ``text`` that order a write, joined ("restart orders in prod, it's
+    leaking memory" -> "restart orders in prod"); "" when none does."""
+    parts = (p.strip() for p in _SENTENCE_PART.split(unquoted(text)) if p and p.strip())
+    kept = [p for p in parts if _clause_mood(p) is Mood.IMPERATIVE]
+    return ", ".join(kept)
+
+
+#: clauses as :data:`_CLAUSE` cuts them, but a dot only between sentences ("k8s.scale")
+_SENTENCE_PART = re.compile(
+    r"[,;:!?\n]+|\.+(?=\s|$)|\s[-–—]\s|\b(?:but|instead|so|and then|then)\b"
+)
+
+
 def opening_words(text: str) -> list[str]:
     """The words of ``text``'s first clause after its lead-ins ("please", "ok", "@opsbot")."""
     first = _CLAUSE.split(unquoted(text), maxsplit=1)[0] if text.strip() else ""

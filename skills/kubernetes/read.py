@@ -390,6 +390,7 @@ class K8sRolloutStatus(Skill[WorkloadArgs, "Kubernetes"]):
     keywords = {
         "rollout status": 3.0,
         "be * roll out": 2.0,  # "is checkout rolled out in shop"
+        "finish deploy": 2.0,  # "has checkout finished deploying?"
         "rollout": 1.5,
         "roll out": 1.5,
         "status": 0.8,
