@@ -1382,7 +1382,8 @@ class IncidentTriage(Skill[TriageArgs, Incident]):
         "runbook": -2.0,  # "show me the runbook for X": no skill has runbooks
         "keep": 1.5,
         "leak": 2.0,
-        "spike": 1.5,  # "the 5xx spike on checkout", "latency spike"
+        "spike": 1.5,
+        "cause": 2.0,  # "what's causing the errors on payments?"  # "the 5xx spike on checkout", "latency spike"
         "what do i do": 2.0,  # "X firing for cart, what do I do"
         "what should i do": 2.0,
         # a service said to be failing, not its error log: "cart has been erroring"

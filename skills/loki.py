@@ -670,6 +670,8 @@ class LogsErrors(Skill[ErrorsArgs, Loki]):
         "most common": 0.8,
         "most frequent": 0.8,
         "why": -1.0,  # "why does checkout keep erroring": a diagnosis (incident.triage)
+        "cause": -1.0,  # "what's causing the errors on payments?": a diagnosis too
+        "error budget": -2.0,  # the SLO's, not log lines
         "rate": -1.5,
         "ratio": -1.5,
         "latency": -1.5,

@@ -461,6 +461,8 @@ class ServiceHealth(Skill[HealthArgs, Prometheus]):
         "throughput": 2.0,
         "request rate": 2.0,
         "success rate": 2.0,  # the error ratio's complement
+        "error budget": 2.5,  # "error budget of checkout"
+        "slo": 1.5,
         "availability": 1.5,
         "traffic": 1.5,
         "rps": 2.0,

@@ -838,3 +838,15 @@ async def test_seventeenth_batch_of_everyday_phrasing(
 def test_the_order_in_a_request_with_its_reason() -> None:
     assert speech.ordered("restart orders in prod, it's leaking memory") == "restart orders in prod"
     assert speech.ordered("show audit entries for k8s.scale") == ""  # a dot inside a word
+
+
+@pytest.mark.parametrize(
+    ("text", "skill"),
+    [
+        ("error budget of checkout", "service.health"),
+        ("what's causing the errors on payments?", "incident.triage"),
+    ],
+)
+async def test_eighteenth_batch_of_everyday_phrasing(text: str, skill: str) -> None:
+    got, found = await routed(text)
+    assert got == skill, (got, found)
