@@ -204,7 +204,7 @@ def define() -> None:
         "hung_first",
         "  a new process's first `k8s.pods` (waits once for the inventory)",
         "s",
-        "<= 2 (timeout)",
+        "< 2.5 (timeout 2 s)",
         le(2.5),
         2,
     )
