@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 
 from opsbot.redact import redact, redact_value
 from opsbot.store import AUDIT_LOCK, AuditRow, SeenRow, Store, now
-from opsbot.wal import PRAGMAS
+from opsbot.wal import pragmas
 
 log = structlog.get_logger(__name__)
 
@@ -805,7 +805,7 @@ class _SqliteFile(_Database):
 
     def _connect(self) -> None:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        for pragma in PRAGMAS:
+        for pragma in pragmas():
             conn.execute(pragma)
         self.conn = conn
 

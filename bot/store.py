@@ -53,7 +53,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from opsbot.errors import DatabaseError
-from opsbot.wal import PRAGMAS, WalCheckpointer
+from opsbot.wal import WalCheckpointer, pragmas
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: the drivers opsbot runs on (the migrations and tests cover these two)
@@ -407,7 +407,7 @@ async def _current_revisions(engine: AsyncEngine) -> set[str] | None:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        for pragma in PRAGMAS:
+        for pragma in pragmas():
             cursor.execute(pragma)
     finally:
         cursor.close()
