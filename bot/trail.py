@@ -81,6 +81,7 @@ class Trail:
         self.held.append((future, message))
         if not hold:
             await self.flush()
+            await future  # its own record: another read's failed flush may have dropped it
 
     async def record(
         self,
@@ -131,7 +132,9 @@ class Trail:
             try:
                 await future
             except Exception:  # its record could not be written: it is not said, nor is
-                self.held.clear()  # what was held after it; the error goes up (once)
+                for dropped, _ in self.held:  # what was held after it; the error goes up (once)
+                    dropped.add_done_callback(_retrieved)
+                self.held.clear()
                 raise
             if message is not None:
                 await self.post(message)
@@ -164,3 +167,9 @@ class Trail:
             audience=audience,
             actor=self.label or self.actor,
         )
+
+
+def _retrieved(future: asyncio.Future[AuditRecord]) -> None:
+    """Marks a dropped step's failure as seen (its step raises it, or the first failure did)."""
+    if not future.cancelled():
+        future.exception()

@@ -3,7 +3,10 @@ order, whether the steps were held, flushed in the background or one by one."""
 
 from __future__ import annotations
 
-from opsbot.audit import AuditEvent
+import asyncio
+from typing import Any, cast
+
+from opsbot.audit import AuditEvent, AuditLog
 from opsbot.model import Message, Step
 from opsbot.services import Services
 from opsbot.trail import Trail
@@ -33,3 +36,43 @@ async def test_messages_follow_their_committed_records_in_order(services: Servic
         AuditEvent.PLAN,
         AuditEvent.RESULT,
     ]
+
+
+class _Records:
+    """An audit log whose records commit (or fail) when the test says so."""
+
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future[Any]] = []
+
+    def enqueue(self, event: str, **_: Any) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.futures.append(future)
+        return future
+
+
+async def test_a_read_never_goes_on_as_recorded_when_its_record_failed_beside_another() -> None:
+    """Two reads on one trail (a triage's evidence): the first read's failed record drops what
+    was held after it, the second read's result record among them; that read still raises
+    instead of going on as if its result were on record."""
+    records, posted = _Records(), []
+
+    async def post(message: Message) -> None:
+        posted.append(message.plain)
+
+    trail = Trail(cast(AuditLog, records), post, "shell:alice", "c", "T1", "r1")
+    await trail.step(Step.POLICY, AuditEvent.POLICY, "a allowed", hold=True)
+    trail.flush_soon()
+    await trail.step(Step.POLICY, AuditEvent.POLICY, "b allowed", hold=True)
+    trail.flush_soon()
+    a = asyncio.create_task(trail.record(AuditEvent.RESULT, outcome="ok"))
+    await asyncio.sleep(0)
+    b = asyncio.create_task(trail.record(AuditEvent.RESULT, outcome="ok"))
+    await asyncio.sleep(0)
+    a_policy, b_policy, a_result, b_result = records.futures
+    a_policy.set_exception(RuntimeError("database down"))
+    b_policy.set_result(None)
+    a_result.set_result(None)
+    b_result.set_exception(RuntimeError("database down"))
+    results = await asyncio.gather(a, b, return_exceptions=True)
+    assert [type(r) for r in results] == [RuntimeError, RuntimeError]
+    assert posted == []
