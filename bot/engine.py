@@ -728,6 +728,7 @@ class Engine:
         only posts what comes through ``reply``.
         """
         async with self.inflight():
+            approved_here = False  # this click's vote approved the action (and runs it)
             try:
                 try:
                     outcome = await self.services.approvals.vote(
@@ -751,6 +752,7 @@ class Engine:
                         )
                     )
                     return VoteOutcome(VoteStatus.UNKNOWN, None, wording.DATABASE_UNREACHABLE)
+                approved_here = outcome.status is VoteStatus.APPROVED
                 return await self._decided_vote(
                     approval_id, approver, verdict, reply, outcome, reason, channel
                 )
@@ -758,18 +760,27 @@ class Engine:
                 log.exception("engine.decide_failed", approval_id=approval_id)
                 telemetry.ERRORS.labels("internal").inc()
                 try:
-                    return await self._report_failure(approval_id, reply, exc)
+                    return await self._report_failure(
+                        approval_id, reply, exc, approved_here=approved_here, thread=thread
+                    )
                 except Exception:
                     log.exception("engine.decide_failure_not_reported", approval_id=approval_id)
                     return VoteOutcome(VoteStatus.UNKNOWN, None, wording.click_not_handled(exc))
 
     async def _report_failure(
-        self, approval_id: str, reply: Reply, exc: BaseException
+        self,
+        approval_id: str,
+        reply: Reply,
+        exc: BaseException,
+        *,
+        approved_here: bool,
+        thread: str = "",
     ) -> VoteOutcome:
         """Handling a click on approval ``approval_id`` raised ``exc``: say so in its thread,
-        for everyone, audit it, and, when the action had been approved (it ran, or was about
-        to, and never finished), mark it failed so that its card says so instead of "running
-        it now"."""
+        for everyone, audit it, and, when this click's vote approved the action (it ran, or
+        was about to, and never finished), mark it failed so that its card says so instead of
+        "running it now". A later click on an action another click approved (and may be
+        running) reports its own failure only: that action is not its to mark."""
         approvals = self.services.approvals
         reason = f"{type(exc).__name__}: {exc}"[:300]
         try:
@@ -778,10 +789,21 @@ class Engine:
             if not unavailable(lost):
                 raise
             log.error("approvals.database_unavailable", approval_id=approval_id, error=str(lost))
+            await reply(
+                Message(
+                    thread=thread,
+                    step=Step.ERROR,
+                    blocks=[
+                        Text(text=wording.click_failed(approval_id, wording.DATABASE_UNREACHABLE))
+                    ],
+                    approval_id=approval_id,
+                    audience=Audience.THREAD if thread else Audience.CLICKER,
+                )
+            )
             return VoteOutcome(VoteStatus.UNKNOWN, None, wording.DATABASE_UNREACHABLE)
         if approval is None:
             return VoteOutcome(VoteStatus.UNKNOWN, None, wording.internal_error_in(reason))
-        if approval.state in (State.APPROVED, State.EXECUTING):
+        if approved_here and approval.state in (State.APPROVED, State.EXECUTING):
             await approvals.finish(approval.id, ok=False, result=wording.internal_error_in(reason))
             text = wording.approved_action_failed(approval.id, approval.skill, reason)
         else:
