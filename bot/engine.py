@@ -141,6 +141,10 @@ def result_text(result: SkillResult, limit: int = 3000) -> str:
     return text if len(text) <= limit else text[:limit] + "\n[truncated]"
 
 
+#: the follow-up loops' hand-backs still going after a second stop (kept from collection)
+_HANDING_BACK: set[asyncio.Task[None]] = set()
+
+
 def _forget(tasks: dict[str, asyncio.Task[None]], key: str, _: asyncio.Task[None]) -> None:
     tasks.pop(key, None)
 
@@ -1000,16 +1004,41 @@ class Engine:
                         task.add_done_callback(partial(_forget, running, follow_up.id))
                 await asyncio.sleep(poll)
         finally:
+            # stopping again while this cleans up must not skip it: the running ones are
+            # cancelled first, and the claim's wait and the hand-backs go on in a task of
+            # their own that a second stop does not cancel
             ours, tasks = list(running), list(running.values())
-            if claiming is not None:  # stopped while claiming: what it took goes back too
-                with contextlib.suppress(Exception):
-                    ours += [follow_up.id for follow_up in await claiming]
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for follow_up_id in ours:  # also those cancelled before they started
-                with contextlib.suppress(Exception):
-                    await queue.hand_back(follow_up_id, self.identity)
+            stopped_again: BaseException | None = None
+            try:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            except BaseException as exc:  # cancelled again: they are cancelled already
+                stopped_again = exc
+            handing = asyncio.create_task(self._hand_back(queue, ours, claiming))
+            _HANDING_BACK.add(handing)
+            handing.add_done_callback(_HANDING_BACK.discard)
+            try:
+                await asyncio.shield(handing)
+            except BaseException as exc:  # cancelled again: the hand-backs go on
+                stopped_again = exc
+            if stopped_again is not None:
+                raise stopped_again
+
+    async def _hand_back(
+        self,
+        queue: FollowUps,
+        ours: list[str],
+        claiming: asyncio.Task[list[FollowUp]] | None,
+    ) -> None:
+        """Hand back the follow-ups ``ours`` and, when the loop stopped while claiming, what
+        that claim took (once it returns), for the next leader to take at once."""
+        if claiming is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                ours = [*ours, *(follow_up.id for follow_up in await claiming)]
+        for follow_up_id in ours:  # also those cancelled before they started
+            with contextlib.suppress(Exception):
+                await queue.hand_back(follow_up_id, self.identity)
 
     async def _follow_one(
         self, queue: FollowUps, follow_up: FollowUp, post: Reply, heartbeat: float
