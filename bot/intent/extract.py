@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from opsbot.intent import kubectl, lexicon
 
@@ -493,6 +493,12 @@ class Parsed:
     @property
     def lowered(self) -> str:
         return self.rest.lower()
+
+    @cached_property
+    def present(self) -> frozenset[str]:
+        """Every stem of the request, said or canonical: a phrase whose first stem is not
+        here cannot match (worked out once, read for every keyword of every skill)."""
+        return frozenset(self.stems).union(self.canon)
 
 
 def parse(text: str) -> Parsed:

@@ -195,7 +195,7 @@ class OfflineRouter:
         signals = self.signals(parsed) if signals is None else signals
         stems, canon = parsed.stems, parsed.canon
         exact = parsed.exact
-        present = frozenset(stems).union(canon)  # a phrase whose first word is absent: no match
+        present = parsed.present  # a phrase whose first word is absent: no match
         total = 0.0
         for kw in self._keywords(skill):
             if kw.cue.signal is not None:
