@@ -202,6 +202,17 @@ class Engine:
                 self._catalogs.popitem(last=False)
         return names
 
+    def _approval_trail(self, approval: Approval, post: Reply) -> Trail:
+        """The trail of the request that opened ``approval``, with steps by its requester."""
+        return Trail(
+            audit=self.services.audit,
+            post=post,
+            actor=approval.requester,
+            channel=approval.channel,
+            thread=approval.thread,
+            request_id=approval.request_id,
+        )
+
     def trail(self, request: Request, post: Reply) -> Trail:
         return Trail(
             audit=self.services.audit,
@@ -907,14 +918,7 @@ class Engine:
         expired = await self.services.approvals.expire_due()
         for approval in expired:
             telemetry.APPROVALS.labels("expired").inc()
-            trail = Trail(
-                audit=self.services.audit,
-                post=post,
-                actor=approval.requester,
-                channel=approval.channel,
-                thread=approval.thread,
-                request_id=approval.request_id,
-            )
+            trail = self._approval_trail(approval, post)
             text = wording.expired(approval.id)
             await trail.step(
                 Step.APPROVAL,
@@ -938,14 +942,7 @@ class Engine:
         after = self.services.settings.execution_unknown_after
         moved = await self.services.approvals.stale(after)
         for approval, left in moved:
-            trail = Trail(
-                audit=self.services.audit,
-                post=post,
-                actor=approval.requester,
-                channel=approval.channel,
-                thread=approval.thread,
-                request_id=approval.request_id,
-            )
+            trail = self._approval_trail(approval, post)
             if left is State.EXECUTING:
                 text, outcome = (
                     wording.outcome_unknown(approval.id, approval.skill, after),
