@@ -15,6 +15,7 @@ machine (``BENCH_RUNS=1`` for a quick look).
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import hashlib
 import hmac
@@ -248,6 +249,11 @@ def child(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -
     if done.returncode != 0:
         raise RuntimeError(f"child {args[0]} failed: {done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def sqlite_url(tmp: Path, run: int, name: str) -> str:
+    """A SQLite database of run ``run``'s, in the bench's folder."""
+    return f"sqlite+aiosqlite:///{tmp / f'{name}{run}.db'}"
 
 
 def clean_env() -> dict[str, str]:
@@ -1085,7 +1091,7 @@ async def main() -> None:
 async def one_run(
     run: int, tmp: Path, stack: Any, slack: Slack, loki_url: str, hung: str, pg: bool
 ) -> None:
-    sqlite = lambda name: f"sqlite+aiosqlite:///{tmp / f'{name}{run}.db'}"  # noqa: E731
+    sqlite = functools.partial(sqlite_url, tmp, run)
     # the engine, one request at a time, against a real Alertmanager
     result = child("overhead", sqlite("overhead"), stack.alertmanager_url, "1000", env=clean_env())
     record("overhead_p50", result["p50_ms"])
@@ -1162,7 +1168,7 @@ def kube_cluster(tmp: Path) -> Iterator[str]:
 async def serve_and_faults(
     run: int, tmp: Path, stack: Any, slack: Slack, loki_url: str, hung: str, kubeconfig: str
 ) -> None:
-    sqlite = lambda name: f"sqlite+aiosqlite:///{tmp / f'{name}{run}.db'}"  # noqa: E731
+    sqlite = functools.partial(sqlite_url, tmp, run)
     db = sqlite("serve")
     child("seed", db, "10000", env=clean_env())
     env = {
