@@ -850,3 +850,42 @@ def test_the_order_in_a_request_with_its_reason() -> None:
 async def test_eighteenth_batch_of_everyday_phrasing(text: str, skill: str) -> None:
     got, found = await routed(text)
     assert got == skill, (got, found)
+
+
+# -- nineteenth batch: chat's short forms ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("short", "word"), [("hist", "history"), ("prev", "previous"), ("errs", "errors")]
+)
+def test_an_abbreviation_reads_as_its_word(short: str, word: str) -> None:
+    assert ex.stem(short) == ex.stem(word)
+
+
+@pytest.mark.parametrize(
+    ("word", "meant"),
+    [
+        ("evnt", "event"),  # vowels dropped
+        ("rstrt", "restart"),
+        ("crt", None),  # too short to tell
+        ("rest", None),  # a vowel kept: a word of its own, not "reset"
+    ],
+)
+def test_a_word_with_its_vowels_dropped(word: str, meant: str | None) -> None:
+    assert lexicon.typo_of(word, {"event", "restart", "reset", "chart"}) == meant
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        ("evnts in payments last 1h", "k8s.events", {"namespace": "payments", "since": "1h"}),
+        ("rollout hist auth-gw identity ns", "k8s.rollout.history", {"name": "auth-gw"}),
+        ("rollbak recsys in ml to prev version", "k8s.rollback", {"name": "recsys"}),
+        ("top errs for notif-worker last 2h", "logs.errors", {"service": "notif-worker"}),
+    ],
+)
+async def test_nineteenth_batch_of_terse_chat(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)

@@ -51,6 +51,8 @@ def stem(word: str) -> str:
     w = word.lower().strip("'\"?!.,;:()")
     if w in _IRREGULAR:
         return _IRREGULAR[w]
+    if w in lexicon.ABBREVIATIONS:  # "hist", "prev", "errs"
+        return stem(lexicon.ABBREVIATIONS[w])
     if w.endswith("'s"):
         w = w[:-2]
     for suffix in ("ing", "ed", "es", "s"):

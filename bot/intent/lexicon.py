@@ -149,6 +149,28 @@ SYNONYMS: dict[str, str] = {
     "get * yaml": "describe",
 }
 
+#: how on-call chat shortens words: the short form reads as the word ("rollout hist",
+#: "prev version", "top errs", "mem of cart"), wherever words are compared (by stem)
+ABBREVIATIONS: dict[str, str] = {
+    "prev": "previous",
+    "hist": "history",
+    "err": "error",
+    "errs": "errors",
+    "evt": "event",
+    "evts": "events",
+    "msg": "message",
+    "msgs": "messages",
+    "reps": "replicas",
+    "cfg": "config",
+    "conn": "connection",
+    "conns": "connections",
+    "req": "request",
+    "reqs": "requests",
+    "resp": "response",
+    "perf": "performance",
+    "util": "utilization",
+}
+
 #: counts written as words
 NUMBERS = {
     "zero": 0,
@@ -220,6 +242,15 @@ NOT_TYPOS = frozenset(
 )  # fmt: skip
 
 
+#: the shortest word read as one with its vowels dropped ("evnt" for "event")
+SKELETON_MIN = 4
+
+
+def _skeleton(word: str) -> str:
+    """``word`` without the vowels after its first letter ("event" -> "evnt")."""
+    return word[0] + "".join(c for c in word[1:] if c not in "aeiou")
+
+
 @lru_cache(maxsize=64)
 def _by_initial(words: frozenset[str]) -> dict[str, tuple[str, ...]]:
     index: dict[str, list[str]] = {}
@@ -235,8 +266,10 @@ def typo_of(
     """The word of ``words`` that ``word`` misspells, or None: one letter dropped, added,
     changed or two swapped ("restrat", "rollbak", "silense"), the first letter right, the
     word at least :data:`TYPO_MIN` long; a shorter one only with two letters swapped ("pdos",
-    not "cart" for "chart"). Another form of the same word is no typo ("scales", "cycles"),
-    nor a longer word that starts with it ("scaler" is a name, not "scale")."""
+    not "cart" for "chart"); or with the vowels after its first letter dropped ("evnt" for
+    "event", "rstrt" for "restart"), when only one word fits. Another form of the same word
+    is no typo ("scales", "cycles"), nor a longer word that starts with it ("scaler" is a
+    name, not "scale")."""
     word = word.lower()
     if len(word) < SWAP_MIN or word in NOT_TYPOS:
         return None
@@ -247,6 +280,10 @@ def typo_of(
         return None
     near = _by_initial(pool).get(word[0], ())
     found = [str(m[0]) for m in process.extract(word, near, scorer=OSA.distance, score_cutoff=1)]
+    if len(word) >= SKELETON_MIN and word == _skeleton(word):  # "evnts": vowels dropped
+        bare = [m for m in near if len(m) > len(word) and _skeleton(m) == word]
+        if len(bare) == 1:
+            return bare[0]
     if len(word) < TYPO_MIN:
         found = [m for m in found if sorted(m) == sorted(word)]  # swapped letters only
     if not found or any(
