@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import pytest
 from pydantic import BaseModel, Field
@@ -17,7 +17,7 @@ from opsbot.intent import extract as ex
 from opsbot.intent.llm import LLMPlanner
 from opsbot.intent.offline import OfflineRouter
 from opsbot.inventory import Inventory
-from opsbot.meaning import Count, Grounded, Lasting, Since
+from opsbot.meaning import Count, Grounded, Lasting, ObjectKind, Since
 from opsbot.model import Actor, Answer, Clarify, Request, first_invocation
 from opsbot.policy import Policy
 from opsbot.services import Services, build_services
@@ -209,3 +209,30 @@ async def test_both_planners_ground_the_same_way(services: tuple[Services, FakeO
     assert isinstance(told, Answer)
     said = [m["content"] for m in model.completions[-1]["messages"] if m["role"] == "tool"]
     assert "which one: cart-api, cart-web?" in said[-1]
+
+
+class _WorkloadArgs(BaseModel):
+    kind: Annotated[Literal["deployment", "statefulset"], ObjectKind()] = "deployment"
+    name: Annotated[str, Grounded("deployment", kind_field="kind")]
+    namespace: Annotated[str | None, Grounded("namespace")] = None
+
+
+class _Workload(Skill[_WorkloadArgs, Any]):
+    name = "test.workload"
+    summary = "a workload"
+    Args = _WorkloadArgs
+
+
+def test_a_kind_is_read_only_among_the_kinds_the_field_lists() -> None:
+    """'the tracking pixel service ... scale pixel-tracker': 'service' is no kind this skill
+    acts on, so it is not read as one (the default stands); a statefulset is."""
+    assert arguments.allowed(_WorkloadArgs, "kind") == ("deployment", "statefulset")
+    assert arguments.allowed(_WorkloadArgs, "name") is None
+
+    def kind(text: str) -> object:
+        found = arguments.extract(_Workload(), arguments.Reading(ex.parse(text)))
+        assert isinstance(found, arguments.Extracted)
+        return found.args.get("kind")
+
+    assert kind("the pixel service fell over, scale pixel-tracker to 3") == "deployment"
+    assert kind("restart the kafka statefulset in data") == "statefulset"

@@ -605,7 +605,7 @@ async def test_the_network_recipe(text: str, starts: str) -> None:
         "the runbook says 'shut payments off in shop'",
         "`kubectl scale deploy/cart --replicas=0 -n shop` is what bob ran",
         "don't end the silence 3f2a9c1e",
-        "could you spin cart down in staging?",
+        "can you spin cart down in staging?",
         "restrat checkout in shop?",
         "dont restrat checkout in shop",
         "bob kicked the cart pods in shop an hour ago",
@@ -886,6 +886,100 @@ def test_a_word_with_its_vowels_dropped(word: str, meant: str | None) -> None:
 )
 async def test_nineteenth_batch_of_terse_chat(
     text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+# -- twentieth batch: long, polite messages with context around the request --------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "mood"),
+    [
+        ("could you please do a rolling restart of thumbnailer in media?", "imperative"),
+        ("would you mind taking cart down to zero until we're done?", "imperative"),
+        ("could you remove the silence 0c9d3e55 so we get alerted again?", "imperative"),
+        ("can you restart payments?", "question"),  # may ask what the bot can do
+        ("would you restart cart if it gets worse?", "hypothetical"),
+        ("priya already scaled report-builder in analytics to 4 replicas", "report"),
+        (
+            "we're on it. please silence the postgres alerts with the comment 'planned'",
+            "imperative",
+        ),
+        ("what did kube_deployment_status_replicas_unavailable do in the past 4h?", "none"),
+    ],
+)
+def test_a_polite_request_is_an_order(text: str, mood: str) -> None:
+    assert speech.write_mood(text).value == mood
+
+
+def test_the_sentences_that_ask_are_the_focus() -> None:
+    said = "Sorry to bother you. The broker feels off. Could you give me its RED metrics so I can tell?"
+    assert speech.focus(said) == "Could you give me its RED metrics?"
+    assert speech.focus("show me the pods in shop") == "show me the pods in shop"
+    assert not speech.requests("Thanks for the help yesterday! Have a lovely weekend everyone!")
+    assert speech.without_alternatives("should we roll it back, or wait for the fix?") == (
+        "should we roll it back?"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        (
+            "The batch cluster is drained tonight, so the nightly-etl deployment in the data "
+            "namespace has nothing to do. Would you mind taking it down to zero until we're done?",
+            "k8s.scale",
+            {"name": "nightly-etl", "namespace": "data", "replicas": 0},
+        ),
+        (
+            "Last time the tracking pixel service fell over under load. Please scale "
+            "pixel-tracker in the growth namespace up to 12 replicas ahead of that.",
+            "k8s.scale",
+            {"name": "pixel-tracker", "replicas": 12},
+        ),
+        (
+            "I'm investigating a CrashLoopBackOff report from a colleague. Can you show me the "
+            "pods in the warehouse namespace?",
+            "k8s.pods",
+            {"namespace": "warehouse"},
+        ),
+        (
+            "Sorry to bother you on a Sunday. The mobile team says the session-broker in "
+            "identity feels off. Could you give me its RED metrics so I can tell if it's real?",
+            "service.health",
+            {"service": "session-broker", "namespace": "identity"},
+        ),
+        (
+            "I'd like to double-check the limits. Please describe the deployment quote-engine "
+            "in the insurance namespace.",
+            "k8s.describe",
+            {"name": "quote-engine"},
+        ),
+        (
+            "The webhook-dispatcher in integrations throws a lot since the partner API "
+            "changed. Could you summarise the most common error patterns from the last 6h?",
+            "logs.errors",
+            {"service": "webhook-dispatcher", "since": "6h"},
+        ),
+        (
+            "Could you run this PromQL for me: sum(rate(x_total[5m])) by (le)",
+            "prometheus.query",
+            {"query": "sum(rate(x_total[5m])) by (le)"},
+        ),
+        (
+            "the new build of avatar-service looks flaky. Should we roll it back, or wait "
+            "for the hotfix?",
+            None,
+            {},
+        ),
+        ("Thanks for all the help yesterday, it was appreciated. Have a lovely weekend!", None, {}),
+        ("Priya already scaled report-builder in analytics to 4 replicas, fyi", None, {}),
+    ],
+)
+async def test_twentieth_batch_of_long_messages(
+    text: str, skill: str | None, args: dict[str, object]
 ) -> None:
     got, found = await routed(text)
     assert got == skill and {k: found.get(k) for k in args} == args, (got, found)

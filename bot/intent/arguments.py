@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -101,6 +101,32 @@ def grounds(skill: Skill[Any, Any]) -> bool:
     return any(
         isinstance(m, Grounded | Matchers | Expression) for m in meanings(skill.Args).values()
     )
+
+
+def allowed(model: type[BaseModel], name: str) -> tuple[Any, ...] | None:
+    """The values field ``name`` of ``model`` takes when its type lists them (a ``Literal``,
+    also inside ``Optional``/``Annotated``); None when any value of its type may do."""
+    info = model.model_fields.get(name)
+    if info is None:
+        return None
+    return _literal_values(info.annotation)
+
+
+def _literal_values(annotation: Any) -> tuple[Any, ...] | None:
+    if get_origin(annotation) is Literal:
+        return get_args(annotation)
+    if get_origin(annotation) is Annotated:
+        return _literal_values(get_args(annotation)[0])
+    values = [
+        v for a in get_args(annotation) if a is not type(None) for v in (_literal_values(a) or ())
+    ]
+    return tuple(values) or None
+
+
+def allows(model: type[BaseModel], name: str, value: Any) -> bool:
+    """Whether field ``name`` of ``model`` may take ``value`` by its listed values."""
+    values = allowed(model, name)
+    return values is None or value in values
 
 
 def declared(model: type[BaseModel]) -> dict[str, Meaning]:
@@ -265,6 +291,8 @@ def extract(
         if name in raw or isinstance(meaning, Grounded):
             continue
         value = _read(meaning, parsed, inventory, fields)
+        if isinstance(meaning, ObjectKind) and not allows(skill.Args, name, value):
+            continue  # "the tracking pixel service": no kind the skill acts on
         if value not in (None, {}, ""):
             raw[name] = value
     for name, meaning in fields.items():
@@ -351,7 +379,9 @@ def extract(
     for name, meaning in fields.items():
         if isinstance(meaning, ObjectKind) and name not in raw:
             subject = next((str(raw[n]) for n, m in fields.items() if _is_name(m) and n in raw), "")
-            raw[name] = "pod" if POD_NAME.search(subject) else "deployment"
+            kind = "pod" if POD_NAME.search(subject) else "deployment"
+            if allows(skill.Args, name, kind):
+                raw[name] = kind
     return Extracted(raw, rationale)
 
 
@@ -579,7 +609,11 @@ def _read_name(
         # "logs for search", "the search pods", "latency spike on search", "dump the last
         # 20 lines from search", "investigate search": a word other skills use stands where
         # the name does
-        names = [*sorted(words, key=lambda n: not strong(n)), *names] if names else slots
+        names = (
+            [*sorted(words, key=lambda n: not strong(n)), *(n for n in names if n.lower() != verb)]
+            if names
+            else slots
+        )  # the verb that opens the request names nothing ("could you summarise the ...")
     chosen = _pick(names, meaning, raw, reading.inventory)
     if isinstance(chosen, tuple):
         return Ask(name, f"Which one do you mean: {', '.join(chosen)}?", list(chosen), raw)

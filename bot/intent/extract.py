@@ -111,6 +111,7 @@ STOPWORDS = {
         degradation slowness new old fresh weird strange odd lemme gimme wanna gotta u ur
         couple few team folks guys everyone morning afternoon evening context question heads
         mind ahead yes yeah yep yup sure alright another other extra results pending
+        until till unless whether though although while anyway otherwise meanwhile
         running failed ready terminating evicted maintenance migration weekend double
         """
     )
@@ -291,7 +292,9 @@ _COMMAND = re.compile(
     r"(?:graph(?:ing)?|plot(?:ting)?|chart(?:ing)?|draw(?:ing)?|visuali[sz]e)(?:\s+(?:of|for))?|"
     r"(?:show|give|draw)\s+(?:me\s+)?(?:a\s+|the\s+)?(?:graph|chart|plot)\s+(?:of|for)|"
     r"(?:search|grep|find)\s+(?:the\s+)?logs?(?:\s+for)?)"
-    r"(?:\s+(?:this|that))?(?:\s*:)?\s+(.+)$",  # "run this: sum(up)"
+    # "run this: sum(up)", "run this promql for me: sum(up)"
+    r"(?:\s+(?:this|that|the|a))?(?:\s+(?:promql|logql|query|expression|expr))?"
+    r"(?:\s+for\s+(?:me|us))?(?:\s*:)?\s+(.+)$",
     re.I | re.S,
 )
 _LOGQL_PIPE = re.compile(
@@ -827,15 +830,32 @@ def candidate_names(
         place = _place(before)
         if _opens_as_verb(parsed.rest, m):
             place = -1  # "figure out why ...", "stream the checkout logs": a verb opens it
+        elif re.search(r"\bto$", before, re.I) and _TO_VERB.match(parsed.rest[m.end() :]):
+            place = -1  # "sorry to bother you", "i'd like to know which ...": a verb
         token = token.rstrip(".,")
         if token.istitle() or token.isupper():
             token = token.lower()  # "Restart Checkout In Shop": names are lower case
         out.append((token, place))
-    # a word right before a kind ("the checkout pods", "payments deployment") names it
+    # a word right before a kind ("the checkout pods", "payments deployment") or after one
+    # ("the deployment quote-engine") names it, as does one placed in a namespace said
+    # ("scale pixel-tracker in the growth namespace", "session-broker in identity")
     kinds = "|".join(re.escape(k) for k in KIND_ALIASES)
     named = {
         m.group(1).lower() for m in re.finditer(rf"\b([\w.-]+)\s+(?:{kinds})\b", parsed.rest, re.I)
     }
+    named |= {
+        m.group(1).lower()
+        for m in re.finditer(rf"\b(?:{kinds})\s+([\w.-]+)", parsed.rest, re.I)
+        if m.group(1).lower() not in KIND_ALIASES
+    }
+    if places := [re.escape(w) for w in skip if re.fullmatch(r"[a-z0-9][a-z0-9-]*", w)]:
+        homes = "|".join(places)
+        named |= {
+            m.group(1).lower()
+            for m in re.finditer(
+                rf"\b([\w.-]+)\s+(?:in|on)\s+(?:the\s+)?(?:{homes})\b", parsed.rest, re.I
+            )
+        }
     ranked = sorted(out, key=lambda found: (found[0].lower() not in named, -found[1]))
     return [name for name, _ in ranked]
 
@@ -891,7 +911,8 @@ def _opens_as_verb(text: str, m: re.Match[str]) -> bool:
 def opening_verb(parsed: Parsed) -> str | None:
     """The word that opens the request as its verb ("add more replicas to search": "add"),
     which names nothing."""
-    m = WORD.search(parsed.rest)
+    lead = _LEAD_IN.match(parsed.rest)  # "could you summarise the ...": "summarise"
+    m = WORD.search(parsed.rest, lead.end() if lead else 0)
     return m.group(0).lower() if m and _opens_as_verb(parsed.rest, m) else None
 
 
@@ -905,6 +926,12 @@ _LEAD_IN = re.compile(
 _VERB_NEXT = re.compile(
     r"\s+(?:the|a|an|out|up|me|us|all|my|our|its|their|this|that|these|those|some|any|"
     r"every|through|over|into|more|less|another|extra)\b",
+    re.I,
+)
+#: what follows a verb after "to" ("to bother you", "to know which"), not a name
+_TO_VERB = re.compile(
+    r"\s+(?:you|me|us|them|him|her|it|which|what|why|how|whether|if|this|that|these|those|"
+    r"our|my|your|their|the|a|an)\b",
     re.I,
 )
 _OBJECT = re.compile(r"\b(?:of|for|from|on|about|to|with|at)(?:\s+(?:the|a|an|our|my|all))?$", re.I)

@@ -35,7 +35,7 @@ from opsbot.intent import arguments, kubectl, lexicon, screen, speech
 from opsbot.intent import extract as ex
 from opsbot.intent.base import ToolRunner
 from opsbot.inventory import Inventory
-from opsbot.meaning import Cue, Signal, cue
+from opsbot.meaning import Cue, Grounded, ObjectKind, Signal, cue
 from opsbot.model import Answer, Clarify, Invocation, Plan, Request, Run, first_invocation
 from opsbot.recipes import Recipe, RecipeSource, merged
 from opsbot.skills.base import Risk, Skill
@@ -54,6 +54,8 @@ _COURTESY = {
     "hello": "Hello! Type `help` to see what I can do.",
     "hey": "Hey! Type `help` to see what I can do.",
 }
+#: thanks that open a message: answered as such when the message asks nothing besides
+_THANKS = frozenset({"thank", "thx", "ty", "cheer", "kudo"})
 #: a cry that opens a request, not its subject: "help, orders is on fire", "urgent: ..."
 _INTERJECTION = re.compile(
     r"^\s*(?:help|urgent|sos|ugh|argh|yikes|uh oh|oh no)\s*[,!:;.-]+\s*(?=\S+\s+\S+)", re.I
@@ -274,6 +276,8 @@ class OfflineRouter:
             return Answer(text=wording.EMPTY)
         if (command := await self._command(text, parsed, catalog, quoted)) is not None:
             return command
+        if parsed.tokens and ex.stem(parsed.tokens[0]) in _THANKS and not speech.requests(text):
+            return Answer(text=_COURTESY["thanks"])  # "thanks for all the help yesterday!"
         if (verb := _unsupported(text)) is not None:
             why = APPROVING if verb in ("approve", "deny") else UNSUPPORTED.format(verb=verb)
             return Answer(text=why, unmatched=True)
@@ -282,17 +286,21 @@ class OfflineRouter:
             return Answer(text=NOTHING_ASKED)
         mood = speech.write_mood(text)
         ordered = speech.ordered(text) if mood is speech.Mood.IMPERATIVE else ""
+        focus: ex.Parsed | None = None  # the part that asks, read first for arguments
         if ordered and ordered != text:  # "restart orders in prod, it's leaking memory":
-            ranked = self.rank(self._parse(ordered, catalog), asked[1])  # the order decides
+            focus = self._parse(ordered, catalog)
+            ranked = self.rank(focus, asked[1])  # the order decides
         else:
             ranked = self.rank(*asked)
+            if mood is not speech.Mood.IMPERATIVE:
+                ranked, focus = self._focused(asked[0], asked[1], catalog, ranked)
         if mood is speech.Mood.IMPERATIVE:
             parsed = asked[0]  # its names, not those of a negated clause
         if (not ranked or ranked[0].score < self.threshold) and mood in (
             speech.Mood.QUESTION,
             speech.Mood.HYPOTHETICAL,
         ):
-            return await self._about_write(parsed, catalog)
+            return await self._about_write(parsed, catalog, focus)
         if not ranked or ranked[0].score < self.threshold:
             if screen.foreign(text):
                 return Answer(text=screen.FOREIGN, unmatched=True)
@@ -302,7 +310,9 @@ class OfflineRouter:
         if len(ranked) > 1 and top.score - ranked[1].score < AMBIGUITY_MARGIN:
             other = ranked[1].skill
             vocabulary = self._vocabulary(catalog)
-            built = [await self.build(s, parsed, vocabulary) for s in (top.skill, other)]
+            built = [
+                await self.build(s, parsed, vocabulary, focus=focus) for s in (top.skill, other)
+            ]
             return Clarify(
                 question=(
                     f"Did you mean `{top.skill.name}` ({top.skill.summary}) or "
@@ -311,7 +321,31 @@ class OfflineRouter:
                 choices=[p.invocations[0] for p in built if isinstance(p, Run)],
             )
         vocabulary = self._vocabulary(catalog)
-        return await self.build(top.skill, parsed, vocabulary)
+        return await self.build(top.skill, parsed, vocabulary, focus=focus)
+
+    def _focused(
+        self,
+        parsed: ex.Parsed,
+        skills: Sequence[Skill[Any, Any]],
+        catalog: Sequence[Skill[Any, Any]],
+        ranked: list[Scored],
+    ) -> tuple[list[Scored], ex.Parsed | None]:
+        """The ranking of the sentences that ask (:func:`opsbot.intent.speech.focus`) in a
+        message with context around its request ("I'm investigating a CrashLoopBackOff
+        report. Can you show me the pods in warehouse?"), and their parse; the ranking of
+        the whole when they match nothing, unless they ask about a write ("... looks flaky.
+        Should we roll it back?": what the rollback would do, not a diagnosis)."""
+        said = speech.focus(parsed.text)
+        if said == parsed.text:
+            return ranked, None
+        focus = self._parse(said, catalog)
+        mine = self.rank(focus, skills)
+        if (mine and mine[0].score >= self.threshold) or speech.write_mood(said) in (
+            speech.Mood.QUESTION,
+            speech.Mood.HYPOTHETICAL,
+        ):
+            return mine, focus
+        return ranked, None
 
     async def _command(
         self,
@@ -368,14 +402,19 @@ class OfflineRouter:
             plan.invocations[0] = plan.invocations[0].model_copy(update={"rationale": rationale})
         return plan
 
-    async def _about_write(self, parsed: ex.Parsed, catalog: Sequence[Skill[Any, Any]]) -> Plan:
+    async def _about_write(
+        self,
+        parsed: ex.Parsed,
+        catalog: Sequence[Skill[Any, Any]],
+        focus: ex.Parsed | None = None,
+    ) -> Plan:
         """A question about a write no read answers ("should we roll back checkout in shop?"):
         the write it is about, for the engine to preview, and nothing planned."""
         writes = [s for s in catalog if s.risk is not Risk.READ]
-        ranked = self.rank(parsed, writes)
+        ranked = self.rank(focus or parsed, writes)
         if not ranked or ranked[0].score < self.threshold:
             return Answer(text=NO_SKILL, unmatched=True)
-        built = await self.build(ranked[0].skill, parsed, self._vocabulary(catalog))
+        built = await self.build(ranked[0].skill, parsed, self._vocabulary(catalog), focus=focus)
         about = first_invocation(built)
         return Answer(text=wording.about_write(about or ranked[0].skill.name), about=about)
 
@@ -408,6 +447,7 @@ class OfflineRouter:
         rest = {
             speech.Mood.NEGATED: speech.without_write_talk(text),
             speech.Mood.QUOTED: speech.unquoted(text),
+            speech.Mood.QUESTION: speech.without_alternatives(text),
         }.get(mood, text)
         return self._parse(rest, catalog) if rest.strip() and rest != text else parsed, reads
 
@@ -474,11 +514,23 @@ class OfflineRouter:
         parsed: ex.Parsed,
         vocabulary: AbstractSet[str],
         given: dict[str, Any] | None = None,
+        focus: ex.Parsed | None = None,
     ) -> Plan:
         """Extract, refine, ground and validate the arguments of ``skill`` from ``parsed``
         (:func:`opsbot.intent.arguments.extract`); arguments already ``given`` (an earlier
-        message, a choice, a kubectl command) are not read again."""
-        reading = arguments.Reading(parsed, await self._inventory(skill), vocabulary, self.recipes)
+        message, a choice, a kubectl command) are not read again. ``focus``: the part of the
+        request that asks (its order, its question), read first; the rest of ``parsed`` only
+        gives what it does not say ("the nightly-etl deployment in data ... would you mind
+        taking it down to zero?")."""
+        inventory = await self._inventory(skill)
+        rationale = ""
+        if focus is not None and focus.text != parsed.text:
+            first = arguments.extract(
+                skill, arguments.Reading(focus, inventory, vocabulary, self.recipes), given
+            )
+            if isinstance(first, arguments.Extracted):
+                given, rationale = _said(skill, focus, first.args), first.rationale
+        reading = arguments.Reading(parsed, inventory, vocabulary, self.recipes)
         found = arguments.extract(skill, reading, given)
         if isinstance(found, arguments.Ask):
             return await self._ask(skill, parsed, vocabulary, found)
@@ -496,7 +548,7 @@ class OfflineRouter:
                 Invocation(
                     skill=skill.name,
                     args=args,
-                    rationale=found.rationale,
+                    rationale=found.rationale or rationale,
                 )
             ]
         )
@@ -521,6 +573,23 @@ class OfflineRouter:
             missing=[ask.field],
             choices=choices,
         )
+
+
+#: words that point back to a name said before ("... would you mind taking it down?")
+_BACK = frozenset({"it", "its", "it's", "them", "their", "theirs", "they"})
+
+
+def _said(skill: Skill[Any, Any], parsed: ex.Parsed, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` read from ``parsed`` (the part of a request that asks) that it says itself:
+    not a kind it only defaulted to, nor a name where it points back with "it" ("the kafka
+    statefulset in data ... could you restart it?": the rest of the request says them)."""
+    meanings = arguments.meanings(skill.Args)
+    drop = set()
+    if not (parsed.refs or ex.extract_kind(parsed)):
+        drop |= {n for n, m in meanings.items() if isinstance(m, ObjectKind)}
+    if _BACK & {t.lower() for t in parsed.tokens}:
+        drop |= {n for n, m in meanings.items() if isinstance(m, Grounded)}
+    return {k: v for k, v in args.items() if k not in drop}
 
 
 def _unsupported(text: str) -> str | None:

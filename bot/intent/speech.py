@@ -130,6 +130,16 @@ LEAD_INS = (
     "@opsbot", "hey opsbot", "yes", "yes,", "right,", "ops",
 )  # fmt: skip
 
+#: how a request is put politely: a question in form, an order in meaning ("could you please
+#: restart checkout?", "would you mind taking cart down to zero?"). "Can you restart
+#: checkout?" (with a please or not) may ask what the bot can do or may do: it stays a
+#: question, answered with what the write would do and how to ask for it.
+POLITE = (
+    "would you mind", "do you mind", "would you kindly", "would you please", "would you",
+    "could you please", "could you kindly", "could you", "will you please", "will you",
+    "please could you", "please would you", "could u", "would u",
+)  # fmt: skip
+
 _CONDITIONAL = re.compile(r"\s*(?:if|in case|unless|once|whenever|should it)\b")
 _STATE = re.compile(
     r"(?:\bis|\bare|'s)\s+(?:[\w-]+\s+){0,6}?(?:silenced|muted|snoozed|rolled out)\b(?!\s+by\b)"
@@ -145,8 +155,11 @@ def is_state(text: str) -> bool:
 _COUNTED = re.compile(r"\b(?:how many|number of|count of)\s+(\w+)")
 _CLAUSE = re.compile(r"[,;:.!?\n]+|\s[-–—]\s|\b(?:but|instead|so|and then|then)\b")
 _NOTIFICATION = re.compile(r"\s*\[(firing|resolved)(:\d+)?\]")
-_QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”|'[^']{3,}'|`[^`]*`")
-_WORD = re.compile(r"[a-z0-9']+")
+#: quoted words; a single quote opens only before a word and closes only after one, never
+#: inside one ("we're ... the comment 'planned maintenance'": one quote, not two)
+_QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”|(?<!\w)'(?=\S)[^']{3,}(?<=\S)'(?!\w)|`[^`]*`")
+#: a word; a metric's name is one ("kube_deployment_status_replicas_unavailable")
+_WORD = re.compile(r"[a-z0-9_']+")
 
 
 @dataclass(frozen=True)
@@ -172,7 +185,8 @@ def _spelled(word: str) -> str:
 def _phrasal_at(words: list[str], i: int) -> bool:
     """A two-word write verb starting at ``words[i]``, up to two words apart ("roll it back",
     "take the payments pods down")."""
-    return any((words[i], w) in PHRASAL for w in words[i + 1 : i + 7])
+    first = _base(words[i])  # "(would you mind) taking it down"
+    return any((first, w) in PHRASAL for w in words[i + 1 : i + 7])
 
 
 def _has_write(words: list[str]) -> bool:
@@ -198,6 +212,36 @@ def _strip_lead_ins(words: list[str]) -> list[str]:
     return words
 
 
+def _polite(words: list[str]) -> list[str] | None:
+    """The order in a polite request (lead-ins stripped): "could you please do a rolling
+    restart of x" -> ["do", "a", "rolling", "restart", "of", "x"]; "would you mind taking it
+    down" -> ["take", "it", "down"] (the verb's base form); None when ``words`` open no polite
+    request ("can you restart x?", "should we ...", "can we ...")."""
+    for lead in POLITE:
+        parts = lead.split()
+        if words[: len(parts)] == parts and len(words) > len(parts):
+            rest = _strip_lead_ins(words[len(parts) :])
+            return [_base(rest[0]), *rest[1:]] if rest else None
+    return None
+
+
+#: the first words of two-word write verbs ("take" of "take down")
+_PHRASAL_FIRST = frozenset(first for first, _ in PHRASAL)
+
+
+@lru_cache(maxsize=1024)
+def _base(word: str) -> str:
+    """A write verb's -ing form as its base ("taking" -> "take", "rolling" -> "roll",
+    "scaling" -> "scale"), after "would you mind"; any other word as it is."""
+    if not word.endswith("ing"):
+        return word
+    root = word[:-3]
+    for guess in (root, root + "e", root[:-1]):
+        if guess in WRITE_VERBS or guess in _PHRASAL_FIRST:
+            return guess
+    return word
+
+
 def _asks(words: list[str]) -> bool:
     """Whether words (lead-ins stripped) open a question: "should we", "did anyone", "do you"
     (but "do a rolling restart" is an order)."""
@@ -212,9 +256,12 @@ def _clause_mood(text: str) -> Mood:
         return Mood.NONE
     if _negated(text, words):
         return Mood.NEGATED
-    if HYPOTHETICAL.search(" ".join(words)):
-        return Mood.HYPOTHETICAL
     rest = _strip_lead_ins(words)
+    order = _polite(rest) if rest else None
+    if order is not None:
+        rest = order  # "could you please restart x?": the order it puts politely
+    if HYPOTHETICAL.search(" ".join(rest if order is not None else words)):
+        return Mood.HYPOTHETICAL  # (not the "would" of "would you mind ...")
     if not rest:
         return Mood.NONE
     first = rest[0]
@@ -233,6 +280,8 @@ def _clause_mood(text: str) -> Mood:
     if first.isdigit() and second in ("replicas", "replica", "pods", "instances"):
         return Mood.IMPERATIVE  # "(I need) 3 replicas of payments"
     if re.search(r"\bto \d+ (?:replicas?|pods|instances)\b", " ".join(rest)):
+        if first not in WRITE_VERBS and any(w in PAST for w in rest):
+            return Mood.REPORT  # "priya already scaled cart to 4 replicas"
         return Mood.IMPERATIVE  # "checkout to 5 replicas in shop"
     if first in WRITE_VERBS or _phrasal_at(rest, 0):
         if len(rest) > 1 and rest[1] in ("count", "counts", "history", "status", "loop"):
@@ -241,6 +290,13 @@ def _clause_mood(text: str) -> Mood:
     if any(w in PAST for w in rest):
         return Mood.REPORT
     return Mood.NOUN
+
+
+def polite(text: str) -> bool:
+    """Whether ``text`` (one clause) is a polite request ("could you please ...", "would you
+    mind ..."): see :data:`POLITE`."""
+    words = _strip_lead_ins(_words(text))
+    return bool(words) and _polite(words) is not None
 
 
 def clauses(text: str) -> list[Clause]:
@@ -262,6 +318,8 @@ def write_mood(text: str) -> Mood:
     if _CONDITIONAL.match(unquoted):
         return Mood.HYPOTHETICAL  # "if latency spikes, then restart checkout": not now
     parts = [c for c in clauses(unquoted) if c.mood is not Mood.NONE]
+    if any(c.mood is Mood.IMPERATIVE and polite(c.text) for c in parts):
+        return Mood.IMPERATIVE  # "could you please restart x? thanks!": asked politely
     if any(c.mood is Mood.IMPERATIVE for c in parts):
         if lowered.endswith("?") or _asks(_strip_lead_ins(_words(unquoted))):
             return Mood.QUESTION
@@ -301,6 +359,73 @@ _SENTENCE_PART = re.compile(
 )
 
 
+#: where a sentence ends ("... namespace. Could you ...", "... again? Thanks!")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def focus(text: str) -> str:
+    """The sentences of ``text`` that ask for something, joined: what a long message with
+    context before (or thanks after) the request asks ("The mailer has been quiet for a
+    while. Could you show me its last 100 lines of logs? Thanks!" -> "Could you show me its
+    last 100 lines of logs?"); ``text`` itself when it is one sentence, or when none or every
+    sentence asks."""
+    sentences = [s.strip() for s in _SENTENCE.split(text) if s and s.strip()]
+    if len(sentences) < 2:
+        return text
+    kept = [_main(s) for s in sentences if _requests(s)]
+    return " ".join(kept) if kept and len(kept) < len(sentences) else text
+
+
+#: a clause that says why or when, after the request ("... so I can tell if it's real",
+#: "... until we're done", "... because the fix isn't ready")
+_SUBORDINATE = re.compile(
+    r"\s+(?:so that|so|because|since|as|until|till|unless|if|once|while)\s+(?=\S)", re.I
+)
+
+
+def _main(sentence: str) -> str:
+    """``sentence`` without a clause that says why or when after its request (a duration
+    such as "since 2h" or "as a graph" stays)."""
+    for m in _SUBORDINATE.finditer(sentence):
+        after = sentence[m.end() :]
+        if re.match(r"(?:\d|yesterday|last\b|an?\s+(?:graph|chart|table)\b)", after, re.I):
+            continue
+        head = sentence[: m.start()]
+        return head + ("?" if sentence.rstrip().endswith("?") else "") if head.split() else sentence
+    return sentence
+
+
+def requests(text: str) -> bool:
+    """Whether any sentence of ``text`` asks or orders ("Thanks for all the help yesterday!
+    Have a lovely weekend" does not)."""
+    return any(_requests(s) for s in _SENTENCE.split(text) if s and s.strip())
+
+
+#: an alternative offered to a write asked about ("should we roll it back, or wait for the
+#: hotfix?"): part of the question, not a request
+_ALTERNATIVE = re.compile(r",?\s+or\s+[^?.!]*")
+
+
+def without_alternatives(text: str) -> str:
+    """``text`` without the alternative a question about a write offers ("should we roll it
+    back, or wait for the hotfix?" -> "should we roll it back?")."""
+    for m in _ALTERNATIVE.finditer(text):
+        asked = _SENTENCE.split(text[: m.start()])[-1]  # the sentence it ends
+        if _clause_mood(asked) in (Mood.QUESTION, Mood.HYPOTHETICAL):
+            return text[: m.start()] + text[m.end() :]
+    return text
+
+
+def _requests(sentence: str) -> bool:
+    """Whether ``sentence`` asks or orders: a question, a read verb, a polite request or a
+    write ordered (see :func:`asks_something`, :func:`polite`)."""
+    return (
+        asks_something(sentence)
+        or polite(sentence)
+        or any(c.mood is Mood.IMPERATIVE for c in clauses(unquoted(sentence)))
+    )
+
+
 def opening_words(text: str) -> list[str]:
     """The words of ``text``'s first clause after its lead-ins ("please", "ok", "@opsbot")."""
     first = _CLAUSE.split(unquoted(text), maxsplit=1)[0] if text.strip() else ""
@@ -314,8 +439,10 @@ def asks_something(text: str) -> bool:
         return True
     for clause in _CLAUSE.split(unquoted(text)):
         words = _strip_lead_ins(_words(clause or ""))
-        if words and (words[0] in READ_VERBS or _asks(words) or words[0] in ("why", "what")):
+        if words and (words[0] in READ_VERBS or words[0] in ("why", "what")):
             return True
+        if words and _asks(words) and not (len(words) > 1 and words[1] in ("a", "an")):
+            return True  # (not "have a lovely weekend": no question without a subject)
     return False
 
 
