@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from opsbot.intent import extract as ex
 from opsbot.intent import kubectl
@@ -151,7 +152,8 @@ async def test_kubectl_forms(text: str, skill: str, args: dict[str, Any]) -> Non
         ("kubectl port-forward svc/orders 8080:80 -n billing", "I don't forward ports"),
         ("kubectl drain worker-2", "I don't drain"),
         ("delete pod orders-5c9f7d8b6-q2w3e -n billing", "I don't delete"),
-        ("kubectl rollout restart statefulset/redis -n billing", "deployments only"),
+        ("kubectl rollout restart cronjob/report -n billing", "not cronjobs"),
+        ("kubectl scale ds/node-exporter --replicas=2 -n monitoring", "no replicas to scale"),
     ],
 )
 async def test_unsupported_commands_are_refused_with_what_it_can_do(text: str, why: str) -> None:
@@ -226,3 +228,37 @@ def test_options_are_read_out_of_any_request() -> None:
     parsed = ex.parse("scale deploy/cart --replicas=3 -nshop")
     assert parsed.refs == [("deployment", "cart")] and parsed.flags["namespace"] == "shop"
     assert "=" not in parsed.rest  # an option is no label matcher
+
+
+def test_a_workload_of_another_kind_is_passed_on_as_its_kind() -> None:
+    """``sts/x`` and ``ds/x`` reach the skill as its ``kind``; a skill that takes no such
+    kind refuses them (see test_a_kind_the_skill_does_not_take_is_refused)."""
+    for text, skill, kind in (
+        ("kubectl rollout restart sts/elasticsearch-data -n logging", "k8s.restart", "statefulset"),
+        ("kubectl --namespace=data scale --replicas=5 sts/zookeeper", "k8s.scale", "statefulset"),
+        (
+            "kubectl rollout status ds/node-exporter -n monitoring",
+            "k8s.rollout.status",
+            "daemonset",
+        ),
+        ("kubectl rollout undo deploy/cart -n shop", "k8s.rollback", None),
+    ):
+        cmd = kubectl.command(text)
+        assert cmd is not None
+        mapped = kubectl.translate(cmd)
+        assert isinstance(mapped, kubectl.Mapped) and mapped.skill == skill, text
+        assert mapped.args.get("kind") == kind, text
+
+
+async def test_a_kind_the_skill_does_not_take_is_refused() -> None:
+    class Deployments(BaseModel):
+        name: str
+        namespace: str | None = None
+
+    restart = type(next(s for s in CATALOG if s.name == "k8s.restart"))
+    narrow = type("DeploymentsOnly", (restart,), {"Args": Deployments})()
+    answer = await OfflineRouter().plan(
+        request("kubectl rollout restart sts/redis -n billing"), [narrow]
+    )
+    assert isinstance(answer, Answer) and "deployments only, not statefulsets" in answer.text
+    assert "nothing was run" in answer.text

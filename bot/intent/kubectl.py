@@ -52,6 +52,8 @@ for _kind, _names in {
 
 #: the kinds ``k8s.describe`` reads
 DESCRIBABLE = ("deployment", "pod", "statefulset", "daemonset", "service", "node")
+#: the kinds ``rollout`` and ``scale`` act on (a skill that takes a ``kind`` says which)
+WORKLOADS = ("deployment", "statefulset", "daemonset")
 #: kubectl verbs opsbot maps to a skill
 SUPPORTED = ("get", "describe", "logs", "log", "rollout", "scale", "top", "events")
 #: kubectl verbs opsbot never runs, with what to use instead
@@ -406,9 +408,13 @@ def translate(cmd: Command) -> Mapped | Refusal:
         if cmd.kind in ("pod", ""):
             return Mapped("prometheus.query", base, recipe="top")
         return refusal(f"I don't show top for {cmd.kind}s", cmd)
-    if cmd.kind not in ("deployment", ""):
-        return refusal(f"I {cmd.verb} deployments only, not {cmd.kind}s", cmd)
+    if cmd.kind not in (*WORKLOADS, ""):
+        return refusal(f"I {cmd.verb} deployments and other workloads only, not {cmd.kind}s", cmd)
+    if cmd.verb == "scale" and cmd.kind == "daemonset":
+        return refusal("A daemonset runs one pod per node: it has no replicas to scale", cmd)
     workload = {**base, **({"name": cmd.name} if cmd.name else {})}
+    if cmd.kind not in ("deployment", ""):  # sts/x, ds/x: the skill says whether it acts on it
+        workload["kind"] = cmd.kind
     if cmd.verb == "scale":
         if values.get("replicas", "").isdigit():
             workload["replicas"] = int(values["replicas"])

@@ -370,6 +370,13 @@ class OfflineRouter:
                 text=f"`{cmd.shown}` is `{mapped.skill}` here, which you may not use in this channel.",
                 unmatched=True,
             )
+        kind = mapped.args.get("kind")
+        if kind and not (
+            "kind" in skill.Args.model_fields and arguments.allows(skill.Args, "kind", kind)
+        ):  # "kubectl rollout restart sts/x" where the skill acts on deployments only
+            return Answer(
+                text=kubectl.refusal(f"I {cmd.verb} deployments only, not {kind}s", cmd).text
+            )
         # the mood of the command's words ("kubectl rollout undo deploy/x"): its options
         # (-n shop) are no clause of English, and "oc"/"k" are kubectl
         words = kubectl.options(text).rest.split()
