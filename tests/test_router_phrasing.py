@@ -983,3 +983,93 @@ async def test_twentieth_batch_of_long_messages(
 ) -> None:
     got, found = await routed(text)
     assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+# -- twenty-second batch: plain English from developers ----------------------------------------
+
+
+def test_the_stemmer_knows_be_have_go_and_ies() -> None:
+    assert [ex.stem(w) for w in ("has", "been", "being", "going", "copies", "replied")] == [
+        "have",
+        "be",
+        "be",
+        "go",
+        "copy",
+        "reply",
+    ]
+
+
+def test_a_longer_idiom_supersedes_the_shorter_inside_it() -> None:
+    """'turn it off and on again' is a restart, not 'switch * off' (to zero replicas)."""
+    again = ex.canonical(list(ex.phrase("switch it off and on again")))
+    assert ex.stem("restart") in again and ex.stem("scale") not in again
+    assert ex.stem("scale") in ex.canonical(list(ex.phrase("switch it off now")))
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        (
+            "turn the recommendations service off and on again, it's in the ml namespace",
+            "k8s.restart",
+            {"name": "recommendations", "namespace": "ml"},
+        ),
+        (
+            "please restart my app, it's called pdf-renderer and lives in the docs namespace",
+            "k8s.restart",
+            {"name": "pdf-renderer", "namespace": "docs"},
+        ),
+        (
+            "we expect a lot of signups tomorrow, please run 10 copies of signup-api in onboarding",
+            "k8s.scale",
+            {"name": "signup-api", "replicas": 10},
+        ),
+        (
+            "please switch off the legacy-importer in the migration namespace completely",
+            "k8s.scale",
+            {"name": "legacy-importer", "namespace": "migration", "replicas": 0},
+        ),
+        ("are there any alerts going off?", "alerts.list", {"state": "firing"}),
+        ("how many times have the cache-warmer pods restarted today?", "prometheus.query", {}),
+        ("can you draw a chart of up for the last 2h", "prometheus.range", {"query": "up"}),
+        (
+            "what is my app printing out? it's survey-api in forms",
+            "k8s.logs",
+            {"name": "survey-api"},
+        ),
+        (
+            "did my new version of quiz-engine in learning finish going out?",
+            "k8s.rollout.status",
+            {},
+        ),
+        (
+            "which versions of quiz-engine in learning were released before?",
+            "k8s.rollout.history",
+            {},
+        ),
+        (
+            "what has been happening in the sandbox namespace?",
+            "k8s.events",
+            {"namespace": "sandbox"},
+        ),
+        ("show me all the settings of the deployment badge-service in games", "k8s.describe", {}),
+        (
+            "the search page is super slow, why is search-frontend slow?",
+            "incident.triage",
+            {"service": "search-frontend"},
+        ),
+        ("can you clean up my namespace? kubectl delete pods --all -n sandbox", None, {}),
+    ],
+)
+async def test_twenty_second_batch_of_plain_english(
+    text: str, skill: str | None, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and {k: found.get(k) for k in args} == args, (got, found)
+
+
+async def test_a_pasted_command_opsbot_never_runs_is_refused_after_words() -> None:
+    answer = await OfflineRouter().plan(
+        request("my lead says to run this: kubectl delete pods --all -n sandbox"), list(REGISTRY)
+    )
+    assert isinstance(answer, Answer) and "I don't delete" in answer.text

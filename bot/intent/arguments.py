@@ -538,7 +538,7 @@ def count(parsed: ex.Parsed, unit: str) -> int | None:
 
 #: "spin cart down", "take the orders pods down", "shut payments off": no replicas left
 _OFF = re.compile(
-    r"\b(?:spin|take|shut|bring)\s+(?:[\w.-]+\s+){0,3}?(?:down|off)\b(?!\s+(?:to|by)\b)",
+    r"\b(?:spin|take|shut|bring|switch)\s+(?:[\w.-]+\s+){0,3}?(?:down|off)\b(?!\s+(?:to|by|and)\b)",
     re.I,
 )
 
@@ -550,14 +550,15 @@ def _choice_cues(meaning: Choice) -> list[tuple[str, list[Cue]]]:
 
 def choose(parsed: ex.Parsed, meaning: Choice) -> str | None:
     """The first value of ``meaning`` (in its order) whose words the request says (by stem,
-    or exactly for ``=word``)."""
+    in its own words or the lexicon's, or exactly for ``=word``)."""
     exact = {t.lower() for t in parsed.tokens}
     for value, cues in _choice_cues(meaning):
         for said in cues:
             if said.exact and said.exact in exact:
                 return value
-            if said.words and ex.contains(parsed.stems, ex.phrase(" ".join(said.words))):
-                return value
+            words = ex.phrase(" ".join(said.words)) if said.words else ()
+            if words and (ex.contains(parsed.stems, words) or ex.contains(parsed.canon, words)):
+                return value  # (said in the lexicon's words too: "alerts going off": firing)
     return None
 
 

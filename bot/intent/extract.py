@@ -28,6 +28,10 @@ _IRREGULAR = {
     "were": "be",
     "went": "go",
     "gone": "go",
+    "going": "go",
+    "has": "have",
+    "been": "be",
+    "being": "be",
     "took": "tak",  # as stem("take")
     "taken": "tak",
     "brought": "bring",
@@ -55,6 +59,8 @@ def stem(word: str) -> str:
         return stem(lexicon.ABBREVIATIONS[w])
     if w.endswith("'s"):
         w = w[:-2]
+    if len(w) > 4 and w.endswith(("ies", "ied")):  # "copies", "replied": "copy", "reply"
+        return w[:-3] + "y"
     for suffix in ("ing", "ed", "es", "s"):
         if w.endswith(suffix) and len(w) - len(suffix) >= 3 and not w.endswith("ss"):
             w = w[: -len(suffix)]
@@ -112,6 +118,7 @@ STOPWORDS = {
         couple few team folks guys everyone morning afternoon evening context question heads
         mind ahead yes yeah yep yup sure alright another other extra results pending
         until till unless whether though although while anyway otherwise meanwhile
+        super extremely pretty quite totally completely app application
         running failed ready terminating evicted maintenance migration weekend double
         """
     )
@@ -200,12 +207,15 @@ _WORD_UNIT = re.compile(
 #: days said by name: how far back each reaches from now (at most)
 _DAY_WORDS_VALUE = {
     "yesterday": "1d",
+    "today": "1d",  # since midnight: a day at most, shown in the plan
     "overnight": "12h",
     "last night": "12h",
     "until tomorrow": "1d",  # a silence "until tomorrow": a day at most, shown in the plan
     "till tomorrow": "1d",
 }
-_DAY_WORDS = re.compile(r"\b(yesterday|overnight|last night|until tomorrow|till tomorrow)\b", re.I)
+_DAY_WORDS = re.compile(
+    r"\b(yesterday|today|overnight|last night|until tomorrow|till tomorrow)\b", re.I
+)
 #: "ninety minutes", "a couple of hours", "fifteen mins": a count said in words, and a unit
 _WORDS_UNIT = re.compile(
     rf"(?<![\w-])({'|'.join(sorted(lexicon.NUMBERS, key=len, reverse=True))})\s+"
@@ -288,9 +298,9 @@ _LEAD = re.compile(
 _BACKTICK = re.compile(r"`([^`]+)`")
 _COMMAND = re.compile(
     r"^\s*(?:please\s+|can you\s+|could you\s+|(?:would you\s+|do you\s+)?mind\s+)?"
-    r"(?:(?:instant\s+)?query|run query|run|eval(?:uate)?|"
+    r"(?:(?:show|give|draw|make)\s+(?:me\s+|us\s+)?(?:a\s+|the\s+)?(?:graph|chart|plot)\s+(?:of|for)|"
+    r"(?:instant\s+)?query|run query|run|eval(?:uate)?|"
     r"(?:graph(?:ing)?|plot(?:ting)?|chart(?:ing)?|draw(?:ing)?|visuali[sz]e)(?:\s+(?:of|for))?|"
-    r"(?:show|give|draw)\s+(?:me\s+)?(?:a\s+|the\s+)?(?:graph|chart|plot)\s+(?:of|for)|"
     r"(?:search|grep|find)\s+(?:the\s+)?logs?(?:\s+for)?)"
     # "run this: sum(up)", "run this promql for me: sum(up)"
     r"(?:\s+(?:this|that|the|a))?(?:\s+(?:promql|logql|query|expression|expr))?"
@@ -615,15 +625,16 @@ def gapped(seq: list[str], phrase: tuple[str, ...]) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _lexicon() -> tuple[dict[str, str], tuple[tuple[tuple[str, ...], str], ...]]:
+def _lexicon() -> tuple[dict[str, str], tuple[tuple[tuple[str, ...], str, frozenset[str]], ...]]:
     words: dict[str, str] = {}
-    idioms: list[tuple[tuple[str, ...], str]] = []
+    idioms: list[tuple[tuple[str, ...], str, frozenset[str]]] = []
     for key, value in lexicon.SYNONYMS.items():
         stems = phrase(key)
         if len(stems) == 1:
             words[stems[0]] = stem(value)
         else:
-            idioms.append((stems, stem(value)))
+            over = frozenset(stem(v) for v in lexicon.SUPERSEDES.get(key, ()))
+            idioms.append((stems, stem(value), over))
     return words, tuple(idioms)
 
 
@@ -640,9 +651,12 @@ def canonical(stems: list[str], *, asked: bool = False) -> list[str]:
     extra: list[str] = []
     present = set(out)
     ended = [*stems, END] if asked and len(stems) > 1 else stems
-    for idiom, value in idioms:
+    cancelled: set[str] = set()
+    for idiom, value, over in idioms:
         if value not in present and value not in extra and contains(ended, idiom):
             extra.append(value)
+            cancelled |= over  # "turn it off and on again": a restart, not "turn * off"
+    extra = [v for v in extra if v not in cancelled]
     if extra:
         return [*out, "|", *extra]
     return out if out != stems else stems
@@ -670,6 +684,15 @@ _NOT_A_PREFIX = frozenset(
         "incident", "page", "edit",
     }
 )  # fmt: skip
+#: words before "namespace" that name none ("the namespace", "which namespace")
+_NOT_NAMESPACES = frozenset(
+    {
+        "the", "this", "that", "which", "what", "a", "an", "any", "each", "every", "my",
+        "our", "your", "their", "its", "same", "whole", "entire", "all", "one", "other",
+        "another", "that's", "in", "of", "for", "from", "by", "per", "no", "new", "old", "given",
+        "current", "right", "wrong", "k8s", "kubernetes",
+    }
+)  # fmt: skip
 #: what "on X" names when no inventory says otherwise: an environment ("restart cart on
 #: staging"); any other word is a service ("latency spike on search", "alerts on payments")
 ENVIRONMENTS = frozenset(
@@ -694,8 +717,10 @@ def extract_namespace(
     for i, pattern in enumerate(_NS_PATTERNS if guess else _NS_PATTERNS[:4]):
         for m in pattern.finditer(text):
             value = m.group(1).lower()
-            if stem(value) in STOPWORDS or re.fullmatch(r"\d+\w*", value):
-                continue
+            if re.fullmatch(r"\d+\w*", value) or (
+                stem(value) in STOPWORDS and (i != 3 or value in _NOT_NAMESPACES)
+            ):
+                continue  # ("the migration namespace" names one; "the namespace" does not)
             if i >= 4 and known and value not in known:
                 continue
             if i == 6 and not known and value not in ENVIRONMENTS:
@@ -848,6 +873,11 @@ def candidate_names(
         for m in re.finditer(rf"\b(?:{kinds})\s+([\w.-]+)", parsed.rest, re.I)
         if m.group(1).lower() not in KIND_ALIASES
     }
+    # "my app, it's called pdf-renderer", "a service named ledger": said to be its name
+    called = {
+        m.group(1).lower()
+        for m in re.finditer(r"\b(?:called|named)\s+([\w.-]+)", parsed.rest, re.I)
+    }
     if places := [re.escape(w) for w in skip if re.fullmatch(r"[a-z0-9][a-z0-9-]*", w)]:
         homes = "|".join(places)
         named |= {
@@ -856,7 +886,14 @@ def candidate_names(
                 rf"\b([\w.-]+)\s+(?:in|on)\s+(?:the\s+)?(?:{homes})\b", parsed.rest, re.I
             )
         }
-    ranked = sorted(out, key=lambda found: (found[0].lower() not in named, -found[1]))
+    ranked = sorted(
+        out,
+        key=lambda found: (
+            found[0].lower() not in called,
+            found[0].lower() not in named,
+            -found[1],
+        ),
+    )
     return [name for name, _ in ranked]
 
 

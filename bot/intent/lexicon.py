@@ -35,8 +35,11 @@ SYNONYMS: dict[str, str] = {
     "nudge": "restart",
     "rollout restart": "restart",
     "rolling restart": "restart",
+    "off and on": "restart",  # "turn it off and on again" (not "switch * off": see SUPERSEDES)
     # k8s.scale
     "take * down": "scale",
+    "switch * off": "scale",  # "switch off the legacy-importer": to zero replicas
+    "copy": "replica",  # "run 10 copies of signup-api"
     "spin * down": "scale",
     "bring * up to": "scale",  # "bring checkout back up to 3" (not "bring up the logs")
     "bring * down to": "scale",
@@ -110,10 +113,18 @@ SYNONYMS: dict[str, str] = {
     "unreachable": "broken",
     "misbehaving": "broken",
     # k8s.rollout.status
+    "finish go out": "rollout",  # "did my new version finish going out?"
+    "version * go out": "rollout",
     "go through": "finished",  # "did the orders rollout go through?"
     "fully roll out": "finished",  # "is the checkout deployment fully rolled out?"
     "roll out $": "finished",
+    # k8s.rollout.history
+    "have be release": "history",  # "which versions have been released before?"
+    "release before": "history",
+    # k8s.events
+    "what * be happen": "event",  # "what has been happening in sandbox?"
     # alerts
+    "go off": "firing",  # "are there any alerts going off?"
     "alarm": "alert",
     "pager": "alert",
     "paging": "alert",
@@ -132,6 +143,7 @@ SYNONYMS: dict[str, str] = {
     "stdout": "log",
     "stderr": "log",
     "logging": "log",
+    "be * print": "log",  # "what is my app printing (out)?"
     # errors
     "exception": "error",
     "stack trace": "error",
@@ -143,6 +155,8 @@ SYNONYMS: dict[str, str] = {
     "search * in * log": "grep",
     "look for * in * log": "grep",
     # describe
+    "settings": "describe",  # "all the settings of the deployment badge-service"
+    "configuration": "describe",
     "detail": "describe",
     "inspect": "describe",
     "spec": "describe",
@@ -170,6 +184,10 @@ ABBREVIATIONS: dict[str, str] = {
     "perf": "performance",
     "util": "utilization",
 }
+
+#: an idiom that, when said, cancels what a shorter one inside it adds ("turn it off and on
+#: again" restarts; it does not switch it off)
+SUPERSEDES: dict[str, tuple[str, ...]] = {"off and on": ("scale",)}
 
 #: counts written as words
 NUMBERS = {

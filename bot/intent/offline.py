@@ -276,6 +276,8 @@ class OfflineRouter:
             return Answer(text=wording.EMPTY)
         if (command := await self._command(text, parsed, catalog, quoted)) is not None:
             return command
+        if (refused := _embedded_refusal(text)) is not None:
+            return Answer(text=refused.text)  # "can you ...? kubectl delete pods --all -n x"
         if parsed.tokens and ex.stem(parsed.tokens[0]) in _THANKS and not speech.requests(text):
             return Answer(text=_COURTESY["thanks"])  # "thanks for all the help yesterday!"
         if (verb := _unsupported(text)) is not None:
@@ -597,6 +599,21 @@ def _said(skill: Skill[Any, Any], parsed: ex.Parsed, args: dict[str, Any]) -> di
     if _BACK & {t.lower() for t in parsed.tokens}:
         drop |= {n for n, m in meanings.items() if isinstance(m, Grounded)}
     return {k: v for k, v in args.items() if k not in drop}
+
+
+_KUBECTL_INSIDE = re.compile(r"(?<![\w./-])(?:kubectl|oc)\s+(?=[a-z-])", re.I)
+
+
+def _embedded_refusal(text: str) -> kubectl.Refusal | None:
+    """The refusal of a kubectl command opsbot never runs, pasted after words ("can you
+    clean up my namespace? kubectl delete pods --all -n sandbox"): refused as if typed alone."""
+    for m in _KUBECTL_INSIDE.finditer(text):
+        if m.start() == 0:
+            continue
+        cmd = kubectl.command(text[m.start() :])
+        if cmd is not None and isinstance(refused := kubectl.translate(cmd), kubectl.Refusal):
+            return refused
+    return None
 
 
 def _unsupported(text: str) -> str | None:

@@ -60,6 +60,7 @@ PHRASAL = {
     ("shut", "off"),
     ("go", "back"),
     ("turn", "off"),
+    ("switch", "off"),
     ("kill", "pod"),
     ("kill", "pods"),
     ("bring", "up"),
@@ -84,7 +85,7 @@ WRITE_FORMS = WRITE_VERBS | frozenset(
         "cycled", "cycling", "rebooted", "redeployed", "scaled", "scaling", "bumped", "rolled",
         "rolling", "rollbacks", "undid", "undoing", "reverted", "reverting", "silenced",
         "silencing", "silences", "muted", "muting", "snoozed", "unsilenced", "expired",
-        "deleted", "removed", "lifted", "drained", "replicas", "nudged", "nudging",
+        "deleted", "removed", "lifted", "drained", "replicas", "copies", "nudged", "nudging",
         "acked", "acknowledged", "quieted", "hushed",
     }
 )  # fmt: skip
@@ -153,6 +154,7 @@ def is_state(text: str) -> bool:
 
 
 _COUNTED = re.compile(r"\b(?:how many|number of|count of)\s+(\w+)")
+_HOW_OFTEN = re.compile(r"\b(?:how many times|how often)\b")
 _CLAUSE = re.compile(r"[,;:.!?\n]+|\s[-–—]\s|\b(?:but|instead|so|and then|then)\b")
 _NOTIFICATION = re.compile(r"\s*\[(firing|resolved)(:\d+)?\]")
 #: quoted words; a single quote opens only before a word and closes only after one, never
@@ -267,8 +269,8 @@ def _clause_mood(text: str) -> Mood:
     first = rest[0]
     second = rest[1] if len(rest) > 1 else ""
     counted = _COUNTED.search(" ".join(rest))
-    if counted and counted.group(1) in WRITE_FORMS:
-        return Mood.NOUN  # "how many restarts did the checkout pods have": a count
+    if (counted and counted.group(1) in WRITE_FORMS) or _HOW_OFTEN.search(" ".join(rest)):
+        return Mood.NOUN  # "how many restarts did the pods have", "how many times ...": a count
     if _STATE.search(" ".join(words)):
         return Mood.NOUN  # "what's silenced for payments?": a state, not a deed
     if _asks(rest):
