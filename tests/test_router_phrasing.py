@@ -1073,3 +1073,17 @@ async def test_a_pasted_command_opsbot_never_runs_is_refused_after_words() -> No
         request("my lead says to run this: kubectl delete pods --all -n sandbox"), list(REGISTRY)
     )
     assert isinstance(answer, Answer) and "I don't delete" in answer.text
+
+
+# -- twenty-third batch: pasted alerts in thread replies --------------------------------------
+
+
+async def test_a_pasted_alert_is_what_a_short_question_before_it_asks_about() -> None:
+    text = (
+        "can someone look at this? started 5 min ago\n"
+        "[FIRING:2] HighErrorRate (ledger-api finance page)\n"
+        "Summary: ledger-api 5xx ratio above 5% for 10m"
+    )
+    assert speech.focus(text) == text
+    got, _ = await routed(text)
+    assert got == "incident.triage"

@@ -365,15 +365,19 @@ _SENTENCE_PART = re.compile(
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
+#: an Alertmanager notification pasted in a message ("... [FIRING:2] HighErrorRate ...")
+_PASTED_ALERT = re.compile(r"(?:^|\s)\[(?:firing|resolved)(?::\d+)?\]", re.I)
+
+
 def focus(text: str) -> str:
     """The sentences of ``text`` that ask for something, joined: what a long message with
     context before (or thanks after) the request asks ("The mailer has been quiet for a
     while. Could you show me its last 100 lines of logs? Thanks!" -> "Could you show me its
-    last 100 lines of logs?"); ``text`` itself when it is one sentence, or when none or every
-    sentence asks."""
+    last 100 lines of logs?"); ``text`` itself when it is one sentence, when none or every
+    sentence asks, or when it holds a pasted alert notification (what it asks about)."""
     sentences = [s.strip() for s in _SENTENCE.split(text) if s and s.strip()]
-    if len(sentences) < 2:
-        return text
+    if len(sentences) < 2 or _PASTED_ALERT.search(text):
+        return text  # ("can someone look at this? [FIRING:2] ...": the alert is the subject)
     kept = [_main(s) for s in sentences if _requests(s)]
     return " ".join(kept) if kept and len(kept) < len(sentences) else text
 
