@@ -1087,3 +1087,10 @@ async def test_a_pasted_alert_is_what_a_short_question_before_it_asks_about() ->
     assert speech.focus(text) == text
     got, _ = await routed(text)
     assert got == "incident.triage"
+
+
+async def test_what_the_order_leaves_unsaid_comes_from_the_rest() -> None:
+    """The order ('silence HighErrorRate for 1h') gives its arguments first; a comment said
+    after it ('..., cli test') still comes from the rest of the request."""
+    got, found = await routed("silence HighErrorRate for 1h, cli test")
+    assert got == "alerts.silence" and found["comment"] == "cli test", found

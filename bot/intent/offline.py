@@ -591,14 +591,15 @@ _BACK = frozenset({"it", "its", "it's", "them", "their", "theirs", "they"})
 def _said(skill: Skill[Any, Any], parsed: ex.Parsed, args: dict[str, Any]) -> dict[str, Any]:
     """``args`` read from ``parsed`` (the part of a request that asks) that it says itself:
     not a kind it only defaulted to, nor a name where it points back with "it" ("the kafka
-    statefulset in data ... could you restart it?": the rest of the request says them)."""
+    statefulset in data ... could you restart it?"), nor an empty value ("silence X for 1h,
+    cli test": the comment): the rest of the request says them."""
     meanings = arguments.meanings(skill.Args)
     drop = set()
     if not (parsed.refs or ex.extract_kind(parsed)):
         drop |= {n for n, m in meanings.items() if isinstance(m, ObjectKind)}
     if _BACK & {t.lower() for t in parsed.tokens}:
         drop |= {n for n, m in meanings.items() if isinstance(m, Grounded)}
-    return {k: v for k, v in args.items() if k not in drop}
+    return {k: v for k, v in args.items() if k not in drop and v not in (None, "", {}, [])}
 
 
 _KUBECTL_INSIDE = re.compile(r"(?<![\w./-])(?:kubectl|oc)\s+(?=[a-z-])", re.I)
