@@ -1094,3 +1094,8 @@ async def test_what_the_order_leaves_unsaid_comes_from_the_rest() -> None:
     after it ('..., cli test') still comes from the rest of the request."""
     got, found = await routed("silence HighErrorRate for 1h, cli test")
     assert got == "alerts.silence" and found["comment"] == "cli test", found
+
+
+async def test_thanks_before_a_request_is_no_name() -> None:
+    got, found = await routed("thanks! now show me the pods in shop")
+    assert got == "k8s.pods" and "name" not in found, found

@@ -118,7 +118,8 @@ STOPWORDS = {
         couple few team folks guys everyone morning afternoon evening context question heads
         mind ahead yes yeah yep yup sure alright another other extra results pending
         until till unless whether though although while anyway otherwise meanwhile
-        super extremely pretty quite totally completely app application
+        super extremely pretty quite totally completely app application thanks thank thx ty
+        cheers kudos
         running failed ready terminating evicted maintenance migration weekend double
         """
     )
