@@ -21,13 +21,18 @@ emulates the part of the Kubernetes REST API that opsbot's ``k8s.*`` skills and 
   the newest, as ``rollout undo`` does), pods are replaced one at a time with surge 25 % /
   unavailable 25 %, ``status`` (``observedGeneration``, ``updatedReplicas``,
   ``readyReplicas``, ``availableReplicas``, conditions) follows, replicas follow ``scale``,
-  events are recorded, and a crash-looping pod keeps restarting. With the default
+  events are recorded, and a crash-looping pod keeps restarting; a statefulset controller
+  (``OrderedReady`` pods ``<name>-0..N-1``, a ControllerRevision per template whose ``data``
+  is the template as a ``$patch: replace`` strategic merge patch, the live template's revision
+  renumbered highest, RollingUpdate from the highest ordinal down, one pod at a time, and
+  ``status`` ``currentRevision``/``updateRevision``/``updatedReplicas``/``readyReplicas``), as
+  https://kubernetes.io/docs/concepts/workloads/controllers/statefulset/ describes it. With the default
   :class:`Timings` (0.25 s loop, a new pod ready after 1 s, a deleted one gone after 1 s,
   a restart every 30 s) a three-replica rollout completes in about four seconds.
 
 It is seeded with the shop of :mod:`opsbot.demo` (checkout, payments, cart and frontend in
 ``shop``; checkout and cart in ``staging``; coredns in ``kube-system``), each deployment with
-two or three revisions, and one payments pod in ``CrashLoopBackOff``. Pod logs are generated
+two or three revisions, the statefulset ``redis`` in ``shop`` (three pods, two revisions), and one payments pod in ``CrashLoopBackOff``. Pod logs are generated
 from each pod's app and state. It listens on loopback only: a bearer token other than the
 kubeconfig's is refused (401), a request without one is served (kubectl sends none over plain
 http); impersonation headers are accepted and recorded, and there is no RBAC.
@@ -149,6 +154,13 @@ SERVICES = RESOURCES["", "services"]
 EVENTS = RESOURCES["", "events"]
 DEPLOYMENTS = RESOURCES["apps", "deployments"]
 REPLICASETS = RESOURCES["apps", "replicasets"]
+STATEFULSETS = RESOURCES["apps", "statefulsets"]
+CONTROLLERREVISIONS = RESOURCES["apps", "controllerrevisions"]
+REVISION_HASH = (
+    "controller-revision-hash"  # the StatefulSet controller's label on revisions and pods
+)
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 
 
 class ApiError(Exception):
@@ -779,6 +791,22 @@ SHOP: tuple[App, ...] = (
         tier="control-plane",
     ),
 )
+#: statefulsets (the ``revisions`` are ControllerRevision numbers)
+STATEFUL: tuple[App, ...] = (
+    App(
+        "shop",
+        "redis",
+        3,
+        (
+            (1, "7.2.4", "redis 7.2.4", 24 * 30),
+            (2, "7.2.5", "redis 7.2.5: CVE-2024-31449 fix", 24 * 5),
+        ),
+        image="docker.io/library/redis",
+        port=6379,
+        memory="256Mi",
+        tier="cache",
+    ),
+)
 NODE_NAMES = ("worker-1", "worker-2", "worker-3")
 
 
@@ -1007,6 +1035,19 @@ def table_columns(res: Resource) -> list[tuple[str, str, int, str]]:
             ("Images", "string", 1, "Images referenced by each container in the template."),
             ("Selector", "string", 1, "Label selector for pods."),
         ],
+        "statefulsets": [  # kubectl get sts: NAME READY AGE (-o wide: CONTAINERS IMAGES)
+            name,
+            ("Ready", "string", 0, "Number of the pod with ready state"),
+            age,
+            ("Containers", "string", 1, "Names of each container in the template."),
+            ("Images", "string", 1, "Images referenced by each container in the template."),
+        ],
+        "controllerrevisions": [
+            name,
+            ("Controller", "string", 0, "Controller of the object"),
+            ("Revision", "integer", 0, "Revision of the ControllerRevision"),
+            age,
+        ],
         "replicasets": [
             name,
             ("Desired", "integer", 0, "Number of desired replicas."),
@@ -1095,6 +1136,23 @@ def table_cells(res: Resource, obj: JSON, now: float) -> list[Any]:
             imgs,
             selector_from_labels((spec.get("selector") or {}).get("matchLabels") or {}),
         ]
+    if res.plural == "statefulsets":
+        names, imgs = _containers(spec.get("template") or {})
+        return [
+            m["name"],
+            f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 1)}",
+            _age(obj, now),
+            names,
+            imgs,
+        ]
+    if res.plural == "controllerrevisions":
+        owner: JSON = next((o for o in m.get("ownerReferences") or [] if o.get("controller")), {})
+        controller = (
+            f"{str(owner.get('kind', '')).lower()}.{owner.get('apiVersion', '').split('/')[0]}/{owner.get('name')}"
+            if owner
+            else "<none>"
+        )
+        return [m["name"], controller, obj.get("revision", 0), _age(obj, now)]
     if res.plural == "replicasets":
         names, imgs = _containers(spec.get("template") or {})
         return [
@@ -1421,6 +1479,8 @@ class DemoCluster:
         )
         for index, app in enumerate(SHOP):
             self._seed_app(app, index, now)
+        for app in STATEFUL:
+            self._seed_statefulset(app, now)
         self._seed_events(now)
 
     def _node(self, name: str, index: int, now: float) -> JSON:
@@ -1676,6 +1736,211 @@ class DemoCluster:
             self.save(PODS, pod)
         self._sync_replicaset(rs_current, now)
         self._deployment_status(dep, now, progressed=False)
+
+    def _seed_statefulset(self, app: App, now: float) -> None:
+        """A statefulset with a ControllerRevision per version of ``app.revisions`` and its
+        pods at the last one, as the controller leaves them (OrderedReady, RollingUpdate with
+        partition 0: the API server's defaults)."""
+        ns, name = app.namespace, app.name
+        created = now - max(h for *_, h in app.revisions) * 3600 - 3600
+        generation = len(app.revisions)
+        sts: JSON = {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "uid": self._uid("sts", ns, name),
+                "generation": generation,
+                "creationTimestamp": rfc3339(created),
+                "labels": {"app": name, "tier": app.tier},
+            },
+            "spec": {
+                "replicas": app.replicas,
+                "serviceName": name,
+                "selector": {"matchLabels": {"app": name}},
+                "template": self._template(app, app.revisions[-1][1]),
+                "podManagementPolicy": "OrderedReady",
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+                "revisionHistoryLimit": 10,
+                "persistentVolumeClaimRetentionPolicy": {
+                    "whenDeleted": "Retain",
+                    "whenScaled": "Retain",
+                },
+            },
+            "status": {"observedGeneration": generation},
+        }
+        self.save(STATEFULSETS, sts)
+        current: JSON = {}
+        for number, version, cause, hours in app.revisions:
+            rev = self._controller_revision(
+                sts, self._template(app, version), number, now - hours * 3600
+            )
+            if cause:
+                meta(rev)["annotations"] = {CHANGE_CAUSE: cause}
+            current = self.save(CONTROLLERREVISIONS, rev)
+        started = now - app.revisions[-1][3] * 3600
+        for ordinal in range(app.replicas):
+            pod = self._stateful_pod(sts, current, ordinal, started + ordinal * 30)
+            sim = PodSim(ready_at=started + ordinal * 30 + 5)
+            self.sims[ns, meta(pod)["name"]] = sim
+            self._pod_status(pod, sim, now)
+            self.save(PODS, pod)
+        status = sts["status"]
+        status["currentRevision"] = status["updateRevision"] = meta(current)["name"]
+        self._statefulset_status(sts)
+
+    def _controller_revision(
+        self, owner: JSON, template: JSON, number: int, created: float
+    ) -> JSON:
+        """A ControllerRevision of a statefulset: ``data`` is the template as the strategic
+        merge patch ``{"spec": {"template": {..., "$patch": "replace"}}}`` (the controller's
+        ``getPatch``), named ``<owner>-<hash>`` and labelled with the owner's selector and the
+        hash."""
+        om = meta(owner)
+        template = copy.deepcopy(template)
+        digest = safe_hash(template)
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "ControllerRevision",
+            "metadata": {
+                "name": f"{om['name']}-{digest}",
+                "namespace": om["namespace"],
+                "uid": self._uid("cr", om["namespace"], om["name"], digest),
+                "creationTimestamp": rfc3339(created),
+                "labels": {**owner["spec"]["selector"]["matchLabels"], REVISION_HASH: digest},
+                "ownerReferences": [owner_ref(owner, STATEFULSETS)],
+            },
+            "data": {"spec": {"template": {**template, "$patch": "replace"}}},
+            "revision": number,
+        }
+
+    def _stateful_pod(self, sts: JSON, rev: JSON, ordinal: int, created: float) -> JSON:
+        """Pod ``<name>-<ordinal>`` of a statefulset at revision ``rev`` (its template, its
+        hash label), on a node by ordinal."""
+        sm = meta(sts)
+        name = f"{sm['name']}-{ordinal}"
+        template = copy.deepcopy(rev["data"]["spec"]["template"])
+        template.pop("$patch", None)
+        carrier = {"metadata": {**sm, "name": name}, "spec": {"template": template}}
+        pod = self._pod(carrier, NODE_NAMES[ordinal % len(NODE_NAMES)], self._rng, created)
+        pm = meta(pod)
+        pm["name"] = name
+        pm.pop("generateName", None)
+        pm["uid"] = self._uid("pod", sm["namespace"], name, str(created))
+        pm["labels"] = {
+            **pm.get("labels", {}),
+            REVISION_HASH: meta(rev)["name"],
+            POD_NAME_LABEL: name,
+            POD_INDEX_LABEL: str(ordinal),
+        }
+        pm["ownerReferences"] = [owner_ref(sts, STATEFULSETS)]
+        pod["spec"]["hostname"] = name
+        pod["spec"]["subdomain"] = sts["spec"].get("serviceName", sm["name"])
+        return pod
+
+    def _sync_statefulset(self, sts: JSON, now: float) -> None:
+        """The statefulset controller: the live template's ControllerRevision (new, or an
+        older one renumbered highest: ``rollout undo``), pods created in ordinal order each
+        once the ones before are ready, removed from the highest ordinal down, and replaced
+        from the highest ordinal down when at another revision (RollingUpdate, ordinals at
+        or above ``partition``); one pod at a time, and only while all others are ready."""
+        sm, spec = meta(sts), sts["spec"]
+        if sm.get("deletionTimestamp"):
+            return
+        owned = self._owned(CONTROLLERREVISIONS, sts)
+        template = spec["template"]
+        highest = max((int(r.get("revision", 0)) for r in owned), default=0)
+        update = next(
+            (
+                r
+                for r in owned
+                if {k: v for k, v in r["data"]["spec"]["template"].items() if k != "$patch"}
+                == template
+            ),
+            None,
+        )
+        if update is None:
+            update = self.save(
+                CONTROLLERREVISIONS, self._controller_revision(sts, template, highest + 1, now)
+            )
+        elif int(update.get("revision", 0)) < highest:
+            update = copy.deepcopy(update)
+            update["revision"] = highest + 1
+            update = self.save(CONTROLLERREVISIONS, update)
+        status = sts.setdefault("status", {})
+        status["updateRevision"] = meta(update)["name"]
+        status.setdefault("currentRevision", meta(update)["name"])
+        want = int(spec.get("replicas", 1))
+        strategy = spec.get("updateStrategy") or {}
+        partition = int(((strategy.get("rollingUpdate") or {}).get("partition")) or 0)
+        pods = {int(meta(p)["labels"].get(POD_INDEX_LABEL, -1)): p for p in self._owned(PODS, sts)}
+        terminating = any(meta(p).get("deletionTimestamp") for p in pods.values())
+        healthy = not terminating and all(self._is_ready(p) for p in pods.values())
+        missing = [o for o in range(want) if o not in pods]
+        if missing and all(self._is_ready(pods[o]) for o in pods if o < missing[0]):
+            ordinal = missing[0]
+            pod = self._stateful_pod(sts, update, ordinal, now)
+            sim = PodSim(ready_at=now + self.timings.pod_start)
+            self.sims[sm["namespace"], meta(pod)["name"]] = sim
+            self._pod_status(pod, sim, now)
+            pod = self.save(PODS, pod)
+            self.event(
+                sts,
+                "Normal",
+                "SuccessfulCreate",
+                f"create Pod {meta(pod)['name']} in StatefulSet {sm['name']} successful",
+                "statefulset-controller",
+            )
+        elif healthy and (extra := sorted(o for o in pods if o >= want)):
+            self._stateful_delete(sts, pods[extra[-1]], now)
+        elif healthy and strategy.get("type", "RollingUpdate") == "RollingUpdate":
+            stale = sorted(
+                o
+                for o, p in pods.items()
+                if o >= partition and meta(p)["labels"].get(REVISION_HASH) != meta(update)["name"]
+            )
+            if stale:
+                self._stateful_delete(sts, pods[stale[-1]], now)
+        self._statefulset_status(sts)
+
+    def _stateful_delete(self, sts: JSON, pod: JSON, now: float) -> None:
+        self._terminate(pod, now)
+        self.event(
+            sts,
+            "Normal",
+            "SuccessfulDelete",
+            f"delete Pod {meta(pod)['name']} in StatefulSet {meta(sts)['name']} successful",
+            "statefulset-controller",
+        )
+
+    def _statefulset_status(self, sts: JSON) -> None:
+        """``status`` as the statefulset controller reports it; ``currentRevision`` becomes
+        ``updateRevision`` once every replica is updated and ready."""
+        want = int(sts["spec"].get("replicas", 1))
+        status = sts.setdefault("status", {})
+        pods = [p for p in self._owned(PODS, sts) if not meta(p).get("deletionTimestamp")]
+        update, current = status.get("updateRevision"), status.get("currentRevision")
+        ready = sum(1 for p in pods if self._is_ready(p))
+        updated = sum(1 for p in pods if meta(p)["labels"].get(REVISION_HASH) == update)
+        if updated == want == ready and len(pods) == want:
+            current = update
+        status.update(
+            {
+                "observedGeneration": int(meta(sts).get("generation", 1)),
+                "replicas": len(pods),
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+                "currentReplicas": sum(
+                    1 for p in pods if meta(p)["labels"].get(REVISION_HASH) == current
+                ),
+                "updatedReplicas": updated,
+                "currentRevision": current,
+                "updateRevision": update,
+                "collisionCount": 0,
+            }
+        )
+        self.save(STATEFULSETS, sts)
 
     def _replicaset(self, dep: JSON, template: JSON, revision: int, created: float) -> JSON:
         template = copy.deepcopy(template)
@@ -2042,11 +2307,13 @@ class DemoCluster:
             self._kick.clear()
 
     def reconcile(self) -> None:
-        """One pass of the kubelet, deployment and replicaset controllers."""
+        """One pass of the kubelet, deployment, replicaset and statefulset controllers."""
         now = self.now()
         self._kubelet(now)
         for dep in self.items(DEPLOYMENTS):
             self._sync_deployment(copy.deepcopy(dep), now)
+        for sts in self.items(STATEFULSETS):
+            self._sync_statefulset(copy.deepcopy(sts), now)
         for rs in self.items(REPLICASETS):
             if controller_uid(rs) is None or not any(
                 meta(d)["uid"] == controller_uid(rs)

@@ -151,12 +151,25 @@ class Kubernetes(Backend[KubernetesConfig]):
         return await (await self.api()).version()
 
     async def inventory(self) -> dict[str, set[str]]:
-        """Namespaces and deployments, for grounding (``deployment/<ns>``: those of one
-        namespace), read with opsbot's own credentials."""
+        """Namespaces, deployments, statefulsets and daemonsets, for grounding
+        (``deployment/<ns>``, ``statefulset/<ns>``, ``daemonset/<ns>``: those of one
+        namespace), read with opsbot's own credentials. Statefulsets and daemonsets are left
+        out when opsbot may not list them (an older role) or the API does not serve them:
+        deployments still ground."""
+        from opsbot.skills.kubernetes.errors import KubeError
+
         api = await self.api()
-        found: dict[str, set[str]] = {"namespace": set(await api.namespaces()), "deployment": set()}
-        for dep in await api.deployments():
-            ns, name = dep["metadata"].get("namespace", ""), dep["metadata"]["name"]
-            found["deployment"].add(name)
-            found.setdefault(f"deployment/{ns}", set()).add(name)
+        found: dict[str, set[str]] = {"namespace": set(await api.namespaces())}
+        for kind in ("deployment", "statefulset", "daemonset"):
+            try:
+                objects = await api.workloads(kind)
+            except KubeError as exc:
+                if kind == "deployment" or exc.status not in (401, 403, 404):
+                    raise
+                continue
+            found[kind] = set()
+            for obj in objects:
+                ns, name = obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+                found[kind].add(name)
+                found.setdefault(f"{kind}/{ns}", set()).add(name)
         return found

@@ -200,6 +200,40 @@ class Kube:
             )
         return list(data.get("items", []))
 
+    async def workloads(self, kind: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """LIST the deployments, statefulsets or daemonsets of a namespace (None: all)."""
+        if kind == "deployment":
+            return await self.deployments(namespace)
+        namespaced, everywhere = {
+            "statefulset": (
+                self.apps.list_namespaced_stateful_set,
+                self.apps.list_stateful_set_for_all_namespaces,
+            ),
+            "daemonset": (
+                self.apps.list_namespaced_daemon_set,
+                self.apps.list_daemon_set_for_all_namespaces,
+            ),
+        }[kind]
+        if namespace:
+            data = await self.call("list", f"{kind}s in {namespace}", namespaced, namespace)
+        else:
+            data = await self.call("list", f"{kind}s", everywhere)
+        return list(data.get("items", []))
+
+    async def controller_revisions(
+        self, namespace: str, selector: str | None
+    ) -> list[dict[str, Any]]:
+        """LIST ``controllerrevisions`` with a label selector (a StatefulSet's or DaemonSet's
+        history, as ``kubectl rollout history/undo`` lists it)."""
+        data = await self.call(
+            "list",
+            f"controllerrevisions in {namespace}",
+            self.apps.list_namespaced_controller_revision,
+            namespace,
+            label_selector=selector,
+        )
+        return list(data.get("items", []))
+
     async def replicasets(self, namespace: str, selector: str | None) -> list[dict[str, Any]]:
         data = await self.call(
             "list",
@@ -286,8 +320,9 @@ class Kube:
 
     # -- writes (bodies from opsbot.skills.kubernetes.write; see tests/test_kubernetes.py) --
 
-    async def patch_deployment(
+    async def patch_workload(
         self,
+        kind: str,
         namespace: str,
         name: str,
         body: Any,
@@ -296,10 +331,16 @@ class Kube:
         field_manager: str | None = None,
         dry_run: bool = False,
     ) -> dict[str, Any]:
+        """PATCH a deployment, statefulset or daemonset (``apps/v1``)."""
+        patchers: dict[str, Callable[..., Any]] = {
+            "deployment": self.apps.patch_namespaced_deployment,
+            "statefulset": self.apps.patch_namespaced_stateful_set,
+            "daemonset": self.apps.patch_namespaced_daemon_set,
+        }
         data: dict[str, Any] = await self.call(
             "patch",
-            f"deployment {namespace}/{name}",
-            self.apps.patch_namespaced_deployment,
+            f"{kind} {namespace}/{name}",
+            patchers[kind],
             name,
             namespace,
             body,
@@ -315,13 +356,20 @@ class Kube:
         name: str,
         body: dict[str, Any],
         *,
+        kind: str = "deployment",
         content_type: str = MERGE_PATCH,
         dry_run: bool = False,
     ) -> dict[str, Any]:
+        """PATCH the ``scale`` subresource of a deployment or statefulset (a daemonset has
+        none: it runs one pod per eligible node)."""
+        scalers: dict[str, Callable[..., Any]] = {
+            "deployment": self.apps.patch_namespaced_deployment_scale,
+            "statefulset": self.apps.patch_namespaced_stateful_set_scale,
+        }
         data: dict[str, Any] = await self.call(
             "patch",
-            f"deployments/scale {namespace}/{name}",
-            self.apps.patch_namespaced_deployment_scale,
+            f"{kind}s/scale {namespace}/{name}",
+            scalers[kind],
             name,
             namespace,
             body,

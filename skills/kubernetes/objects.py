@@ -2,6 +2,12 @@
 states, rollout status as ``kubectl rollout status`` computes it, images, selectors, the
 fields ``k8s.describe`` shows, event rows and a deployment's revisions.
 
+StatefulSets and DaemonSets keep their revisions in ControllerRevisions, not ReplicaSets:
+:func:`controlled_revisions`, :func:`find_history`, :func:`revision_template` and
+:func:`statefulset_status` / :func:`daemonset_status` follow kubectl's ``rollout`` helpers
+for them (``k8s.io/kubectl/pkg/polymorphichelpers``: ``history.go``, ``rollback.go``,
+``rollout_status.go``).
+
 Nothing here calls the API or imports the ``kubernetes`` library: every function takes
 objects and returns values (see tests/test_k8s_objects.py).
 """
@@ -24,6 +30,16 @@ REVISION = "deployment.kubernetes.io/revision"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 HASH_LABEL = "pod-template-hash"
+#: the label the StatefulSet and DaemonSet controllers put on their ControllerRevisions and pods
+REVISION_HASH_LABEL = "controller-revision-hash"
+
+#: the kinds the rollout skills act on, as kubectl names them (``deployment``,
+#: ``statefulset``, ``daemonset``), with their API kind
+WORKLOAD_KINDS = {
+    "deployment": "Deployment",
+    "statefulset": "StatefulSet",
+    "daemonset": "DaemonSet",
+}
 
 #: container states that make a pod "troubled" (listed first by ``k8s.pods`` and ``k8s.logs``)
 TROUBLE = (
@@ -178,6 +194,109 @@ def rollout_status(dep: dict[str, Any]) -> tuple[bool, bool, str]:
     return True, False, f"deployment {name!r} successfully rolled out"
 
 
+def statefulset_status(sts: dict[str, Any]) -> tuple[bool, bool, str]:
+    """(done, failed, message), following kubectl's StatefulSetStatusViewer: the spec update
+    observed, every replica ready, then (RollingUpdate with a partition, which the API server
+    defaults to 0) ``updatedReplicas`` reaching ``replicas - partition``, else
+    ``currentRevision`` reaching ``updateRevision``. An ``OnDelete`` StatefulSet has no
+    rollout to follow (kubectl: "rollout status is only available for RollingUpdate strategy
+    type"): reported as done, with that message."""
+    meta, spec, status = sts.get("metadata", {}), sts.get("spec", {}), sts.get("status", {}) or {}
+    name = meta.get("name", "?")
+    strategy = spec.get("updateStrategy", {}) or {}
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+        return (
+            True,
+            False,
+            f"statefulset {name!r}: rollout status is only available for RollingUpdate strategy "
+            f"type (it is {strategy.get('type')}: pods are replaced only when deleted)",
+        )
+    observed = int(status.get("observedGeneration", 0))
+    if observed == 0 or int(meta.get("generation", 0)) > observed:
+        return False, False, f"Waiting for statefulset {name!r} spec update to be observed..."
+    want = int(spec.get("replicas", 1))
+    ready = int(status.get("readyReplicas", 0))
+    updated = int(status.get("updatedReplicas", 0))
+    if ready < want:
+        return (
+            False,
+            False,
+            f"Waiting for {want - ready} pods of statefulset {name!r} to be ready...",
+        )
+    rolling = strategy.get("rollingUpdate")
+    if rolling is not None:
+        partition = int(rolling.get("partition", 0) or 0)
+        if updated < want - partition:
+            return (
+                False,
+                False,
+                f"Waiting for partitioned roll out of statefulset {name!r} to finish: "
+                f"{updated} out of {want - partition} new pods have been updated...",
+            )
+        return (
+            True,
+            False,
+            f"statefulset {name!r}: partitioned roll out complete: {updated} new pods have been updated...",
+        )
+    if status.get("updateRevision") != status.get("currentRevision"):
+        return (
+            False,
+            False,
+            f"waiting for statefulset {name!r} rolling update to complete {updated} pods at "
+            f"revision {status.get('updateRevision')}...",
+        )
+    return (
+        True,
+        False,
+        f"statefulset {name!r} rolling update complete {status.get('currentReplicas', 0)} pods at "
+        f"revision {status.get('currentRevision')}...",
+    )
+
+
+def daemonset_status(ds: dict[str, Any]) -> tuple[bool, bool, str]:
+    """(done, failed, message), following kubectl's DaemonSetStatusViewer:
+    ``updatedNumberScheduled`` then ``numberAvailable`` reaching ``desiredNumberScheduled``
+    once the spec update is observed (``OnDelete``: no rollout to follow, as for a
+    StatefulSet)."""
+    meta, spec, status = ds.get("metadata", {}), ds.get("spec", {}), ds.get("status", {}) or {}
+    name = meta.get("name", "?")
+    strategy = (spec.get("updateStrategy", {}) or {}).get("type", "RollingUpdate")
+    if strategy != "RollingUpdate":
+        return (
+            True,
+            False,
+            f"daemon set {name!r}: rollout status is only available for RollingUpdate strategy "
+            f"type (it is {strategy}: pods are replaced only when deleted)",
+        )
+    if int(meta.get("generation", 0)) > int(status.get("observedGeneration", 0)):
+        return False, False, f"Waiting for daemon set {name!r} spec update to be observed..."
+    desired = int(status.get("desiredNumberScheduled", 0))
+    updated = int(status.get("updatedNumberScheduled", 0))
+    available = int(status.get("numberAvailable", 0))
+    if updated < desired:
+        return (
+            False,
+            False,
+            f"Waiting for daemon set {name!r} rollout to finish: {updated} out of {desired} new pods have been updated...",
+        )
+    if available < desired:
+        return (
+            False,
+            False,
+            f"Waiting for daemon set {name!r} rollout to finish: {available} of {desired} updated pods are available...",
+        )
+    return True, False, f"daemon set {name!r} successfully rolled out"
+
+
+def workload_status(kind: str, obj: dict[str, Any]) -> tuple[bool, bool, str]:
+    """:func:`rollout_status`, :func:`statefulset_status` or :func:`daemonset_status`."""
+    if kind == "statefulset":
+        return statefulset_status(obj)
+    if kind == "daemonset":
+        return daemonset_status(obj)
+    return rollout_status(obj)
+
+
 def images(template: dict[str, Any]) -> str:
     """``container=image, ...`` of a pod template (or a pod)."""
     containers = template.get("spec", {}).get("containers", []) or []
@@ -229,6 +348,87 @@ def template_without_hash(rs: dict[str, Any]) -> dict[str, Any]:
     meta["labels"] = labels
     template["metadata"] = meta
     return template
+
+
+# -- ControllerRevisions (StatefulSets, DaemonSets) -------------------------------------------
+
+
+def controlled_revisions(
+    obj: dict[str, Any], revisions: Iterable[dict[str, Any]]
+) -> dict[int, dict[str, Any]]:
+    """The ControllerRevisions of a StatefulSet or DaemonSet by ``revision``, as kubectl's
+    ``controlledHistory`` finds them: listed with the object's label selector, and kept only
+    when controlled by it (an owner reference with ``controller: true`` and its uid)."""
+    uid = obj.get("metadata", {}).get("uid")
+    labels = selector_of(obj)
+    found: dict[int, dict[str, Any]] = {}
+    for rev in revisions:
+        owners = rev.get("metadata", {}).get("ownerReferences", []) or []
+        if not any(o.get("controller") and o.get("uid") == uid for o in owners):
+            continue
+        if not matches(rev, labels):
+            continue
+        number = rev.get("revision")
+        if isinstance(number, int) and not isinstance(number, bool):
+            found[number] = rev
+    return found
+
+
+def find_history(name: str, kind: str, known: dict[int, Any], wanted: int | None = None) -> int:
+    """The revision ``kubectl rollout undo`` goes to for a StatefulSet or DaemonSet (kubectl's
+    ``findHistory``): ``wanted`` if it is one of ``known``; else (None) the second highest
+    revision, the controller always numbering the live template's revision highest. Raises
+    :class:`ValueError` with kubectl's reasons."""
+    if wanted is not None:
+        if wanted not in known:
+            listed = ", ".join(str(r) for r in sorted(known)) or "none"
+            raise ValueError(f"{kind} {name} has no revision {wanted} (revisions: {listed})")
+        return wanted
+    if len(known) <= 1:
+        raise ValueError(f"{kind} {name} has no previous revision to roll back to")
+    return sorted(known)[-2]
+
+
+def revision_template(rev: dict[str, Any]) -> dict[str, Any]:
+    """The pod template a ControllerRevision holds: its ``data`` is the strategic merge patch
+    ``{"spec": {"template": {..., "$patch": "replace"}}}`` the controllers record (and
+    ``kubectl rollout undo`` sends back), so the template is that value without the
+    directive."""
+    data = rev.get("data", {}) or {}
+    template = dict((data.get("spec", {}) or {}).get("template", {}) or {})
+    template.pop("$patch", None)
+    return template
+
+
+def current_revision(obj: dict[str, Any], revisions: dict[int, dict[str, Any]]) -> int | None:
+    """The revision the object's live template is: a StatefulSet's ``status.updateRevision``
+    names its ControllerRevision; otherwise (a DaemonSet) the one whose template is the live
+    one, else the highest (the controllers renumber the live template's revision highest)."""
+    wanted = (obj.get("status", {}) or {}).get("updateRevision")
+    for number, rev in revisions.items():
+        if wanted and rev.get("metadata", {}).get("name") == wanted:
+            return number
+    live = obj.get("spec", {}).get("template", {})
+    for number, rev in sorted(revisions.items(), reverse=True):
+        if revision_template(rev) == live:
+            return number
+    return max(revisions) if revisions else None
+
+
+def controller_history_rows(
+    revisions: dict[int, dict[str, Any]], current: int | None, now: datetime | None = None
+) -> list[list[str]]:
+    """:func:`history_rows` for ControllerRevisions: revision, change-cause (the revision's
+    ``kubernetes.io/change-cause`` annotation, as kubectl's ``printHistory``), images, age."""
+    return [
+        [
+            str(number) + (" (current)" if number == current else ""),
+            annotations_of(rev).get(CHANGE_CAUSE, "<none>"),
+            images(revision_template(rev)),
+            age(rev.get("metadata", {}).get("creationTimestamp"), now),
+        ]
+        for number, rev in sorted(revisions.items(), reverse=True)
+    ]
 
 
 # -- describe --------------------------------------------------------------------------------

@@ -1,6 +1,11 @@
 """The read skills: ``k8s.pods``, ``k8s.describe``, ``k8s.events``, ``k8s.logs``,
 ``k8s.rollout.status``, ``k8s.rollout.history``; and the lookups the write skills share
-(:func:`resolve_deployment`, :func:`revisions`).
+(:func:`resolve_deployment`, :func:`resolve_workload`, :func:`revisions`,
+:func:`workload_revisions`).
+
+The rollout skills and the writes take a ``kind`` (``deployment``, the default,
+``statefulset`` or ``daemonset``), as ``kubectl rollout status/history/undo/restart`` and
+``kubectl scale`` take ``deploy/x``, ``sts/x`` or ``ds/x``.
 
 Every call runs as the actor's impersonated identity (``ctx.impersonate``), so the cluster's
 RBAC decides what each person may read.
@@ -11,7 +16,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from opsbot.durations import Duration, parse_duration
 from opsbot.grounding import ground
@@ -24,6 +35,9 @@ from opsbot.skills.kubernetes.objects import (
     REVISION,
     annotations_of,
     condition_rows,
+    controlled_revisions,
+    controller_history_rows,
+    current_revision,
     describe_fields,
     event_row,
     event_time,
@@ -34,9 +48,9 @@ from opsbot.skills.kubernetes.objects import (
     pod_rank,
     pod_row,
     recent_events,
-    rollout_status,
     selector_of,
     selector_string,
+    workload_status,
 )
 
 if TYPE_CHECKING:
@@ -54,6 +68,9 @@ Namespace = Field(pattern=DNS_LABEL, max_length=63, description="Kubernetes name
 InNamespace = Annotated[str, Grounded("namespace")]
 Deployment = Annotated[str, Grounded("deployment")]
 DeploymentOrPod = Annotated[str, Grounded("deployment", also=("pod",))]
+#: the kinds ``kubectl rollout`` acts on (``kubectl scale``: not a daemonset)
+WorkloadKind = Literal["deployment", "statefulset", "daemonset"]
+WORKLOAD_KINDS: tuple[str, ...] = ("deployment", "statefulset", "daemonset")
 
 
 # -- lookups ---------------------------------------------------------------------------------
@@ -90,6 +107,64 @@ async def resolve_deployment(api: Kube, namespace: str, name: str) -> dict[str, 
     raise SkillError(
         f"There is no deployment {name} in namespace {namespace} (it has: {', '.join(sorted(existing)[:10])})."
     )
+
+
+async def resolve_workload(api: Kube, kind: str, namespace: str, name: str) -> dict[str, Any]:
+    """GET the deployment, statefulset or daemonset; when it does not exist, say what does:
+    the same name as another kind ("There is no statefulset checkout in namespace shop:
+    checkout is a deployment"), else a close name of the kind ("did you mean")."""
+    if kind == "deployment":
+        try:
+            return await api.deployment(namespace, name)
+        except KubeNotFound:
+            pass
+    else:
+        try:
+            return await api.read(kind, namespace, name)
+        except KubeNotFound:
+            pass
+    for other in WORKLOAD_KINDS:
+        if other == kind:
+            continue
+        try:
+            await api.read(other, namespace, name)
+        except KubeNotFound:
+            continue
+        except SkillError:
+            break  # no right to read it (RBAC): say what the kind has instead
+        raise SkillError(
+            f"There is no {kind} {name} in namespace {namespace}: {name} is a {other}"
+            f" (ask for {other} {name}"
+            + (", or leave the kind out" if other == "deployment" else "")
+            + ")."
+        )
+    if kind == "deployment":
+        await resolve_deployment(api, namespace, name)  # raises, saying what there is
+    existing = [o["metadata"]["name"] for o in await api.workloads(kind, namespace)]
+    guess = ground(name, existing) if existing else None
+    if guess and guess.value:
+        raise SkillError(
+            f"There is no {kind} {name} in namespace {namespace}; did you mean {guess.value}?"
+        )
+    if guess and guess.candidates:
+        raise SkillError(
+            f"There is no {kind} {name} in namespace {namespace}; which one: {', '.join(guess.candidates)}?"
+        )
+    has = f" (it has: {', '.join(sorted(existing)[:10])})" if existing else ""
+    raise SkillError(f"There is no {kind} {name} in namespace {namespace}{has}.")
+
+
+async def workload_revisions(
+    api: Kube, kind: str, obj: dict[str, Any]
+) -> dict[int, dict[str, Any]]:
+    """A workload's revisions by number: a deployment's ReplicaSets (:func:`revisions`), a
+    statefulset's or daemonset's ControllerRevisions (listed with its label selector, kept
+    when it controls them: kubectl's ``controlledHistory``)."""
+    if kind == "deployment":
+        return await revisions(api, obj)
+    selector = selector_string(selector_of(obj)) or None
+    listed = await api.controller_revisions(obj["metadata"]["namespace"], selector)
+    return controlled_revisions(obj, listed)
 
 
 async def revisions(api: Kube, dep: dict[str, Any]) -> dict[int, dict[str, Any]]:
@@ -146,10 +221,37 @@ class LogsArgs(BaseModel):
 
 
 class WorkloadArgs(BaseModel):
-    name: Deployment = Field(
-        pattern=DNS_NAME, max_length=253, description="deployment name, e.g. checkout"
+    """A workload: ``kind`` (``kubectl``'s ``deploy/x``, ``sts/x``, ``ds/x``; the default,
+    ``deployment``, is left out of the arguments an invocation carries, so a deployment's
+    plan, approval and audit record read as before ``kind`` existed), name and namespace."""
+
+    kind: Annotated[WorkloadKind, ObjectKind()] = Field(
+        "deployment", description="deployment (default), statefulset or daemonset"
+    )
+    name: Annotated[str, Grounded("deployment", kind_field="kind")] = Field(
+        pattern=DNS_NAME, max_length=253, description="workload name, e.g. checkout"
     )
     namespace: InNamespace = Namespace
+
+    @model_serializer(mode="wrap")
+    def _without_default_kind(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        dumped: dict[str, Any] = handler(self)
+        if dumped.get("kind") == "deployment":
+            dumped.pop("kind")
+        return dumped
+
+
+class WorkloadRouting:
+    """``route_args`` of the workload skills (offline router): a kind they do not act on
+    ("restart the checkout pods", "roll back the payments service") means the deployment,
+    the default; so does no kind said."""
+
+    def route_args(self, parsed: Any, found: dict[str, Any]) -> dict[str, Any]:
+        if found.get("kind") not in WORKLOAD_KINDS:
+            return {**found, "kind": "deployment"}
+        return found
 
 
 # -- skills ------------------------------------------------------------------------------------
@@ -381,9 +483,9 @@ class K8sLogs(Skill[LogsArgs, "Kubernetes"]):
         return SkillResult(summary=f"logs of {len(pods)} pod(s) of {args.name}", blocks=blocks)
 
 
-class K8sRolloutStatus(Skill[WorkloadArgs, "Kubernetes"]):
+class K8sRolloutStatus(WorkloadRouting, Skill[WorkloadArgs, "Kubernetes"]):
     name = "k8s.rollout.status"
-    summary = "Whether a deployment's rollout is complete (as kubectl rollout status)"
+    summary = "Whether a deployment's, statefulset's or daemonset's rollout is complete (as kubectl rollout status)"
     Args = WorkloadArgs
     risk = Risk.READ
     examples = ["is the checkout rollout done in shop?", "rollout status payments -n shop"]
@@ -406,15 +508,19 @@ class K8sRolloutStatus(Skill[WorkloadArgs, "Kubernetes"]):
     }
 
     async def run(self, args: WorkloadArgs, ctx: SkillContext[Kubernetes]) -> SkillResult:
+        """kubectl's status viewers: a deployment's updated/available replicas, a
+        statefulset's ready and updated replicas (``currentRevision``/``updateRevision``), a
+        daemonset's ``desiredNumberScheduled``/``updatedNumberScheduled``/``numberAvailable``
+        (:func:`~opsbot.skills.kubernetes.objects.workload_status`)."""
         api = await ctx.backend.api(ctx.impersonate)
-        dep = await resolve_deployment(api, args.namespace, args.name)
-        done, failed, message = rollout_status(dep)
+        obj = await resolve_workload(api, args.kind, args.namespace, args.name)
+        done, failed, message = workload_status(args.kind, obj)
         return SkillResult(ok=not failed, summary=message, data={"done": done, "failed": failed})
 
 
-class K8sRolloutHistory(Skill[WorkloadArgs, "Kubernetes"]):
+class K8sRolloutHistory(WorkloadRouting, Skill[WorkloadArgs, "Kubernetes"]):
     name = "k8s.rollout.history"
-    summary = "A deployment's revisions with change-cause and images"
+    summary = "A deployment's, statefulset's or daemonset's revisions with change-cause and images"
     Args = WorkloadArgs
     risk = Risk.READ
     examples = ["show the rollout history of checkout in shop", "revisions of payments in shop"]
@@ -428,17 +534,28 @@ class K8sRolloutHistory(Skill[WorkloadArgs, "Kubernetes"]):
     }
 
     async def run(self, args: WorkloadArgs, ctx: SkillContext[Kubernetes]) -> SkillResult:
+        """kubectl's history viewers: a deployment's ReplicaSets by their revision
+        annotation; a statefulset's or daemonset's ControllerRevisions by ``revision``, the
+        change-cause from each revision's annotation."""
         api = await ctx.backend.api(ctx.impersonate)
-        dep = await resolve_deployment(api, args.namespace, args.name)
-        rows = history_rows(await revisions(api, dep), annotations_of(dep).get(REVISION, ""))
+        obj = await resolve_workload(api, args.kind, args.namespace, args.name)
+        found = await workload_revisions(api, args.kind, obj)
+        if args.kind == "deployment":
+            rows = history_rows(found, annotations_of(obj).get(REVISION, ""))
+        else:
+            rows = controller_history_rows(found, current_revision(obj, found))
+        what = f"{args.kind} {args.name}" if args.kind != "deployment" else args.name
         if not rows:
-            return SkillResult(summary=f"no revisions recorded for {args.name}", blocks=[])
+            return SkillResult(summary=f"no revisions recorded for {what}", blocks=[])
         table = Table.bounded(
             ["revision", "change-cause", "images", "age"],
             rows,
             ctx.settings.max_rows,
             "revisions",
         )
+        where = f"{args.namespace}/{args.name}"
         return SkillResult(
-            summary=f"{len(rows)} revisions of {args.namespace}/{args.name}", blocks=[table]
+            summary=f"{len(rows)} revisions of "
+            + (f"{args.kind} {where}" if args.kind != "deployment" else where),
+            blocks=[table],
         )

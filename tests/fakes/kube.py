@@ -2,8 +2,9 @@
 skills rely on, and builders of the objects the tests seed.
 
 - ``?dryRun=All`` requests are answered with the would-be object and change nothing;
-- a change to a Deployment's ``spec`` increments ``metadata.generation`` (the controller's
-  ``status.observedGeneration`` then lags until :func:`complete_rollout` plays the controller).
+- a change to a Deployment's, StatefulSet's or DaemonSet's ``spec`` increments
+  ``metadata.generation`` (the controller's ``status.observedGeneration`` then lags until
+  :func:`complete_rollout` plays the controller).
 
 kmock itself ignores label and field selectors, does plain merges and has no PUT; it also
 cannot parse ``/api/v1/namespaces``, which this fake answers from the seeded objects. The
@@ -26,6 +27,9 @@ from tests.fakes.lease import Leases
 
 DEPLOYMENTS = ("apps", "v1", "deployments")
 REPLICASETS = ("apps", "v1", "replicasets")
+STATEFULSETS = ("apps", "v1", "statefulsets")
+DAEMONSETS = ("apps", "v1", "daemonsets")
+CONTROLLERREVISIONS = ("apps", "v1", "controllerrevisions")
 PODS = ("", "v1", "pods")
 EVENTS = ("", "v1", "events")
 
@@ -64,7 +68,11 @@ class ClusterEmulator(KubernetesEmulator):
             return response
         if request.params.get("dryRun") == "All":
             self.objects[key] = before  # a dry run answers the would-be object and keeps nothing
-        elif request.resource == self.resource(*DEPLOYMENTS):
+        elif request.resource in (
+            self.resource(*DEPLOYMENTS),
+            self.resource(*STATEFULSETS),
+            self.resource(*DAEMONSETS),
+        ):
             obj = self.objects[key]
             if obj.raw.get("spec") != before.get("spec"):
                 obj.patch(
@@ -202,6 +210,116 @@ def event(
     }
 
 
+def statefulset(
+    name: str, namespace: str, *, replicas: int = 3, image: str = "", revision: int = 2
+) -> dict[str, Any]:
+    """A StatefulSet as the API server returns it (``updateStrategy`` defaulted to
+    RollingUpdate with partition 0), rolled out at ControllerRevision ``<name>-r<revision>``."""
+    image = image or f"shop/{name}:1.{revision}"
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": f"uid-sts-{namespace}-{name}",
+            "generation": 2,
+            "creationTimestamp": "2026-11-01T10:00:00Z",
+        },
+        "spec": {
+            "replicas": replicas,
+            "serviceName": name,
+            "selector": {"matchLabels": {"app": name}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            },
+        },
+        "status": {
+            "observedGeneration": 2,
+            "replicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+            "currentReplicas": replicas,
+            "updatedReplicas": replicas,
+            "currentRevision": f"{name}-r{revision}",
+            "updateRevision": f"{name}-r{revision}",
+        },
+    }
+
+
+def daemonset(name: str, namespace: str, *, nodes: int = 3, image: str = "") -> dict[str, Any]:
+    """A DaemonSet as the API server returns it, rolled out on ``nodes`` nodes."""
+    image = image or f"shop/{name}:1.2"
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": f"uid-ds-{namespace}-{name}",
+            "generation": 2,
+            "creationTimestamp": "2026-11-01T10:00:00Z",
+        },
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "updateStrategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0},
+            },
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            },
+        },
+        "status": {
+            "observedGeneration": 2,
+            "currentNumberScheduled": nodes,
+            "desiredNumberScheduled": nodes,
+            "numberReady": nodes,
+            "numberAvailable": nodes,
+            "updatedNumberScheduled": nodes,
+            "numberMisscheduled": 0,
+        },
+    }
+
+
+def controller_revision(
+    owner: dict[str, Any], revision: int, image: str, *, cause: str = ""
+) -> dict[str, Any]:
+    """The ControllerRevision the StatefulSet or DaemonSet controller records for ``owner``'s
+    template with ``image``: ``data`` is the template as a strategic merge patch with
+    ``$patch: replace`` (the controllers' ``getPatch``), owned by ``owner`` as controller."""
+    name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
+    template = copy.deepcopy(owner["spec"]["template"])
+    template["spec"]["containers"][0]["image"] = image
+    template["$patch"] = "replace"
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ControllerRevision",
+        "metadata": {
+            "name": f"{name}-r{revision}",
+            "namespace": namespace,
+            "labels": {"app": name, "controller-revision-hash": f"r{revision}"},
+            "creationTimestamp": "2026-11-01T10:00:00Z",
+            "annotations": {"kubernetes.io/change-cause": cause} if cause else {},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": owner["kind"],
+                    "name": name,
+                    "uid": owner["metadata"]["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "data": {"spec": {"template": template}},
+        "revision": revision,
+    }
+
+
 def complete_rollout(kmock: KubernetesEmulator, namespace: str, name: str) -> None:
     """Play the deployment controller: status catches up with the spec."""
     obj = kmock.objects[kmock.resource(*DEPLOYMENTS), namespace, name]
@@ -219,6 +337,69 @@ def complete_rollout(kmock: KubernetesEmulator, namespace: str, name: str) -> No
     )
 
 
+def complete_statefulset(kmock: KubernetesEmulator, namespace: str, name: str) -> None:
+    """Play the StatefulSet controller: every pod updated and ready at a new revision."""
+    obj = kmock.objects[kmock.resource(*STATEFULSETS), namespace, name]
+    replicas = obj.raw["spec"].get("replicas", 1)
+    revision = f"{name}-r{int(obj.raw['metadata']['generation']) + 10}"
+    obj.patch(
+        {
+            "status": {
+                "observedGeneration": obj.raw["metadata"]["generation"],
+                "replicas": replicas,
+                "readyReplicas": replicas,
+                "currentReplicas": replicas,
+                "updatedReplicas": replicas,
+                "currentRevision": revision,
+                "updateRevision": revision,
+            }
+        }
+    )
+
+
+def complete_daemonset(kmock: KubernetesEmulator, namespace: str, name: str) -> None:
+    """Play the DaemonSet controller: every node's pod updated and available."""
+    obj = kmock.objects[kmock.resource(*DAEMONSETS), namespace, name]
+    nodes = obj.raw["status"]["desiredNumberScheduled"]
+    obj.patch(
+        {
+            "status": {
+                "observedGeneration": obj.raw["metadata"]["generation"],
+                "updatedNumberScheduled": nodes,
+                "numberAvailable": nodes,
+                "numberReady": nodes,
+            }
+        }
+    )
+
+
+def seed_workloads(kmock: KubernetesEmulator) -> None:
+    """Beside :func:`seed`'s deployments: the statefulset inventory in shop (revisions 1 and 2
+    of its own, one of another statefulset's and one not controlled by it), the daemonset
+    log-agent in shop (revisions 1 to 3)."""
+    inventory = statefulset("inventory", "shop", revision=2)
+    kmock.objects[kmock.resource(*STATEFULSETS), "shop", "inventory"] = inventory
+    revisions = kmock.resource(*CONTROLLERREVISIONS)
+    kmock.objects[revisions, "shop", "inventory-r1"] = controller_revision(
+        inventory, 1, "shop/inventory:1.1", cause="deploy shop/inventory:1.1"
+    )
+    kmock.objects[revisions, "shop", "inventory-r2"] = controller_revision(
+        inventory, 2, "shop/inventory:1.2", cause="deploy shop/inventory:1.2"
+    )
+    adopted = controller_revision(inventory, 7, "shop/inventory:0.9")
+    adopted["metadata"]["ownerReferences"][0]["controller"] = False  # owned, not controlled
+    kmock.objects[revisions, "shop", "inventory-r7"] = adopted
+    other = statefulset("ledger", "shop")
+    kmock.objects[kmock.resource(*STATEFULSETS), "shop", "ledger"] = other
+    kmock.objects[revisions, "shop", "ledger-r5"] = controller_revision(other, 5, "shop/ledger:0.5")
+    agent = daemonset("log-agent", "shop", image="shop/log-agent:1.3")
+    kmock.objects[kmock.resource(*DAEMONSETS), "shop", "log-agent"] = agent
+    for number in (1, 2, 3):
+        kmock.objects[revisions, "shop", f"log-agent-r{number}"] = controller_revision(
+            agent, number, f"shop/log-agent:1.{number}"
+        )
+
+
 def write_kubeconfig(path: Path, server: str) -> Path:
     path.write_text(
         "apiVersion: v1\nkind: Config\n"
@@ -232,7 +413,11 @@ def write_kubeconfig(path: Path, server: str) -> Path:
 
 def seed(kmock: KubernetesEmulator) -> None:
     """The shop: checkout (revisions 2 and 3, one crash-looping pod) and payments in shop,
-    cart and another checkout in staging, and a few events."""
+    cart and another checkout in staging, and a few events. The API serves statefulsets,
+    daemonsets and controllerrevisions (none yet: :func:`seed_workloads` adds some), as a real
+    API server does."""
+    for resource in (STATEFULSETS, DAEMONSETS, CONTROLLERREVISIONS):
+        kmock.resources["/".join(resource)] = {}
     checkout = deployment("checkout", "shop", revision=3)
     kmock.objects[kmock.resource(*DEPLOYMENTS), "shop", "checkout"] = checkout
     kmock.objects[kmock.resource(*DEPLOYMENTS), "shop", "payments"] = deployment(
