@@ -600,3 +600,14 @@ def test_controller_revisions_kubectl_would_use() -> None:
     del sts["status"]["updateRevision"]
     sts["spec"]["template"] = revision_template(found[2])
     assert current_revision(sts, found) == 2  # the revision whose template is live
+
+
+async def test_a_paused_deployment_is_not_restarted(k8s: Engine, kmock: KubernetesEmulator) -> None:
+    """As kubectl's defaultObjectRestarter: "can't restart paused deployment (run rollout
+    resume first)"; a statefulset or daemonset has no pause."""
+    kmock.objects[kmock.resource(*DEPLOYMENTS), "shop", "payments"].patch(
+        {"spec": {"paused": True}}
+    )
+    thread = await say(k8s, "restart payments in shop")
+    assert "can't restart paused deployment shop/payments (run rollout resume first)" in thread.text
+    assert thread.approval_ids == [] and not [r for r in kmock if r.method.value == "PATCH"]
