@@ -1099,3 +1099,25 @@ async def test_what_the_order_leaves_unsaid_comes_from_the_rest() -> None:
 async def test_thanks_before_a_request_is_no_name() -> None:
     got, found = await routed("thanks! now show me the pods in shop")
     assert got == "k8s.pods" and "name" not in found, found
+
+
+# -- twenty-fourth batch: incident-time messages ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "query", "since"),
+    [
+        ("graph up for the last 30m, half the targets look gone", "up", "30m"),
+        ("chart rate(x_total[5m]) over 3h; looks flat to me", "rate(x_total[5m])", "3h"),
+        ("graph sum by (job, instance) (up) for 6h", "sum by (job, instance) (up)", "6h"),
+    ],
+)
+async def test_a_remark_after_a_comma_is_no_part_of_the_expression(
+    text: str, query: str, since: str
+) -> None:
+    got, found = await routed(text)
+    assert (got, found.get("query"), found.get("since")) == ("prometheus.range", query, since)
+
+
+def test_a_time_tail_may_count_in_words() -> None:
+    assert ex.strip_time_tail("up for the past two hours") == ("up", "for the past two hours")

@@ -274,9 +274,30 @@ _TIME_TAIL = re.compile(
     rf"\s*(?:,\s*)?(?:(?:\b(?:over|for|in|during|within|from)\s+)?(?:\bthe\s+)?"
     rf"\b(?:last|past|previous|since)|\b(?:for|over|during))\s+"
     rf"(?:\d+\s*(?:{_UNIT_RE})\b|\d+(?:[smhdw])+\b|"
+    # "the past two hours", "the last couple of hours": a count said in words
+    rf"(?:(?:{'|'.join(sorted(lexicon.NUMBERS, key=len, reverse=True))})\s+)?"
     r"(?:an?\s+|one\s+|half\s+an?\s+)?(?:hour|day|week|minute)s?\b)\s*[?.!]*\s*$",
     re.I,
 )
+
+
+def first_clause(text: str) -> tuple[str, str]:
+    """Split ``"up for 30m, half the targets look gone"`` at its first comma or semicolon
+    outside brackets and quotes: an expression has none there, the remark after it is no
+    part of it."""
+    depth, quote = 0, ""
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'`":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0 and ch in ",;" and text[i + 1 : i + 2].isspace():
+            return text[:i], text[i + 1 :]
+    return text, ""
 
 
 def strip_time_tail(text: str) -> tuple[str, str]:
@@ -538,6 +559,14 @@ def parse(text: str) -> Parsed:
     elif (m := _COMMAND.match(text)) and looks_like_expression(strip_time_tail(m.group(1))[0]):
         expr = m.group(1)
         rest = text[: m.start(1)]
+        parsed.explicit = True
+    elif (
+        (m := _COMMAND.match(text))
+        and (clause := first_clause(m.group(1)))[1]
+        and looks_like_expression(strip_time_tail(clause[0])[0])
+    ):  # "graph up for the last 30m, half the targets look gone": the remark is no query
+        expr = clause[0]
+        rest = text[: m.start(1)] + " " + clause[1]
         parsed.explicit = True
     elif _opens_expression(text) and looks_like_expression(text):  # "sum by (app) (...)"
         expr, rest = text, ""
