@@ -1121,3 +1121,40 @@ async def test_a_remark_after_a_comma_is_no_part_of_the_expression(
 
 def test_a_time_tail_may_count_in_words() -> None:
     assert ex.strip_time_tail("up for the past two hours") == ("up", "for the past two hours")
+
+
+# -- twenty-fifth batch: other tools' words, SRE slang ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        ("which datadog monitors are triggered?", "alerts.list", {"state": "firing"}),
+        ("any monitors in alert for cart", "alerts.list", {"state": "firing"}),
+        ("timeseries of process_open_fds for 2h", "prometheus.range", {"since": "2h"}),
+        ("set the desired count of mailer to 2 in comms", "k8s.scale", {"replicas": 2}),
+        ("force a new deployment of mailer in comms", "k8s.restart", {"name": "mailer"}),
+    ],
+)
+async def test_other_tools_words_read_as_ours(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and args.items() <= found.items(), found
+
+
+async def test_last_n_alone_counts_log_lines() -> None:
+    got, found = await routed("logs of mailer in comms, last 20")
+    assert got == "k8s.logs" and found.get("tail") == 20, found
+    got, found = await routed("logs of mailer in comms for the last 20 minutes")
+    assert found.get("tail") != 20 and found.get("since") == "20m", found
+
+
+async def test_paging_people_is_refused() -> None:
+    answer = await OfflineRouter().plan(request("page the payments on-call"), list(REGISTRY))
+    assert isinstance(answer, Answer) and "I don't page" in answer.text
+
+
+async def test_a_kind_word_in_a_compound_noun_names_no_workload() -> None:
+    got, found = await routed("the pingdom service check for ledger is failing, dig in")
+    assert got == "incident.triage" and found.get("service") == "ledger", found

@@ -515,6 +515,7 @@ COUNTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             rf"\b{_N}\s+(?:log\s+)?lines?\b",
             rf"\btail\s+(?:-n\s*)?{_N}\b",
             rf"\blimit\s+(?:to\s+)?{_N}\b",
+            rf"\blast\s+{_N}\s*(?:$|[,.;!?)])",  # "tail the logs of x, last 50"
         ),
     ),
     "top": (("limit",), (rf"\btop\s+{_N}\b", rf"\blimit\s+{_N}\b")),

@@ -896,7 +896,8 @@ def candidate_names(
     # ("scale pixel-tracker in the growth namespace", "session-broker in identity")
     kinds = "|".join(re.escape(k) for k in KIND_ALIASES)
     named = {
-        m.group(1).lower() for m in re.finditer(rf"\b([\w.-]+)\s+(?:{kinds})\b", parsed.rest, re.I)
+        m.group(1).lower()
+        for m in re.finditer(rf"\b([\w.-]+)\s+(?:{kinds})\b{_NO_KIND_AFTER}", parsed.rest, re.I)
     }
     named |= {
         m.group(1).lower()
@@ -925,6 +926,14 @@ def candidate_names(
         ),
     )
     return [name for name, _ in ranked]
+
+
+#: a kind's word in a compound noun names no kind ("the datadog service check for cart", "the
+#: service account of x", "node pool"): the word before it names no workload
+_NO_KIND_AFTER = (
+    r"(?!\s+(?:checks?|accounts?|mesh|level|maps?|catalog(?:ue)?|owners?|desk|pools?|"
+    r"security|monitors?)\b)"
+)
 
 
 _SLOT_BEFORE = re.compile(

@@ -35,6 +35,7 @@ SYNONYMS: dict[str, str] = {
     "nudge": "restart",
     "rollout restart": "restart",
     "rolling restart": "restart",
+    "force * new deployment": "restart",  # ECS's "force new deployment": new tasks, same spec
     "off and on": "restart",  # "turn it off and on again" (not "switch * off": see SUPERSEDES)
     # k8s.scale
     "take * down": "scale",
@@ -55,6 +56,8 @@ SYNONYMS: dict[str, str] = {
     "upscale": "scale",
     "resize": "scale",
     "bump": "scale",  # "bump checkout to 4"
+    "desired count": "replica",  # ECS: "set desired count for billing-worker to 6"
+    "task count": "replica",  # ECS/Nomad: tasks are what pods are
     # k8s.rollback
     "rollout undo": "rollback",
     "roll * back": "rollback",
@@ -125,6 +128,10 @@ SYNONYMS: dict[str, str] = {
     "what * be happen": "event",  # "what has been happening in sandbox?"
     # alerts
     "go off": "firing",  # "are there any alerts going off?"
+    # Datadog's monitors are alerts; one that fires is "triggered" or "in alert"
+    "monitor * trigger": "firing",
+    "trigger * monitor": "firing",
+    "monitor * in alert": "firing",
     "alarm": "alert",
     "pager": "alert",
     "paging": "alert",
@@ -154,6 +161,10 @@ SYNONYMS: dict[str, str] = {
     "find * in * log": "grep",  # 'find "NullPointerException" in the payments logs'
     "search * in * log": "grep",
     "look for * in * log": "grep",
+    # prometheus.range: a chart as other tools call it (Grafana's panels, Datadog's timeseries)
+    "timeseries": "graph",
+    "time series": "graph",
+    "panel of": "graph",
     # describe
     "settings": "describe",  # "all the settings of the deployment badge-service"
     "configuration": "describe",

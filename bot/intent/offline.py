@@ -77,12 +77,19 @@ UNSUPPORTED_ACTIONS = frozenset(
     {
         "deploy", "create", "install", "uninstall", "upgrade", "downgrade", "provision",
         "apply", "patch", "edit", "ssh", "exec", "cordon", "uncordon", "taint", "migrate",
-        "ship", "merge", "approve", "deny", "reboot-node",
+        "ship", "merge", "approve", "deny", "reboot-node", "page", "notify", "escalate",
     }
 )  # fmt: skip
 UNSUPPORTED = (
     "I don't {verb} anything, so nothing was planned. I read pods, logs, events, metrics "
     "and alerts, and with approval restart, scale, roll back and silence; type `help`."
+)
+#: the actions on people rather than systems, which a paging tool takes
+PAGING = frozenset({"page", "notify", "escalate"})
+NOT_PAGING = (
+    "I don't page, notify or escalate to people, so nothing was planned; your paging tool "
+    "does that. I read pods, logs, events, metrics and alerts, and with approval restart, "
+    "scale, roll back and silence; type `help`."
 )
 APPROVING = (
     "A request is approved or denied with the Approve/Deny buttons on it (or `opsbot approve "
@@ -281,7 +288,13 @@ class OfflineRouter:
         if parsed.tokens and ex.stem(parsed.tokens[0]) in _THANKS and not speech.requests(text):
             return Answer(text=_COURTESY["thanks"])  # "thanks for all the help yesterday!"
         if (verb := _unsupported(text)) is not None:
-            why = APPROVING if verb in ("approve", "deny") else UNSUPPORTED.format(verb=verb)
+            why = (
+                APPROVING
+                if verb in ("approve", "deny")
+                else NOT_PAGING
+                if verb in PAGING
+                else UNSUPPORTED.format(verb=verb)
+            )
             return Answer(text=why, unmatched=True)
         asked = self._what_is_asked(text, parsed, catalog)
         if asked is None:
