@@ -179,7 +179,7 @@ class ApprovalsPending(Skill[NoArgs, Meta]):
 _ACTIONS = {
     r"\brestart(?:ed|s)?\b|\bbounced?\b|\brebooted\b": "k8s.restart",
     r"\bscaled?\b": "k8s.scale",
-    r"\brolled back\b|\broll(?:ed)?[- ]?back\b|\brollback\b|\bundid\b|\breverted\b": "k8s.rollback",
+    r"\brolled back\b|\broll(?:ed)?[- ]?backs?\b|\brollbacks?\b|\bundid\b|\breverted\b": "k8s.rollback",
     r"\bsilenced?\b|\bmuted?\b": "alerts.silence",
 }
 
@@ -240,6 +240,8 @@ class AuditSearch(Skill[AuditArgs, Meta]):
             rest,
             re.I,
         )
+        if target and re.match(r"\S+s\s+(?!of\b|on\b|to\b)", target.group(0), re.I):
+            target = None  # "which rollbacks went through the bot": things done, no target
         if target and target.group(1).lower() not in _NOT_NAMES:
             found["target"] = target.group(1).lower()
         m = re.search(r"\b(?:for|by|from|did|has|of)\s+([a-z]+:[\w.-]+|[a-z][\w.-]*)", rest, re.I)

@@ -1158,3 +1158,45 @@ async def test_paging_people_is_refused() -> None:
 async def test_a_kind_word_in_a_compound_noun_names_no_workload() -> None:
     got, found = await routed("the pingdom service check for ledger is failing, dig in")
     assert got == "incident.triage" and found.get("service") == "ledger", found
+
+
+# -- twenty-sixth batch: audit, approvals, silences; durations written many ways --------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("for 1.5h", "90m"),
+        ("for an hour and a half", "90m"),
+        ("for two and a half hours", "150m"),
+        ("over the last quarter hour", "15m"),
+        ("three quarters of an hour", "45m"),
+        ("half a day", "12h"),
+        ("for 2.5 days", "60h"),
+    ],
+)
+def test_a_duration_may_hold_a_fraction(text: str, value: str) -> None:
+    assert [d.value for d in ex.find_durations(text)] == [value]
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        ("silence kafka alerts for 2.5h", "alerts.silence", {"duration": "150m"}),
+        ("events in ml from the last quarter hour", "k8s.events", {"since": "15m"}),
+        (
+            "which rollbacks went through the bot today",
+            "audit.search",
+            {"skill": "k8s.rollback"},
+        ),
+        ("restarts done via opsbot this week", "audit.search", {"skill": "k8s.restart"}),
+        ("anything waiting on my sign-off?", "approvals.pending", {}),
+        ("what can you do with alerts?", "help", {}),
+    ],
+)
+async def test_twenty_sixth_batch_of_audit_and_durations(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and args.items() <= found.items(), (got, found)
+    assert "target" not in found, found  # "rollbacks went ...": a plural names no target

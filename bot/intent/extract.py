@@ -223,6 +223,52 @@ _WORDS_UNIT = re.compile(
     rf"({'|'.join(sorted((u for u in _UNIT if len(u) > 1), key=len, reverse=True))})\b",
     re.I,
 )
+_WORD_COUNT = "|".join(sorted(lexicon.NUMBERS, key=len, reverse=True))
+#: a duration with a fraction: "1.5h", "2.5 hours", "an hour and a half", "one and a half
+#: days", "a quarter (of an) hour", "three quarters of an hour", "half a day"
+_FRACTIONS = (
+    re.compile(r"(?<![\w.])(\d+\.\d+)\s*(" + _UNIT_RE + r")\b", re.I),
+    re.compile(
+        rf"\b(an?|\d+|{_WORD_COUNT})\s+(minute|hour|day|week)s?\s+and\s+a\s+(half|quarter)\b",
+        re.I,
+    ),
+    re.compile(
+        rf"\b(an?|\d+|{_WORD_COUNT})\s+and\s+a\s+(half|quarter)\s+(minute|hour|day|week)s?\b",
+        re.I,
+    ),
+    re.compile(
+        r"\b(?:(an?|one|three)\s+)?(quarters?|half)\s+(?:of\s+)?(?:an?\s+)?(hour|day|week)\b",
+        re.I,
+    ),
+)
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_PART = {"half": 0.5, "quarter": 0.25, "quarters": 0.25}
+
+
+def _compact(seconds: float) -> str:
+    """``5400`` -> ``"90m"``: the largest unit that counts it whole."""
+    whole = round(seconds)
+    for unit in ("w", "d", "h", "m"):
+        if whole >= _SECONDS[unit] and whole % _SECONDS[unit] == 0:
+            return f"{whole // _SECONDS[unit]}{unit}"
+    return f"{max(whole, 1)}s"
+
+
+def _fraction(m: re.Match[str], kind: int) -> str | None:
+    """The duration a match of ``_FRACTIONS[kind]`` says, compact."""
+    if kind == 0:
+        return _compact(float(m.group(1)) * _SECONDS[_UNIT[m.group(2).lower()]])
+    if kind in (1, 2):
+        count, part, unit = (m.group(1), m.group(3), m.group(2)) if kind == 1 else m.groups()
+        n = 1 if count.lower() in ("a", "an") else lexicon.number(count)
+        return _compact((n + _PART[part.lower()]) * _SECONDS[_UNIT[unit.lower()]])
+    count, part, unit = m.group(1), m.group(2).lower(), m.group(3).lower()
+    times = 3 if (count or "").lower() == "three" else 1
+    if part == "half" and count and count.lower() not in ("a", "an", "one"):
+        return None
+    return _compact(times * _PART[part] * _SECONDS[_UNIT[unit]])
+
+
 _CONTEXT_SINCE = {"last", "past", "previous", "since", "over", "within", "during", "ago", "recent"}
 
 
@@ -251,6 +297,10 @@ def find_durations(text: str) -> list[Duration]:
         taken.append((start, end))
         found.append(Duration(value, start, end, context))
 
+    for kind, pattern in enumerate(_FRACTIONS):  # before "1h" or "5h" inside them is read
+        for m in pattern.finditer(text):
+            if value := _fraction(m, kind):
+                add(value, m.start(), m.end())
     for m in _COMPACT.finditer(text):
         add(m.group(0).lower(), m.start(), m.end())
     for m in _NUM_UNIT.finditer(text):

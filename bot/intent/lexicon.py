@@ -165,6 +165,20 @@ SYNONYMS: dict[str, str] = {
     "timeseries": "graph",
     "time series": "graph",
     "panel of": "graph",
+    # audit.search: what the bot did ("which rollbacks went through the bot", "done via opsbot")
+    "through * bot": "audit",
+    "go through * bot": "audit",  # not a rollout that went through (see SUPERSEDES)
+    "via * bot": "audit",
+    "through opsbot": "audit",
+    "go through opsbot": "audit",
+    "via opsbot": "audit",
+    # approvals.pending
+    "sign-off": "approval",  # "any requests pending sign-off from me?"
+    "sign off": "approval",
+    "signoff": "approval",
+    # help: what the bot does with a topic ("what can you do with silences?")
+    "what can you do with": "help",
+    "what can i do with": "help",
     # describe
     "settings": "describe",  # "all the settings of the deployment badge-service"
     "configuration": "describe",
@@ -198,7 +212,12 @@ ABBREVIATIONS: dict[str, str] = {
 
 #: an idiom that, when said, cancels what a shorter one inside it adds ("turn it off and on
 #: again" restarts; it does not switch it off)
-SUPERSEDES: dict[str, tuple[str, ...]] = {"off and on": ("scale",)}
+SUPERSEDES: dict[str, tuple[str, ...]] = {
+    "off and on": ("scale",),
+    # "which rollbacks went through the bot": what the bot did, not a rollout that finished
+    "go through * bot": ("finished",),
+    "go through opsbot": ("finished",),
+}
 
 #: counts written as words
 NUMBERS = {
