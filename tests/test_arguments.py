@@ -236,3 +236,89 @@ def test_a_kind_is_read_only_among_the_kinds_the_field_lists() -> None:
 
     assert kind("the pixel service fell over, scale pixel-tracker to 3") == "deployment"
     assert kind("restart the kafka statefulset in data") == "statefulset"
+
+
+def _workloads() -> Inventory:
+    """shop has the deployment checkout, the statefulset redis, the daemonset log-agent, and
+    a deployment and a statefulset both called search; staging has a deployment redis."""
+    names = Inventory()
+    names.add("namespace", ["shop", "staging"])
+    names.add("deployment", ["checkout", "search", "redis", "redis-exporter"])
+    names.add("deployment/shop", ["checkout", "search", "redis-exporter"])
+    names.add("deployment/staging", ["redis"])
+    names.add("statefulset", ["redis", "search"])
+    names.add("statefulset/shop", ["redis", "search"])
+    names.add("daemonset", ["log-agent"])
+    names.add("daemonset/shop", ["log-agent"])
+    return names
+
+
+@pytest.fixture
+async def workload_services(
+    tmp_path: Path, policy: Policy
+) -> AsyncIterator[tuple[Services, FakeOpenAI]]:
+    async with FakeOpenAI() as model:
+        settings = make_settings(
+            f"sqlite+aiosqlite:///{tmp_path / 'kinds.db'}",
+            tmp_path,
+            openai_base_url=model.base_url,
+            openai_api_key="test-key",
+            llm_model="gpt-4o-mini",
+            llm_timeout=2.0,
+            llm_retries=0,
+        )
+        svc = await build_services(settings, policy=policy)
+        svc.inventory = _workloads()
+        yield svc, model
+        await svc.close()
+
+
+async def test_a_workload_named_without_a_kind_is_the_kind_the_inventory_has_it_as(
+    workload_services: tuple[Services, FakeOpenAI],
+) -> None:
+    """'restart redis in shop': redis is a statefulset there (and no deployment of shop),
+    so both planners restart the statefulset, not a deployment the dry run would refuse; a
+    deployment of the name wins (search), the namespace decides (redis in staging is a
+    deployment), a kind said stands, and a daemonset is found the same way."""
+    svc, model = workload_services
+    router = OfflineRouter(svc.inventory)
+    llm = LLMPlanner(svc, fallback=router)
+    cases: list[tuple[str, str, dict[str, Any], str]] = [
+        ("restart redis in shop", "k8s.restart", {"name": "redis", "namespace": "shop"}, "statefulset"),
+        ("scale redis in shop to 3", "k8s.scale", {"name": "redis", "namespace": "shop", "replicas": 3}, "statefulset"),
+        ("restart log-agent in shop", "k8s.restart", {"name": "log-agent", "namespace": "shop"}, "daemonset"),
+        ("restart search in shop", "k8s.restart", {"name": "search", "namespace": "shop"}, "deployment"),
+        ("restart redis in staging", "k8s.restart", {"name": "redis", "namespace": "staging"}, "deployment"),
+        (
+            "restart the redis deployment in shop",
+            "k8s.restart",
+            {"name": "redis", "namespace": "shop", "kind": "deployment"},
+            "deployment",
+        ),
+    ]  # fmt: skip
+    for text, skill, typed, kind in cases:
+        model.script(reply(None, call(skill.replace(".", "__"), typed)))
+        by_model = first_invocation(await llm.plan(request(text), CATALOG))
+        by_router = first_invocation(await router.plan(request(text), CATALOG))
+        assert by_model is not None and by_router is not None, text
+        assert (by_model.skill, by_router.skill) == (skill, skill), text
+        assert by_model.args["name"] == by_router.args["name"] == typed["name"], text
+        assert by_model.args.get("kind", "deployment") == kind, (text, by_model.args)
+        assert by_router.args.get("kind", "deployment") == kind, (text, by_router.args)
+
+
+def test_kind_holding_needs_one_kind_and_a_listed_default() -> None:
+    snapshot = {
+        "statefulset": {"redis", "kafka"},
+        "daemonset": {"kafka"},
+        "namespace": {"shop"},
+    }
+    meaning = Grounded("deployment", kind_field="kind")
+    model = REGISTRY.get("k8s.restart")
+    assert model is not None
+    # no deployment listed: the inventory cannot tell that none is called redis
+    assert arguments.kind_holding(model.Args, meaning, "redis", {}, snapshot) is None
+    snapshot["deployment"] = {"checkout"}
+    assert arguments.kind_holding(model.Args, meaning, "redis", {}, snapshot) == "statefulset"
+    assert arguments.kind_holding(model.Args, meaning, "kafka", {}, snapshot) is None  # two
+    assert arguments.kind_holding(model.Args, meaning, "checkout", {}, snapshot) is None

@@ -12,7 +12,10 @@ This module reads those declarations:
 - :func:`resolve` grounds one name (a near miss becomes the real name; close names come back
   as candidates; a kind the inventory knows nothing of is left as typed), and
   :func:`ground` grounds every ``Grounded`` argument of a call: the LLM planner's tool calls go
-  through it, so both planners accept, correct and refuse the same names.
+  through it, so both planners accept, correct and refuse the same names;
+- :func:`kind_holding` gives a workload named without a kind the kind the inventory has it
+  as, when that is one kind only and no deployment has the name ("restart redis in shop":
+  the statefulset redis), for both planners.
 
 :func:`validate` is the skill's own model (``Skill.parse_args``), the same for both.
 """
@@ -192,12 +195,18 @@ def resolve(
 
 
 def ground(
-    skill: Skill[Any, Any], args: Mapping[str, Any], inventory: Mapping[str, set[str]]
+    skill: Skill[Any, Any],
+    args: Mapping[str, Any],
+    inventory: Mapping[str, set[str]],
+    said: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Every ``Grounded`` argument of ``args`` resolved: (the arguments with near misses
     replaced, a problem per name the inventory does not have: "there is no deployment
-    'nginx-ingress' (known: ...)" or "which one: cart-api, cart-web")."""
-    out = dict(args)
+    'nginx-ingress' (known: ...)" or "which one: cart-api, cart-web"). ``said``: the
+    arguments as the caller gave them, before the model's defaults; when they name no kind,
+    a workload the inventory has only as a statefulset or daemonset is that kind
+    (:func:`kind_holding`)."""
+    out = _with_kinds(skill.Args, args, inventory, said)
     problems = []
     for name, meaning in meanings(skill.Args).items():
         value = out.get(name)
@@ -237,6 +246,70 @@ def ground_given(
             return Ask(
                 name, question, list(found.candidates), {k: v for k, v in out.items() if k != name}
             )
+    return out
+
+
+def kind_holding(
+    model: type[BaseModel],
+    meaning: Grounded,
+    value: str,
+    args: Mapping[str, Any],
+    inventory: Mapping[str, set[str]],
+) -> str | None:
+    """The kind a workload named ``value`` is when the request said none: one of the kinds
+    ``meaning``'s kind field takes, other than its default (a statefulset, a daemonset), when
+    the inventory has ``value`` as that kind alone ("restart redis in shop": redis is a
+    statefulset there) and has no object of the default kind by that name (a deployment of
+    that name wins). Read in the namespace the arguments name (``statefulset/<ns>``), else
+    cluster-wide; None when the inventory does not list the default kind, or two kinds hold
+    the name."""
+    field_name = meaning.kind_field
+    if not field_name or args.get(field_name) or meaning.kind not in inventory:
+        return None
+    namespace = next(
+        (args[n] for n, m in meanings(model).items() if _is_namespace(m) and args.get(n)), None
+    )
+
+    def holds(kind: str) -> bool:
+        if kind not in inventory:
+            return False  # not listed (an older role): it holds nothing we know of
+        key = f"{kind}/{namespace}" if namespace else kind
+        return value in inventory.get(key, set())
+
+    if holds(meaning.kind):
+        return None
+    others = [
+        str(k) for k in (allowed(model, field_name) or ()) if k != meaning.kind and holds(str(k))
+    ]
+    return others[0] if len(others) == 1 else None
+
+
+def _bare(args: Mapping[str, Any], meaning: Grounded) -> dict[str, Any]:
+    """``args`` without ``meaning``'s kind (one only defaulted, which the request never said)."""
+    return {k: v for k, v in args.items() if k != meaning.kind_field}
+
+
+def _with_kinds(
+    model: type[BaseModel],
+    args: Mapping[str, Any],
+    inventory: Mapping[str, set[str]],
+    said: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``args`` with the kind of each named workload filled in by :func:`kind_holding` when
+    ``said`` (the arguments as given, before defaults) names no kind."""
+    out = dict(args)
+    for name, meaning in meanings(model).items():
+        value = out.get(name)
+        if (
+            not isinstance(meaning, Grounded)
+            or not meaning.kind_field
+            or not isinstance(value, str)
+        ):
+            continue
+        if (said if said is not None else out).get(meaning.kind_field):
+            continue
+        if kind := kind_holding(model, meaning, value, _bare(out, meaning), inventory):
+            out[meaning.kind_field] = kind
     return out
 
 
@@ -314,6 +387,8 @@ def extract(
     for name, meaning in fields.items():
         if isinstance(meaning, Matchers) and isinstance(raw.get(name), dict):
             skip.update(str(v).lower() for v in raw[name].values())
+    # the kinds the request or an earlier message said; a skill's route_args may default one
+    said_kinds = {n for n, m in fields.items() if isinstance(m, ObjectKind) and raw.get(n)}
     raw = skill.route_args(parsed, raw)
     skip.update(v.lower() for v in raw.values() if isinstance(v, str))
     rationale = ""
@@ -327,13 +402,21 @@ def extract(
             continue
         if meaning.kind == "alertname":
             continue
-        found = _read_name(name, meaning, reading, raw, skip, _own_words(skill))
+        kind_field = meaning.kind_field if meaning.kind_field in fields else None
+        unsaid = kind_field is not None and kind_field not in said_kinds
+        found = _read_name(
+            name, meaning, reading, raw, skip, _own_words(skill), skill.Args if unsaid else None
+        )
         if isinstance(found, Ask):
             return found
         if found:
             raw[name] = found
             if meaning.kind_field and meaning.kind_field in fields and parsed.refs:
                 raw.setdefault(meaning.kind_field, parsed.refs[0][0])
+            elif kind_field and unsaid:
+                bare = _bare(raw, meaning)
+                if kind := kind_holding(skill.Args, meaning, found, bare, inventory):
+                    raw[kind_field] = kind  # "restart redis in shop": a statefulset
     guessed = _guessed_namespace(parsed, inventory, raw, namespace_fields, given)
     for name, meaning in fields.items():
         if guessed and _is_name(meaning) and name not in raw and _required(skill, name):
@@ -592,6 +675,7 @@ def _read_name(
     raw: dict[str, Any],
     skip: set[str],
     own: frozenset[str] = frozenset(),
+    model: type[BaseModel] | None = None,
 ) -> str | Ask | None:
     parsed = reading.parsed
     kinds = meaning.kinds(raw)
@@ -616,7 +700,7 @@ def _read_name(
             if names
             else slots
         )  # the verb that opens the request names nothing ("could you summarise the ...")
-    chosen = _pick(names, meaning, raw, reading.inventory)
+    chosen = _pick(names, meaning, raw, reading.inventory, model)
     if isinstance(chosen, tuple):
         return Ask(name, f"Which one do you mean: {', '.join(chosen)}?", list(chosen), raw)
     return chosen
@@ -649,12 +733,19 @@ def _pick(
     meaning: Grounded,
     raw: Mapping[str, Any],
     inventory: Mapping[str, set[str]],
+    model: type[BaseModel] | None = None,
 ) -> str | tuple[str, ...] | None:
     """The name among ``names`` grounded for ``meaning``; the close candidates when one is
-    ambiguous; the first as typed when none is known; None when there is no name."""
+    ambiguous; the first as typed when none is known; None when there is no name. A name
+    the inventory has exactly as another kind the skill takes (a statefulset) is that name,
+    not a deployment's near miss."""
     if not names:
         return None
     resolved = [resolve(meaning, n, raw, inventory) for n in names]
+    if model is not None and not any(r.exact for r in resolved):
+        for n in names:
+            if kind_holding(model, meaning, n, _bare(raw, meaning), inventory):
+                return n
     if not resolved[0].checked and not known_names(meaning, raw, inventory):
         return names[0]
     for found in resolved:  # an exact name wins over any fuzzy one

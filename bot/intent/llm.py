@@ -29,7 +29,7 @@ import importlib
 import inspect
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -488,7 +488,7 @@ class LLMPlanner:
             invocation = Invocation(
                 skill=skill.name, args=arguments.validate(skill, args), rationale=rationale[:500]
             )
-            invocation = await self._ground(skill, invocation)
+            invocation = await self._ground(skill, invocation, args)
         except (ValidationError, ValueError) as exc:
             detail = _validation_text(exc)
             if skill.name in run.retried:
@@ -513,14 +513,18 @@ class LLMPlanner:
         run.evidence.append(wording.describe(invocation))
         return fence(skill.name, output[:MAX_TOOL_OUTPUT_CHARS]), None
 
-    async def _ground(self, skill: Skill[Any, Any], invocation: Invocation) -> Invocation:
+    async def _ground(
+        self, skill: Skill[Any, Any], invocation: Invocation, said: Mapping[str, Any]
+    ) -> Invocation:
         """Replace near-miss names with what the backends have; refuse names nothing has.
         The argument pipeline the offline router uses (:func:`opsbot.intent.arguments.
-        ground`): each ``Grounded`` argument of the skill's ``Args``, by its declared kind."""
+        ground`): each ``Grounded`` argument of the skill's ``Args``, by its declared kind
+        (``said``: the model's arguments before defaults; a workload it names without a
+        kind is the kind the inventory has it as)."""
         if not arguments.grounds(skill):  # nothing to ground: the inventory is not asked
             return invocation
         inventory = await self.services.inventory.snapshot()
-        args, problems = arguments.ground(skill, invocation.args, inventory)
+        args, problems = arguments.ground(skill, invocation.args, inventory, said)
         if problems:
             raise ValueError("; ".join(problems))
         return invocation.model_copy(update={"args": args})
