@@ -108,7 +108,8 @@ class Reading(Collector):
 AUDIT_CHAIN_INTACT = Reading(
     "opsbot_audit_chain_intact",
     "1 when the last verification of the audit chain (the chain watcher's walks, held against "
-    "the anchors) found it intact, 0 when it found it broken; absent until one finished",
+    "the anchors) found it intact, 0 when it found it broken; absent until one finished, and "
+    "on a replica that does not lead when the leader alone walks the chain (console off)",
 )
 REGISTRY.register(AUDIT_CHAIN_INTACT)
 

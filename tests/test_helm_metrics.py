@@ -24,13 +24,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import update
 
 from opsbot.adapters.console import CONSOLE
-from opsbot.adapters.http import make_app, serve
+from opsbot.adapters.http import make_app, serve, verify_while_leading
 from opsbot.audit import AuditEvent
 from opsbot.demo import free_port
+from opsbot.leader import Leadership
 from opsbot.model import Actor, Invocation, Request
 from opsbot.policy import NeedsApproval, Policy
 from opsbot.services import Services, build_services
 from opsbot.store import ApprovalRow, AuditRow, now
+from opsbot.telemetry import AUDIT_CHAIN_INTACT
 from tests.conftest import ROOT, make_settings
 
 CHART = ROOT / "helm" / "opsbot"
@@ -198,4 +200,83 @@ async def test_the_oldest_pending_approval_and_the_chain_are_read_when_scraped(
         await watcher.check(full=True)
         assert sample(await scrape(client), "opsbot_audit_chain_intact") == 0.0
     finally:
+        await client.close()
+
+
+class Ballot:
+    """An elector the test decides: this replica leads while ``wins``."""
+
+    kind, identity = "test", "replica-a"
+
+    def __init__(self) -> None:
+        self.wins = True
+
+    def where(self) -> str:
+        return "the test"
+
+    async def try_lead(self) -> bool:
+        return self.wins
+
+    async def release(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_replica_that_stops_leading_stops_exporting_the_chain_gauge(
+    sqlite_services: Services,
+) -> None:
+    """With the console off the leader alone walks the chain: a former leader's last value
+    (here 0, a broken chain) leaves its /metrics when it stops leading, and a replica that
+    leads again exports nothing until a walk of its own term has finished."""
+    services = sqlite_services
+    await services.audit.append(AuditEvent.REQUEST, actor="shell:alice", detail="x")
+    app = make_app(services)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    ballot = Ballot()
+    leadership = Leadership(ballot, renew_deadline=0.3, retry_period=0.05)
+    watcher: Any = app[CONSOLE].watcher
+    verify_while_leading(app[CONSOLE], leadership)  # what `opsbot serve` does, console off
+    electing = asyncio.create_task(leadership.run())
+
+    async def gauge_becomes(wanted: float) -> None:
+        for _ in range(400):  # the watcher walks in the background
+            if sample(await scrape(client), "opsbot_audit_chain_intact") == wanted:
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError(f"opsbot_audit_chain_intact never became {wanted}")
+
+    try:
+        assert await leadership.wait(True, within=5)
+        await gauge_becomes(1.0)
+        async with services.store.sessions() as session:  # a record rewritten
+            await session.execute(update(AuditRow).values(actor="shell:mallory"))
+            await session.commit()
+        watcher.request_full()
+        await gauge_becomes(0.0)
+
+        ballot.wins = False  # another replica leads now, and walks the chain itself
+        assert await leadership.wait(False, within=5)
+        assert "opsbot_audit_chain_intact" not in await scrape(client)
+
+        walked, walk = asyncio.Event(), watcher.check
+
+        async def held_check(*, full: bool) -> Any:
+            await walked.wait()
+            return await walk(full=full)
+
+        watcher.check = held_check
+        ballot.wins = True  # leading again: what it found last term is not this term's
+        assert await leadership.wait(True, within=5)
+        await asyncio.sleep(0.1)
+        assert "opsbot_audit_chain_intact" not in await scrape(client)
+        walked.set()
+        await gauge_becomes(0.0)
+    finally:
+        electing.cancel()
+        await asyncio.gather(electing, return_exceptions=True)
+        await leadership.stop()
+        AUDIT_CHAIN_INTACT.read = None
         await client.close()

@@ -140,6 +140,32 @@ def _chain_intact(console: Console) -> float | None:
     return None if ok is None else float(ok)
 
 
+def verify_while_leading(console: Console, leadership: Leadership) -> None:
+    """With the console off, the chain is walked by the leader alone (its singleton work
+    ``audit-verify``), and ``opsbot_audit_chain_intact`` is exported only while this replica
+    leads and from a walk of this term: a replica that stopped leading stops walking, and its
+    last value would stay on its ``/metrics`` for as long as it runs (a stale 1, or 0, beside
+    the leader's, on a dashboard that sums replicas). The series is absent instead, as it is
+    before a first walk (the chart's ``min(...) == 0`` sees the leader's alone)."""
+    watch = console.watcher.watch
+    term: dict[str, Any] = {"leading": False, "stale": None}
+
+    async def verify() -> None:
+        term.update(leading=True, stale=watch.latest)  # the last term's walk says nothing now
+        try:
+            await console.watcher.run()
+        finally:
+            term["leading"] = False
+
+    def intact() -> float | None:
+        if not term["leading"] or watch.latest is term["stale"]:
+            return None
+        return _chain_intact(console)
+
+    AUDIT_CHAIN_INTACT.read = intact
+    leadership.add("audit-verify", verify)
+
+
 def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     """Query parameter ``name`` as a whole number from ``low`` to ``high``; a bad one is
     answered 400 with a message naming it (never a 500)."""
@@ -338,7 +364,7 @@ async def serve(services: Services, stop: asyncio.Event | None = None) -> None:
     app[SINGLETONS] = leadership.add  # the audit console's retention: on the leader only
     console = app[CONSOLE]
     if not console.access.enabled:  # the chain is verified anyway, for opsbot_audit_chain_intact
-        leadership.add("audit-verify", console.watcher.run)
+        verify_while_leading(console, leadership)
     console.anchor_post = _anchor_poster(settings, adapters, leadership)
     routes = adapters.routes()
     for method, path, handler in routes:  # e.g. Slack's /slack/events (Events API)
