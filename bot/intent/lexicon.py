@@ -188,6 +188,11 @@ SYNONYMS: dict[str, str] = {
     "get * yaml": "describe",
 }
 
+#: the words of :data:`SYNONYMS` that name a write (a write skill's keyword): every idiom
+#: mapped to one is a write word of :mod:`opsbot.intent.speech` too (``WRITE_IDIOMS``), so
+#: "off and on again for cart?" is a question about a restart, not a request with no verb
+WRITE_WORDS = frozenset({"restart", "scale", "replica", "rollback", "silence", "unsilence"})
+
 #: how on-call chat shortens words: the short form reads as the word ("rollout hist",
 #: "prev version", "top errs", "mem of cart"), wherever words are compared (by stem)
 ABBREVIATIONS: dict[str, str] = {

@@ -21,7 +21,7 @@ from enum import StrEnum
 from functools import lru_cache
 
 from opsbot.intent import lexicon
-from opsbot.intent.extract import stem
+from opsbot.intent.extract import phrase, stem
 
 
 class Mood(StrEnum):
@@ -135,11 +135,31 @@ LEAD_INS = (
 #: restart checkout?", "would you mind taking cart down to zero?"). "Can you restart
 #: checkout?" (with a please or not) may ask what the bot can do or may do: it stays a
 #: question, answered with what the write would do and how to ask for it.
+#: A bare "would you <write>?" asks what the bot would do ("what do you think, would you
+#: roll it back?"): its "would" is a hypothetical, not politeness.
 POLITE = (
-    "would you mind", "do you mind", "would you kindly", "would you please", "would you",
+    "would you mind", "do you mind", "would you kindly", "would you please",
     "could you please", "could you kindly", "could you", "will you please", "will you",
-    "please could you", "please would you", "could u", "would u",
+    "please could you", "please would you", "could u",
 )  # fmt: skip
+#: what takes back a request said before it ("could you restart cart? nvm, I'll do it
+#: myself", "... no, wait", "... just kidding", "... just asking"): opening a later clause
+_RETRACTION = re.compile(
+    r"^(?:(?:actually|oh|hmm+|um+|on second thought|sorry)\s+)*(?:no\b(?!\s+(?:rush|hurry|"
+    r"worries|problem|pressure))|nope|nah|wait\b|nvm|never\s*mind|nevermind|hold (?:off|on)|"
+    r"forget (?:it|that)|scratch that|cancel that|ignore (?:it|that)|just kidding|kidding|jk\b|"
+    r"(?:just|only) asking|not yet|don'?t\b|do not\b)"
+    r"|\bdo it (?:myself|ourselves|later)\b"
+)
+#: a condition a polite request puts on its write ("will you restart cart automatically when
+#: it crashes?", "... if it were failing?"): what the bot would do, not an order
+_WHEN = re.compile(r"\b(?:when|whenever|if|unless|in case)\b")
+#: a question asked for an opinion ("what do you think, ...", "do you think we should ..."):
+#: the write it names is asked about, not for
+_OPINION = re.compile(
+    r"\b(?:what do you think|do you think|would you say|in your opinion|your (?:take|opinion)|"
+    r"thoughts\b)"
+)
 
 _CONDITIONAL = re.compile(r"\s*(?:if|in case|unless|once|whenever|should it)\b")
 _STATE = re.compile(
@@ -156,10 +176,23 @@ def is_state(text: str) -> bool:
 _COUNTED = re.compile(r"\b(?:how many|number of|count of)\s+(\w+)")
 _HOW_OFTEN = re.compile(r"\b(?:how many times|how often)\b")
 _CLAUSE = re.compile(r"[,;:.!?\n]+|\s[-–—]\s|\b(?:but|instead|so|and then|then)\b")
-_NOTIFICATION = re.compile(r"\s*\[(firing|resolved)(:\d+)?\]")
+#: an Alertmanager notification pasted in a message ("... [FIRING:2] HighErrorRate ..."):
+#: it and everything after it are the alert's words (its runbook's), not the person's
+_PASTED_ALERT = re.compile(r"(?:^|\s)\[(?:firing|resolved)(?::\d+)?\]", re.I)
 #: quoted words; a single quote opens only before a word and closes only after one, never
-#: inside one ("we're ... the comment 'planned maintenance'": one quote, not two)
-_QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”|(?<!\w)'(?=\S)[^']{3,}(?<=\S)'(?!\w)|`[^`]*`")
+#: inside one ("we're ... the comment 'planned maintenance'": one quote, not two; "'restart
+#: it when it's stuck'": the apostrophe inside a word closes nothing)
+_QUOTED = re.compile(
+    r"\"[^\"]*\"|“[^”]*”|(?<!\w)'(?=\S)(?:[^']|(?<=\w)'(?=\w)){3,}?(?<=\S)'(?!\w)|`[^`]*`"
+)
+#: words reported after a colon, to the end of their sentence ("bob said: restart cart.",
+#: "alice asked: would you ...?", "the runbook says: ...", "Runbook: ...", "action: ...")
+_REPORTED = re.compile(
+    r"\b(?:said|says|say|asked|asks|ask|wrote|writes|told (?:me|us)|tells (?:me|us)|"
+    r"suggested|suggests|recommends|recommended|runbook|playbook|action|step \d+)\s*:"
+    r"[^.!?\n]*(?:[.!?]+|$)",
+    re.I,
+)
 #: a word; a metric's name is one ("kube_deployment_status_replicas_unavailable")
 _WORD = re.compile(r"[a-z0-9_']+")
 
@@ -191,8 +224,42 @@ def _phrasal_at(words: list[str], i: int) -> bool:
     return any((first, w) in PHRASAL for w in words[i + 1 : i + 7])
 
 
+#: the lexicon's idioms for a write ("force a new deployment", "off and on", "desired count"),
+#: as stems: each is a write word here too, so the lexicon never maps to a write words this
+#: module does not see (see :mod:`opsbot.intent.lexicon`)
+WRITE_IDIOMS: tuple[tuple[str, ...], ...] = tuple(
+    phrase(key) for key, word in lexicon.SYNONYMS.items() if word in lexicon.WRITE_WORDS
+)
+
+
+def _idiom_at(stems: list[str], i: int) -> bool:
+    """A write idiom of the lexicon starting at ``stems[i]`` (``*``: up to three words)."""
+    return any(idiom[0] == stems[i] and _matches(stems, i, idiom) for idiom in WRITE_IDIOMS)
+
+
+def _matches(stems: list[str], i: int, idiom: tuple[str, ...]) -> bool:
+    if not idiom:
+        return True
+    if idiom[0] == "*":
+        return any(_matches(stems, j, idiom[1:]) for j in range(i, min(i + 4, len(stems) + 1)))
+    return i < len(stems) and stems[i] == idiom[0] and _matches(stems, i + 1, idiom[1:])
+
+
+def _ordered_idiom(words: list[str]) -> bool:
+    """A write idiom of the lexicon said in the imperative at ``words[0]`` ("force a new
+    deployment of x"; not "rolled back x": a past form)."""
+    first = words[0]
+    if first in PAST or first.endswith("ed") or len(words) < 2:
+        return False
+    stems = list(map(stem, words))
+    return any(len(i) > 1 and i[0] == stems[0] and _matches(stems, 0, i) for i in WRITE_IDIOMS)
+
+
 def _has_write(words: list[str]) -> bool:
-    return any(w in WRITE_FORMS or _phrasal_at(words, i) for i, w in enumerate(words))
+    if any(w in WRITE_FORMS or _phrasal_at(words, i) for i, w in enumerate(words)):
+        return True
+    stems = [stem(w) for w in words]
+    return any(_idiom_at(stems, i) for i in range(len(stems)))
 
 
 def _negated(text: str, words: list[str]) -> bool:
@@ -285,7 +352,7 @@ def _clause_mood(text: str) -> Mood:
         if first not in WRITE_VERBS and any(w in PAST for w in rest):
             return Mood.REPORT  # "priya already scaled cart to 4 replicas"
         return Mood.IMPERATIVE  # "checkout to 5 replicas in shop"
-    if first in WRITE_VERBS or _phrasal_at(rest, 0):
+    if first in WRITE_VERBS or _phrasal_at(rest, 0) or _ordered_idiom(rest):
         if len(rest) > 1 and rest[1] in ("count", "counts", "history", "status", "loop"):
             return Mood.NOUN  # "restart count of ...", "rollback history"
         return Mood.IMPERATIVE
@@ -309,20 +376,43 @@ def clauses(text: str) -> list[Clause]:
 @lru_cache(maxsize=256)
 def write_mood(text: str) -> Mood:
     """How ``text`` stands toward a write: :attr:`Mood.IMPERATIVE` only when a clause asks for
-    it in the imperative and the request as a whole is neither a question, a hypothetical nor
-    quoted words; :attr:`Mood.NONE` when no write word appears."""
+    it in the imperative and the request as a whole is neither a question, a hypothetical,
+    quoted words, nor taken back after (:data:`_RETRACTION`); :attr:`Mood.NONE` when no write
+    word appears. A polite request ("could you please restart x?") is an order unless a
+    clause of the message negates a write, it offers an alternative ("... or wait for the
+    hotfix?") or asks an opinion ("what do you think, ...")."""
     lowered = text.strip().lower()
-    if _NOTIFICATION.match(lowered):
-        return Mood.QUOTED  # a pasted alert: its runbook's words are not the person's
-    unquoted = _QUOTED.sub(" ", lowered)
+    if pasted := _PASTED_ALERT.search(lowered):  # "can someone look? [FIRING:1] ... Runbook: ..."
+        own = write_mood(lowered[: pasted.start()]) if pasted.start() else Mood.NONE
+        if own is not Mood.NONE:
+            return own  # what the person says, before the alert
+        alert = write_mood(lowered[pasted.end() :])  # the alert's words: never an order
+        return alert if alert in (Mood.NONE, Mood.REPORT) else Mood.QUOTED  # ("rolled back x")
+    unquoted = _unquote(lowered)
     if not _has_write(_words(unquoted)):
         return Mood.QUOTED if _has_write(_words(lowered)) else Mood.NONE
     if _CONDITIONAL.match(unquoted):
         return Mood.HYPOTHETICAL  # "if latency spikes, then restart checkout": not now
     parts = [c for c in clauses(unquoted) if c.mood is not Mood.NONE]
-    if any(c.mood is Mood.IMPERATIVE and polite(c.text) for c in parts):
+    ordered = [c for c in parts if c.mood is Mood.IMPERATIVE]
+    if ordered:
+        after = unquoted[unquoted.rfind(ordered[-1].text) + len(ordered[-1].text) :]
+        if any(_RETRACTION.search(c.strip()) for c in _CLAUSE.split(after) if c and c.strip()):
+            return Mood.NEGATED  # "could you restart cart? nvm, I'll do it myself"
+        if _OPINION.search(unquoted):
+            return Mood.QUESTION  # "what do you think, ..."
+    if any(polite(c.text) for c in ordered):
+        if any(c.mood is Mood.NEGATED for c in parts):
+            return Mood.NEGATED  # "could you restart cart? actually, don't restart it"
+        if re.search(r"\bor\b", unquoted):
+            return Mood.QUESTION  # "could you restart cart, or is that too risky?"
+        for mood in (Mood.HYPOTHETICAL, Mood.QUESTION):
+            if any(c.mood is mood for c in parts):
+                return mood
+        if _WHEN.search(unquoted):
+            return Mood.HYPOTHETICAL  # "will you restart cart when it crashes?": a behaviour
         return Mood.IMPERATIVE  # "could you please restart x? thanks!": asked politely
-    if any(c.mood is Mood.IMPERATIVE for c in parts):
+    if ordered:
         if lowered.endswith("?") or _asks(_strip_lead_ins(_words(unquoted))):
             return Mood.QUESTION
         asked = [s for s in re.split(r"(?<=\?)", unquoted) if s.rstrip().endswith("?")]
@@ -335,6 +425,11 @@ def write_mood(text: str) -> Mood:
     if lowered.endswith("?"):
         return Mood.QUESTION
     return Mood.NOUN
+
+
+def _unquote(text: str) -> str:
+    """``text`` without quoted words nor words reported after a colon (:data:`_REPORTED`)."""
+    return _REPORTED.sub(" ", _QUOTED.sub(" ", text))
 
 
 #: verbs that ask to read something ("show", "check"...): a clause opening with one asks
@@ -363,10 +458,6 @@ _SENTENCE_PART = re.compile(
 
 #: where a sentence ends ("... namespace. Could you ...", "... again? Thanks!")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-
-
-#: an Alertmanager notification pasted in a message ("... [FIRING:2] HighErrorRate ...")
-_PASTED_ALERT = re.compile(r"(?:^|\s)\[(?:firing|resolved)(?::\d+)?\]", re.I)
 
 
 def focus(text: str) -> str:
@@ -464,7 +555,7 @@ def without_negated(text: str) -> str:
 
 def unquoted(text: str) -> str:
     """``text`` without quoted words ("...", '...', `...`): what the person says themselves."""
-    return _QUOTED.sub(" ", text)
+    return _unquote(text)
 
 
 def without_write_talk(text: str) -> str:
@@ -473,7 +564,7 @@ def without_write_talk(text: str) -> str:
     what the request does ask for."""
     kept = [
         c.text
-        for c in clauses(_QUOTED.sub(" ", text))
+        for c in clauses(_unquote(text))
         if c.mood is Mood.NONE and not _negated(c.text, _words(c.text))
     ]
     return ", ".join(kept)
