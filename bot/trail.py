@@ -8,6 +8,11 @@ request's first steps (received, plan, policy) then share one commit instead of 
 one each, and nothing is said before it is on record. :meth:`Trail.flush_soon` posts what is
 held in the background, as its records are committed, while the request goes on (a read
 runs meanwhile; a write waits for its records before anything is sent).
+
+A flush that is cancelled (the request's task was) cancels the background flushes with it:
+nothing of the request is posted once its task has ended (cancelled again in its last flush,
+say); a step whose message was not sent yet stays held, in its place, for the next flush (the
+request's last, in its ``finally``) to post in order.
 """
 
 from __future__ import annotations
@@ -81,7 +86,9 @@ class Trail:
         self.held.append((future, message))
         if not hold:
             await self.flush()
-            await future  # its own record: another read's failed flush may have dropped it
+            # its own record (another read's failed flush may have dropped it); shielded: a
+            # cancelled step leaves the record, which another flush may still wait for
+            await asyncio.shield(future)
 
     async def record(
         self,
@@ -121,21 +128,48 @@ class Trail:
 
     async def flush(self) -> None:
         """Wait for the held steps' records to be committed, then post their messages, in
-        order (a record that could not be written raises before its message is posted)."""
-        while self.posting:
-            await self.posting.pop(0)
-        await self._flush_held()
+        order (a record that could not be written raises before its message is posted).
+        Cancelled, it cancels the background flushes too (the module's docstring)."""
+        try:
+            while self.posting:
+                task = self.posting[0]
+                await asyncio.wait([task])  # cancelling this flush does not cancel the task
+                if task in self.posting:  # its failure goes up once, from the flush that saw it
+                    self.posting.remove(task)
+                    if not task.cancelled():
+                        task.result()
+            await self._flush_held()
+        except asyncio.CancelledError:
+            await self._stop_posting()
+            raise
+
+    async def _stop_posting(self) -> None:
+        """Cancel the background flushes, and wait until they have stopped (cancelled again
+        meanwhile, this returns at once: they are cancelled all the same)."""
+        tasks = list(self.posting)
+        self.posting.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
 
     async def _flush_held(self) -> None:
         while self.held:
-            future, message = self.held.pop(0)
+            step = self.held[0]  # taken off only once its record is committed: a flush
+            future, message = step  # cancelled while it waits leaves it in its place
             try:
-                await future
-            except Exception:  # its record could not be written: it is not said, nor is
-                for dropped, _ in self.held:  # what was held after it; the error goes up (once)
+                await asyncio.shield(future)
+            except Exception:
+                if not self.held or self.held[0] is not step:
+                    continue  # another flush saw it fail first and dropped what was held
+                # its record could not be written: it is not said, nor is what was held
+                for dropped, _ in self.held[1:]:  # after it; the error goes up (once)
                     dropped.add_done_callback(_retrieved)
                 self.held.clear()
                 raise
+            if not self.held or self.held[0] is not step:
+                continue  # another flush took it
+            self.held.pop(0)
             if message is not None:
                 await self.post(message)
 

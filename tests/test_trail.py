@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+import pytest
+
 from opsbot.audit import AuditEvent, AuditLog
 from opsbot.model import Message, Step
 from opsbot.services import Services
@@ -76,3 +78,81 @@ async def test_a_read_never_goes_on_as_recorded_when_its_record_failed_beside_an
     results = await asyncio.gather(a, b, return_exceptions=True)
     assert [type(r) for r in results] == [RuntimeError, RuntimeError]
     assert posted == []
+
+
+async def test_a_request_cancelled_twice_while_its_trail_flushes_posts_nothing_after_it_ended() -> (
+    None
+):
+    """Three reads' steps flushed in the background; the request is cancelled while it waits
+    for them, and again while its last flush (its ``finally``, as Engine._run_request's) runs.
+    Once its task has ended nothing more of it reaches the thread, and what was posted before
+    is in the order of the steps."""
+    records, posted = _Records(), []
+
+    async def post(message: Message) -> None:
+        posted.append(message.plain)
+
+    trail = Trail(cast(AuditLog, records), post, "shell:alice", "c", "T1", "r1")
+    for read in ("a", "b", "c"):
+        await trail.step(Step.POLICY, AuditEvent.POLICY, f"{read} allowed", hold=True)
+        trail.flush_soon()
+
+    async def request() -> None:
+        try:
+            await trail.record(AuditEvent.RESULT, outcome="ok")
+        finally:
+            await trail.flush()  # whatever is still held
+
+    task = asyncio.create_task(request())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    task.cancel()  # while it waits for the background flushes
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not task.done()  # in its last flush
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    ended = list(posted)
+    for record in records.futures:  # the records are committed after all
+        if not record.done():
+            record.set_result(None)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert posted == ended == []
+    assert not [t for t in trail.posting if not t.done()]
+
+
+async def test_a_request_cancelled_once_while_its_trail_flushes_still_posts_its_steps_in_order() -> (
+    None
+):
+    """Cancelled once while it waits for the background flushes: the request's last flush
+    posts every step that is on record, in order, before its task ends (none is lost with
+    the background flush that was waiting for it)."""
+    records, posted = _Records(), []
+
+    async def post(message: Message) -> None:
+        posted.append(message.plain)
+
+    trail = Trail(cast(AuditLog, records), post, "shell:alice", "c", "T1", "r1")
+    for read in ("a", "b", "c"):
+        await trail.step(Step.POLICY, AuditEvent.POLICY, f"{read} allowed", hold=True)
+        trail.flush_soon()
+
+    async def request() -> None:
+        try:
+            await trail.record(AuditEvent.RESULT, outcome="ok")
+        finally:
+            await trail.flush()
+
+    task = asyncio.create_task(request())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    task.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    for record in records.futures:
+        record.set_result(None)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert posted == ["a allowed", "b allowed", "c allowed"]
