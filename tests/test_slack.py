@@ -279,6 +279,11 @@ async def rig(kmock: KubernetesEmulator, tmp_path: Path) -> AsyncIterator[SlackR
         services = await build_services(settings, policy=slack_policy(tmp_path))
         for toy in TOYS:
             services.registry.add(toy())
+        # warmed here, as `opsbot serve` warms it at start: otherwise the first request waits
+        # for the first snapshot and the first Kubernetes client (kmock's lists, the client's
+        # set-up on the event loop) inside the window a test gives its posts, which a loaded
+        # machine stretched past 10 s (no post at all by then)
+        await services.inventory.snapshot()
         adapter = SlackAdapter(Engine(services), settings)
         client = TestClient(TestServer(make_app(services, slack=adapter)))
         await client.start_server()
