@@ -126,3 +126,51 @@ async def test_a_question_in_a_write_idiom_plans_no_write(text: str) -> None:
 async def test_an_order_in_a_write_idiom_is_still_an_order() -> None:
     assert (await routed("turn cart in shop off and on again"))[0] == "k8s.restart"
     assert (await routed("force a new deployment of billing in shop"))[0] == "k8s.restart"
+
+
+async def test_a_question_with_no_write_word_never_plans_a_write() -> None:
+    """A write's keyword on top ('previous version' of k8s.rollback) does not make a question
+    with no write word an order: it is ranked among the reads (here none answers it, so
+    nothing runs)."""
+    catalog = [s for s in REGISTRY if s.name != "k8s.rollout.history"]
+    for text in ("what was the previous version of checkout in shop?", "prev version of cart?"):
+        said = Request(actor=Actor(id="shell:alice"), channel="test", text=text)
+        invocation = first_invocation(await OfflineRouter().plan(said, catalog))
+        assert invocation is None or invocation.skill not in WRITES, (text, invocation)
+    assert speech.is_question("what was the previous version of checkout")
+    assert not speech.is_question("roll back checkout to the previous version")
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        (
+            "checkout in shop is fine. could you restart it in staging?",
+            "k8s.restart",
+            {"name": "checkout", "namespace": "staging"},
+        ),
+        (
+            "payments in shop is fine. could you show me its logs in staging?",
+            "k8s.logs",
+            {"name": "payments", "namespace": "staging"},
+        ),
+        (  # no namespace in the asking sentence: the context's
+            "the kafka statefulset in data is wedged. could you restart it?",
+            "k8s.restart",
+            {"name": "kafka", "namespace": "data"},
+        ),
+    ],
+)
+async def test_a_sentence_pointing_back_with_it_keeps_the_namespace_it_says(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and args.items() <= found.items(), (got, found)
+
+
+async def test_a_previous_version_asked_about_is_the_history() -> None:
+    got, found = await routed("what was the prev version of checkout in shop?")
+    assert got == "k8s.rollout.history" and found.get("name") == "checkout", (got, found)
+    assert (await routed("go back to the previous version of checkout in shop"))[0] == (
+        "k8s.rollback"
+    )

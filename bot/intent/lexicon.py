@@ -122,6 +122,7 @@ SYNONYMS: dict[str, str] = {
     "fully roll out": "finished",  # "is the checkout deployment fully rolled out?"
     "roll out $": "finished",
     # k8s.rollout.history
+    "previous version": "history",  # "what was the previous version of checkout?" (asked)
     "have be release": "history",  # "which versions have been released before?"
     "release before": "history",
     # k8s.events

@@ -309,6 +309,14 @@ class OfflineRouter:
             ranked = self.rank(*asked)
             if mood is not speech.Mood.IMPERATIVE:
                 ranked, focus = self._focused(asked[0], asked[1], catalog, ranked)
+        if (
+            mood is speech.Mood.NONE
+            and ranked
+            and ranked[0].skill.risk is not Risk.READ
+            and speech.is_question(text)
+        ):  # "what was the prev version of checkout?": no write word, a write's keyword, asked
+            mood = speech.Mood.QUESTION
+            ranked = self.rank(focus or asked[0], [s for s in asked[1] if s.risk is Risk.READ])
         if mood is speech.Mood.IMPERATIVE:
             parsed = asked[0]  # its names, not those of a negated clause
         if (not ranked or ranked[0].score < self.threshold) and mood in (
@@ -551,7 +559,8 @@ class OfflineRouter:
                 skill, arguments.Reading(focus, inventory, vocabulary, self.recipes), given
             )
             if isinstance(first, arguments.Extracted):
-                given, rationale = _said(skill, focus, first.args), first.rationale
+                said = _said(skill, focus, first.args, inventory.get("namespace"))
+                given, rationale = said, first.rationale
         reading = arguments.Reading(parsed, inventory, vocabulary, self.recipes)
         found = arguments.extract(skill, reading, given)
         if isinstance(found, arguments.Ask):
@@ -601,10 +610,16 @@ class OfflineRouter:
 _BACK = frozenset({"it", "its", "it's", "them", "their", "theirs", "they"})
 
 
-def _said(skill: Skill[Any, Any], parsed: ex.Parsed, args: dict[str, Any]) -> dict[str, Any]:
+def _said(
+    skill: Skill[Any, Any],
+    parsed: ex.Parsed,
+    args: dict[str, Any],
+    namespaces: set[str] | None = None,
+) -> dict[str, Any]:
     """``args`` read from ``parsed`` (the part of a request that asks) that it says itself:
     not a kind it only defaulted to, nor a name where it points back with "it" ("the kafka
-    statefulset in data ... could you restart it?"), nor an empty value ("silence X for 1h,
+    statefulset in data ... could you restart it?"; a namespace it says stays: "... could you
+    restart it in staging?"), nor an empty value ("silence X for 1h,
     cli test": the comment): the rest of the request says them."""
     meanings = arguments.meanings(skill.Args)
     drop = set()
@@ -612,6 +627,13 @@ def _said(skill: Skill[Any, Any], parsed: ex.Parsed, args: dict[str, Any]) -> di
         drop |= {n for n, m in meanings.items() if isinstance(m, ObjectKind)}
     if _BACK & {t.lower() for t in parsed.tokens}:
         drop |= {n for n, m in meanings.items() if isinstance(m, Grounded)}
+        said = ex.extract_namespace(parsed, namespaces)  # "... restart it in staging?"
+        if said is not None and (namespaces is None or said in namespaces):
+            spaces = [
+                n for n, m in meanings.items() if isinstance(m, Grounded) and m.kind == "namespace"
+            ]
+            args = {**args, **dict.fromkeys(spaces, said)}
+            drop -= set(spaces)
     return {k: v for k, v in args.items() if k not in drop and v not in (None, "", {}, [])}
 
 

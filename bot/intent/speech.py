@@ -529,6 +529,12 @@ def opening_words(text: str) -> list[str]:
     return _strip_lead_ins(_words(first or ""))
 
 
+def is_question(text: str) -> bool:
+    """Whether ``text`` is put as a question: it ends with "?" or opens with a question word
+    ("what was the previous version of checkout", "did someone ...")."""
+    return text.rstrip().endswith("?") or _asks(opening_words(text))
+
+
 def asks_something(text: str) -> bool:
     """Whether ``text`` asks for anything: a question, or a clause that opens with a read
     verb ("just check its pods", "show me its history"). "All good now" asks nothing."""
