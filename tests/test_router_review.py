@@ -174,3 +174,27 @@ async def test_a_previous_version_asked_about_is_the_history() -> None:
     assert (await routed("go back to the previous version of checkout in shop"))[0] == (
         "k8s.rollback"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "skill", "args"),
+    [
+        ("describe deployment hist in shop", "k8s.describe", {"name": "hist", "namespace": "shop"}),
+        ("scale reps in shop to 3", "k8s.scale", {"name": "reps", "namespace": "shop"}),
+        # not placed as a name: still the word it shortens
+        ("rollout hist auth-gw identity ns", "k8s.rollout.history", {"name": "auth-gw"}),
+        ("evnts in payments last 1h", "k8s.events", {"namespace": "payments"}),
+    ],
+)
+async def test_a_short_form_placed_as_a_name_is_a_name(
+    text: str, skill: str, args: dict[str, object]
+) -> None:
+    got, found = await routed(text)
+    assert got == skill and args.items() <= found.items(), (got, found)
+
+
+async def test_a_vowel_dropped_name_before_a_kind_is_no_skill_word() -> None:
+    """'strt' is 'saturation' with its vowels dropped; before 'service' it names one."""
+    assert (await routed("show me the strt service in shop"))[0] != "prometheus.query"
+    assert "strt" in ex.placed_names("show me the strt service in shop")
+    assert ex.shortened("strt") and ex.shortened("hist") and not ex.shortened("cart")

@@ -914,14 +914,19 @@ def candidate_names(
     out = []
     spans = [(d.start, d.end) for d in parsed.durations]
     pool = vocabulary if isinstance(vocabulary, frozenset) else frozenset(vocabulary)
+    named = placed_names(parsed.rest, skip)
     for m in WORD.finditer(parsed.rest):
         token = m.group(0)
         low = token.lower()
         if any(s <= m.start() < e for s, e in spans):
             continue
-        if low in skip or stem(low) in STOPWORDS or stem(low) in vocabulary or low in vocabulary:
+        if low in skip or low in STOPWORDS or low in vocabulary:
             continue
-        if _typo(stem(low), pool):
+        if low in named and shortened(low):
+            pass  # "describe deployment hist in shop": a short form placed as a name is one
+        elif stem(low) in STOPWORDS or stem(low) in vocabulary:
+            continue
+        elif _typo(stem(low), pool):
             continue  # "restrat orders": a misspelt skill word, not a name
         if low in KIND_ALIASES or low in SEVERITIES or low in lexicon.NUMBERS:
             continue
@@ -941,32 +946,11 @@ def candidate_names(
         if token.istitle() or token.isupper():
             token = token.lower()  # "Restart Checkout In Shop": names are lower case
         out.append((token, place))
-    # a word right before a kind ("the checkout pods", "payments deployment") or after one
-    # ("the deployment quote-engine") names it, as does one placed in a namespace said
-    # ("scale pixel-tracker in the growth namespace", "session-broker in identity")
-    kinds = "|".join(re.escape(k) for k in KIND_ALIASES)
-    named = {
-        m.group(1).lower()
-        for m in re.finditer(rf"\b([\w.-]+)\s+(?:{kinds})\b{_NO_KIND_AFTER}", parsed.rest, re.I)
-    }
-    named |= {
-        m.group(1).lower()
-        for m in re.finditer(rf"\b(?:{kinds})\s+([\w.-]+)", parsed.rest, re.I)
-        if m.group(1).lower() not in KIND_ALIASES
-    }
     # "my app, it's called pdf-renderer", "a service named ledger": said to be its name
     called = {
         m.group(1).lower()
         for m in re.finditer(r"\b(?:called|named)\s+([\w.-]+)", parsed.rest, re.I)
     }
-    if places := [re.escape(w) for w in skip if re.fullmatch(r"[a-z0-9][a-z0-9-]*", w)]:
-        homes = "|".join(places)
-        named |= {
-            m.group(1).lower()
-            for m in re.finditer(
-                rf"\b([\w.-]+)\s+(?:in|on)\s+(?:the\s+)?(?:{homes})\b", parsed.rest, re.I
-            )
-        }
     ranked = sorted(
         out,
         key=lambda found: (
@@ -976,6 +960,38 @@ def candidate_names(
         ),
     )
     return [name for name, _ in ranked]
+
+
+def shortened(word: str) -> bool:
+    """Whether ``word`` is a short form of a skill word: an abbreviation ("hist", "reps") or a
+    word with its vowels dropped ("strt", "rstrt"), which a name may just as well be."""
+    low = word.lower()
+    vowels = any(c in "aeiou" for c in low[1:])
+    return low in lexicon.ABBREVIATIONS or (len(low) >= lexicon.SKELETON_MIN and not vowels)
+
+
+def placed_names(rest: str, skip: AbstractSet[str] = frozenset()) -> set[str]:
+    """The words ``rest`` places as names: right before a kind ("the checkout pods",
+    "payments deployment") or after one ("the deployment quote-engine"), or placed in a
+    namespace of ``skip`` ("scale pixel-tracker in the growth namespace", "session-broker in
+    identity")."""
+    kinds = "|".join(re.escape(k) for k in KIND_ALIASES)
+    named = {
+        m.group(1).lower()
+        for m in re.finditer(rf"\b([\w.-]+)\s+(?:{kinds})\b{_NO_KIND_AFTER}", rest, re.I)
+    }
+    named |= {
+        m.group(1).lower()
+        for m in re.finditer(rf"\b(?:{kinds})\s+([\w.-]+)", rest, re.I)
+        if m.group(1).lower() not in KIND_ALIASES
+    }
+    if places := [re.escape(w) for w in skip if re.fullmatch(r"[a-z0-9][a-z0-9-]*", w)]:
+        homes = "|".join(places)
+        named |= {
+            m.group(1).lower()
+            for m in re.finditer(rf"\b([\w.-]+)\s+(?:in|on)\s+(?:the\s+)?(?:{homes})\b", rest, re.I)
+        }
+    return named
 
 
 #: a kind's word in a compound noun names no kind ("the datadog service check for cart", "the

@@ -489,9 +489,10 @@ class OfflineRouter:
         pool = self._pool(catalog)
         typos = self._typos.setdefault(pool, {})
         fixed = []
+        named = {w for w in ex.placed_names(parsed.rest) if ex.shortened(w)}
         for s in parsed.stems:
-            if s in pool or s in ex.STOPWORDS or not s.isalpha():
-                fixed.append(s)
+            if s in pool or s in ex.STOPWORDS or not s.isalpha() or s in named:
+                fixed.append(s)  # ("the strt service": a short form placed as a name)
                 continue
             if s not in typos:
                 if len(typos) > 4096:
