@@ -365,6 +365,12 @@ def refusal(why: str, command: Command) -> Refusal:
     )
 
 
+def kind_refused(cmd: Command, kind: str, takes: str = "deployments") -> Refusal:
+    """The refusal of ``cmd`` on a ``kind`` its skill does not act on ("I restart
+    deployments only, not cronjobs")."""
+    return refusal(f"I {cmd.verb} {takes} only, not {kind}s", cmd)
+
+
 def translate(cmd: Command) -> Mapped | Refusal:
     """The skill (and arguments) that does what ``cmd`` asks, or why it is refused."""
     values = cmd.values
@@ -409,7 +415,7 @@ def translate(cmd: Command) -> Mapped | Refusal:
             return Mapped("prometheus.query", base, recipe="top")
         return refusal(f"I don't show top for {cmd.kind}s", cmd)
     if cmd.kind not in (*WORKLOADS, ""):
-        return refusal(f"I {cmd.verb} deployments and other workloads only, not {cmd.kind}s", cmd)
+        return kind_refused(cmd, cmd.kind, "deployments and other workloads")
     if cmd.verb == "scale" and cmd.kind == "daemonset":
         return refusal("A daemonset runs one pod per node: it has no replicas to scale", cmd)
     workload = {**base, **({"name": cmd.name} if cmd.name else {})}

@@ -397,9 +397,7 @@ class OfflineRouter:
         if kind and not (
             "kind" in skill.Args.model_fields and arguments.allows(skill.Args, "kind", kind)
         ):  # "kubectl rollout restart sts/x" where the skill acts on deployments only
-            return Answer(
-                text=kubectl.refusal(f"I {cmd.verb} deployments only, not {kind}s", cmd).text
-            )
+            return Answer(text=kubectl.kind_refused(cmd, kind).text)
         # the mood of the command's words ("kubectl rollout undo deploy/x"): its options
         # (-n shop) are no clause of English, and "oc"/"k" are kubectl
         words = kubectl.options(text).rest.split()

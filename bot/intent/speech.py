@@ -281,11 +281,13 @@ def _strip_lead_ins(words: list[str]) -> list[str]:
     return words
 
 
-def _polite(words: list[str]) -> list[str] | None:
-    """The order in a polite request (lead-ins stripped): "could you please do a rolling
-    restart of x" -> ["do", "a", "rolling", "restart", "of", "x"]; "would you mind taking it
-    down" -> ["take", "it", "down"] (the verb's base form); None when ``words`` open no polite
-    request ("can you restart x?", "should we ...", "can we ...")."""
+def polite(text: str) -> list[str] | None:
+    """The order in ``text`` (one clause) put as a polite request (lead-ins stripped): "could
+    you please do a rolling restart of x" -> ["do", "a", "rolling", "restart", "of", "x"];
+    "would you mind taking it down" -> ["take", "it", "down"] (the verb's base form); None
+    when it is none ("can you restart x?", "should we ...", "would you restart x?"): see
+    :data:`POLITE`."""
+    words = _strip_lead_ins(_words(text))
     for lead in POLITE:
         parts = lead.split()
         if words[: len(parts)] == parts and len(words) > len(parts):
@@ -326,7 +328,7 @@ def _clause_mood(text: str) -> Mood:
     if _negated(text, words):
         return Mood.NEGATED
     rest = _strip_lead_ins(words)
-    order = _polite(rest) if rest else None
+    order = polite(text) if rest else None
     if order is not None:
         rest = order  # "could you please restart x?": the order it puts politely
     if HYPOTHETICAL.search(" ".join(rest if order is not None else words)):
@@ -359,13 +361,6 @@ def _clause_mood(text: str) -> Mood:
     if any(w in PAST for w in rest):
         return Mood.REPORT
     return Mood.NOUN
-
-
-def polite(text: str) -> bool:
-    """Whether ``text`` (one clause) is a polite request ("could you please ...", "would you
-    mind ..."): see :data:`POLITE`."""
-    words = _strip_lead_ins(_words(text))
-    return bool(words) and _polite(words) is not None
 
 
 def clauses(text: str) -> list[Clause]:
@@ -401,7 +396,7 @@ def write_mood(text: str) -> Mood:
             return Mood.NEGATED  # "could you restart cart? nvm, I'll do it myself"
         if _OPINION.search(unquoted):
             return Mood.QUESTION  # "what do you think, ..."
-    if any(polite(c.text) for c in ordered):
+    if any(polite(c.text) is not None for c in ordered):
         if any(c.mood is Mood.NEGATED for c in parts):
             return Mood.NEGATED  # "could you restart cart? actually, don't restart it"
         if re.search(r"\bor\b", unquoted):
@@ -469,7 +464,7 @@ def focus(text: str) -> str:
     sentences = [s.strip() for s in _SENTENCE.split(text) if s and s.strip()]
     if len(sentences) < 2 or _PASTED_ALERT.search(text):
         return text  # ("can someone look at this? [FIRING:2] ...": the alert is the subject)
-    kept = [_main(s) for s in sentences if _requests(s)]
+    kept = [_main(s) for s in sentences if requests(s)]
     return " ".join(kept) if kept and len(kept) < len(sentences) else text
 
 
@@ -492,12 +487,6 @@ def _main(sentence: str) -> str:
     return sentence
 
 
-def requests(text: str) -> bool:
-    """Whether any sentence of ``text`` asks or orders ("Thanks for all the help yesterday!
-    Have a lovely weekend" does not)."""
-    return any(_requests(s) for s in _SENTENCE.split(text) if s and s.strip())
-
-
 #: an alternative offered to a write asked about ("should we roll it back, or wait for the
 #: hotfix?"): part of the question, not a request
 _ALTERNATIVE = re.compile(r",?\s+or\s+[^?.!]*")
@@ -513,13 +502,16 @@ def without_alternatives(text: str) -> str:
     return text
 
 
-def _requests(sentence: str) -> bool:
-    """Whether ``sentence`` asks or orders: a question, a read verb, a polite request or a
-    write ordered (see :func:`asks_something`, :func:`polite`)."""
-    return (
-        asks_something(sentence)
-        or polite(sentence)
-        or any(c.mood is Mood.IMPERATIVE for c in clauses(unquoted(sentence)))
+def requests(text: str) -> bool:
+    """Whether a sentence of ``text`` asks or orders: a question, a read verb, a polite
+    request or a write ordered (see :func:`asks_something`, :func:`polite`). "Thanks for all
+    the help yesterday! Have a lovely weekend" does not."""
+    return any(
+        asks_something(s)
+        or polite(s) is not None
+        or any(c.mood is Mood.IMPERATIVE for c in clauses(unquoted(s)))
+        for s in _SENTENCE.split(text)
+        if s and s.strip()
     )
 
 
