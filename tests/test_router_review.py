@@ -198,3 +198,18 @@ async def test_a_vowel_dropped_name_before_a_kind_is_no_skill_word() -> None:
     assert (await routed("show me the strt service in shop"))[0] != "prometheus.query"
     assert "strt" in ex.placed_names("show me the strt service in shop")
     assert ex.shortened("strt") and ex.shortened("hist") and not ex.shortened("cart")
+
+
+@pytest.mark.parametrize(
+    ("text", "skill"),
+    [
+        ("which versions of checkout in shop were released?", "k8s.rollout.history"),
+        ("what got released for cart in shop", "k8s.rollout.history"),
+        ("has the new version of cart in shop gone out?", "k8s.rollout.status"),
+        # (the dev phrasings the narrower entries copied)
+        ("which versions of cart in shop have been released before?", "k8s.rollout.history"),
+        ("did my new version of cart in shop finish going out?", "k8s.rollout.status"),
+    ],
+)
+async def test_released_and_gone_out_are_said_in_any_tense(text: str, skill: str) -> None:
+    assert (await routed(text))[0] == skill

@@ -116,15 +116,13 @@ SYNONYMS: dict[str, str] = {
     "unreachable": "broken",
     "misbehaving": "broken",
     # k8s.rollout.status
-    "finish go out": "rollout",  # "did my new version finish going out?"
-    "version * go out": "rollout",
+    "go out": "rollout",  # "did my new version finish going out?": a rollout, said plainly
     "go through": "finished",  # "did the orders rollout go through?"
     "fully roll out": "finished",  # "is the checkout deployment fully rolled out?"
     "roll out $": "finished",
     # k8s.rollout.history
     "previous version": "history",  # "what was the previous version of checkout?" (asked)
-    "have be release": "history",  # "which versions have been released before?"
-    "release before": "history",
+    "be release": "history",  # "which versions have been released?", "what was released"
     # k8s.events
     "what * be happen": "event",  # "what has been happening in sandbox?"
     # alerts
