@@ -16,9 +16,11 @@ The package, by job:
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
@@ -41,6 +43,25 @@ if TYPE_CHECKING:
     from opsbot.skills.kubernetes.client import Kube
 
 __all__ = ["Kubernetes", "KubernetesConfig"]
+
+#: what :class:`Kubernetes` builds once: the configuration (``None``), an identity's API
+#: client (``(user, groups)``)
+_Key = tuple[str, tuple[str, ...]] | None
+_T = TypeVar("_T")
+
+
+def _load_configuration(path: Path, context: str | None) -> Configuration:
+    """Import the client library and load the configuration (in a worker thread)."""
+    from opsbot.skills.kubernetes.client import load_configuration
+
+    return load_configuration(path, context)
+
+
+def _new_kube(configuration: Configuration, identity: Impersonation, timeout: float) -> Kube:
+    """Build the API client of one identity (in a worker thread)."""
+    from opsbot.skills.kubernetes.client import new_kube
+
+    return new_kube(configuration, identity, timeout)
 
 
 class KubernetesConfig(BackendSettings):
@@ -71,6 +92,12 @@ class Kubernetes(Backend[KubernetesConfig]):
     The client configuration is built once, on first use (:meth:`connect`); each identity
     the calls impersonate gets its own cached API client (:meth:`api`). :meth:`aclose` drops
     them all, so changed settings take effect on the next call.
+
+    Both are built in a worker thread, never on the event loop: importing the library,
+    loading the kubeconfig and building an ``ApiClient`` take a second or more (13 s were
+    seen on a busy machine), which on the loop stalled every other request and kept the
+    inventory's timeout from firing. Concurrent first callers share one build, and a caller
+    that gives up (a timeout) leaves it running for the next.
     """
 
     name = "kubernetes"
@@ -91,6 +118,10 @@ class Kubernetes(Backend[KubernetesConfig]):
         super().__init__(config, settings)
         self._missing: list[str] | None = None
         self._apis: dict[tuple[str, tuple[str, ...]], Kube] = {}
+        #: the builds under way (see :data:`_Key`), shared by concurrent callers
+        self._building: dict[_Key, asyncio.Task[Any]] = {}
+        #: incremented by :meth:`aclose`: a build started before it is not kept
+        self._generation = 0
 
     def kubeconfig_path(self) -> Path:
         """The kubeconfig file to read: ``kubeconfig`` (``KUBECONFIG``), else ~/.kube/config."""
@@ -117,30 +148,66 @@ class Kubernetes(Backend[KubernetesConfig]):
             )
 
     async def connect(self) -> Configuration:
-        """Load the cluster configuration (raises :class:`NotConfigured` when the kubeconfig
-        is invalid; the next call tries again)."""
-        from opsbot.skills.kubernetes.client import load_configuration
+        """Load the cluster configuration in a worker thread (raises :class:`NotConfigured`
+        when the kubeconfig is invalid; the next call tries again)."""
+        path, context = self.kubeconfig_path(), self.config.context
+        return await asyncio.to_thread(_load_configuration, path, context)
 
-        return load_configuration(self.kubeconfig_path(), self.config.context)
+    async def client(self) -> Configuration:
+        """The configuration, loaded once (:meth:`connect`); concurrent first callers wait
+        for the same load."""
+        self.require()
+        if self._client is None:
+            return await self._once(None, self.connect, self._generation)
+        configuration: Configuration = self._client
+        return configuration
 
     async def api(self, impersonate: Impersonation | None = None) -> Kube:
         """The API as ``impersonate`` (None or an empty one: opsbot's own credentials); one
-        client per identity, made on first use."""
+        client per identity, made on first use in a worker thread."""
         identity = impersonate or Impersonation()
         key = (identity.user, tuple(identity.groups))
+        generation = self._generation
         configuration = await self.client()
-        if key not in self._apis:
-            from opsbot.skills.kubernetes.client import ImpersonatingApiClient, Kube
+        if (api := self._apis.get(key)) is not None:
+            return api
+        timeout = self.settings.backend_timeout
+        return await self._once(
+            key,
+            lambda: asyncio.to_thread(_new_kube, configuration, identity, timeout),
+            generation,
+        )
 
-            self._apis[key] = Kube(
-                ImpersonatingApiClient(configuration, identity),
-                identity,
-                self.settings.backend_timeout,
-            )
-        return self._apis[key]
+    async def _once(self, key: _Key, build: Callable[[], Awaitable[_T]], generation: int) -> _T:
+        """``build()``'s result, kept under ``key``; a build already under way for ``key``
+        is awaited rather than started again. The build is a task of its own, shielded: a
+        caller that is cancelled (the inventory's timeout) does not cancel it."""
+        loop = asyncio.get_running_loop()
+        task = self._building.get(key)
+        if task is None or task.get_loop() is not loop or generation != self._generation:
+            task = loop.create_task(self._build(key, build, generation), name="kubernetes.build")
+            if generation == self._generation:
+                self._building[key] = task
+        made: _T = await asyncio.shield(task)
+        return made
+
+    async def _build(self, key: _Key, build: Callable[[], Awaitable[_T]], generation: int) -> _T:
+        try:
+            made = await build()
+        finally:
+            if self._building.get(key) is asyncio.current_task():
+                del self._building[key]
+        if generation == self._generation:  # not dropped by aclose() meanwhile
+            if key is None:
+                self._client = made
+            else:
+                self._apis[key] = cast("Kube", made)
+        return made
 
     async def aclose(self) -> None:
         apis, self._apis = self._apis, {}
+        self._building.clear()
+        self._generation += 1
         for api in apis.values():
             api.close()
         self._missing = None

@@ -10,6 +10,10 @@ chat identity to a Kubernetes user (``identities:``), every call for that actor 
 person (https://kubernetes.io/docs/reference/access-authn-authz/authentication/#user-impersonation).
 
 Objects are handled as the API's JSON (dicts), exactly as the server sent them.
+
+Importing this module (the ``kubernetes`` library), :func:`load_configuration` and
+:func:`new_kube` block for about a second on an idle machine, several on a busy one: they
+run in worker threads, never on the event loop.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from opsbot.skills.kubernetes.objects import MERGE_PATCH
 
 def load_configuration(path: Path, context: str | None) -> client.Configuration:
     """The cluster configuration from the kubeconfig at ``path`` (context ``context``), else
-    in-cluster; raises :class:`NotConfigured` with the reason."""
+    in-cluster; raises :class:`NotConfigured` with the reason. Blocking (file reads, and an
+    exec credential plugin may run): called in a worker thread."""
     cfg = client.Configuration()
     try:
         if path.exists():
@@ -74,6 +79,13 @@ class ImpersonatingApiClient(client.ApiClient):
                 headers.add("Impersonate-Group", group)
             header_params = headers
         return super().call_api(method, url, header_params, *args, **kwargs)
+
+
+def new_kube(configuration: client.Configuration, identity: Impersonation, timeout: float) -> Kube:
+    """The API as ``identity``: a fresh :class:`ImpersonatingApiClient` and its API groups.
+    Blocking (the client's API classes are imported on first use, about half a second):
+    :class:`~opsbot.skills.kubernetes.Kubernetes` calls it in a worker thread."""
+    return Kube(ImpersonatingApiClient(configuration, identity), identity, timeout)
 
 
 class Kube:
