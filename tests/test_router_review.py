@@ -213,3 +213,9 @@ async def test_a_vowel_dropped_name_before_a_kind_is_no_skill_word() -> None:
 )
 async def test_released_and_gone_out_are_said_in_any_tense(text: str, skill: str) -> None:
     assert (await routed(text))[0] == skill
+
+
+async def test_what_a_workload_printed_is_its_logs_in_any_tense() -> None:
+    got, found = await routed("what did cart in shop print before it died?")
+    assert got == "k8s.logs" and found.get("name") == "cart", (got, found)
+    assert (await routed("what is payments in shop printing"))[0] == "k8s.logs"

@@ -149,7 +149,7 @@ SYNONYMS: dict[str, str] = {
     "stdout": "log",
     "stderr": "log",
     "logging": "log",
-    "be * print": "log",  # "what is my app printing (out)?"
+    "print": "log",  # "what is my app printing (out)?", "what did cart print"
     # errors
     "exception": "error",
     "stack trace": "error",
