@@ -35,7 +35,7 @@ from opsbot.followups import FollowUp, FollowUps, FollowUpState
 from opsbot.intent import screen
 from opsbot.intent.base import Planner, ToolRunner
 from opsbot.intent.offline import OfflineRouter
-from opsbot.intent.speech import write_mood
+from opsbot.intent.speech import request_mood
 from opsbot.model import (
     ActionButton,
     Actor,
@@ -391,7 +391,7 @@ class Engine:
                 Step.ANSWER, AuditEvent.PLAN, plan.text, outcome="answer", detail=plan.text
             )
         outcome = "ok"
-        mood = write_mood(request.text)
+        mood = request_mood(request.text)
         for invocation in plan.invocations:
             skill = self.services.registry.get(invocation.skill)
             if (
@@ -412,7 +412,7 @@ class Engine:
     ) -> None:
         """A request talked about a write without asking for it: say so, show its dry run
         when the actor may call it, and plan nothing (audited as ``about``)."""
-        mood = write_mood(request.text)
+        mood = request_mood(request.text)
         blocks: list[Block] = [Text(text=text)]
         skill = self.services.registry.get(invocation.skill)
         if skill is not None and skill.name in self._permitted(request):

@@ -123,6 +123,29 @@ async def test_no_planner_can_open_a_write_from_a_question(opsbot_bot: TestBot) 
     assert Step.POLICY in [m.step for m in ordered]  # the imperative goes on to policy
 
 
+async def test_no_planner_can_open_a_write_from_a_question_without_a_write_word(
+    opsbot_bot: TestBot,
+) -> None:
+    """A model may answer "is checkout ok?" with a restart: a question with no write word in
+    it plans none either (it used to pass the gate: no write word read as no objection)."""
+    restart = Run(
+        invocations=[
+            Invocation(skill="k8s.restart", args={"name": "checkout", "namespace": "shop"})
+        ],
+        planner="scripted",
+    )
+    alice = Actor(id="shell:alice")
+    asked = await run(opsbot_bot, Scripted(restart), "is checkout in shop ok?", alice)
+    assert "nothing was planned" in asked.text
+    assert Step.POLICY not in [m.step for m in asked]
+    [about] = await opsbot_bot.services.audit.search(event=AuditEvent.PLAN)
+    assert about.outcome == "about" and about.detail == (
+        "not planned: the request is question, not a request for it"
+    )
+    plain = await run(opsbot_bot, Scripted(restart), "checkout in shop, do it", alice)
+    assert Step.POLICY in [m.step for m in plain]  # no write word, no question: policy decides
+
+
 class Investigate(Skill[NoArgs]):
     """A read skill that investigates by running other skills through the engine."""
 

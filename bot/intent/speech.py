@@ -521,6 +521,15 @@ def opening_words(text: str) -> list[str]:
     return _strip_lead_ins(_words(first or ""))
 
 
+def request_mood(text: str) -> Mood:
+    """The mood a write gate reads (the engine's, whatever planner proposed the write):
+    :func:`write_mood`, except that a question with no write word in it ("is checkout ok?",
+    "did someone force a new deployment of billing?") is :attr:`Mood.QUESTION`, so a planner
+    (a model) that answers a question with a write plans none."""
+    mood = write_mood(text)
+    return Mood.QUESTION if mood is Mood.NONE and is_question(text) else mood
+
+
 def is_question(text: str) -> bool:
     """Whether ``text`` is put as a question: it ends with "?" or opens with a question word
     ("what was the previous version of checkout", "did someone ...")."""
