@@ -341,11 +341,13 @@ class ChainWatcher:
     async def run(self) -> None:
         rounds = 0
         while True:
+            # cleared before the walk, not after it: a full walk asked for while one runs
+            # (request_full) is the next walk, not one a whole interval later
+            self._wake.clear()
             full = self._full_requested or rounds % FULL_EVERY == 0
             self._full_requested = False
             await self.check(full=full)
             rounds += 1
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
 
