@@ -674,6 +674,18 @@ class AuditWriter:
             await db.close()
 
     async def _run(self) -> None:
+        try:
+            await self._write()
+        except asyncio.CancelledError:  # the loop is shutting down (close() waits for idle):
+            waiting = list(self.queue)  # nobody would ever answer these records' futures;
+            self.queue.clear()  # wake whoever waits on them rather than leave them hanging
+            for _, future in waiting:
+                future.cancel()
+            if waiting:
+                log.error("audit.writer_cancelled", records=len(waiting))
+            raise
+
+    async def _write(self) -> None:
         wake, idle = self._wake, self._idle
         assert wake is not None and idle is not None
         while True:
@@ -686,6 +698,9 @@ class AuditWriter:
             batch = [self.queue.popleft() for _ in range(min(len(self.queue), MAX_BATCH))]
             try:
                 records = await self._commit([entry for entry, _ in batch])
+            except asyncio.CancelledError:
+                self.queue.extendleft(reversed(batch))
+                raise
             except Exception as exc:
                 log.error("audit.append_failed", records=len(batch), error=str(exc)[:300])
                 for _, future in batch:

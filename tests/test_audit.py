@@ -83,3 +83,21 @@ async def test_search_filters(services: Services) -> None:
     found = await services.audit.search(actor="alice")
     assert [r.skill for r in found] == ["alerts.silence"]
     assert [r.actor for r in await services.audit.search(skill="help")] == ["shell:bob"]
+
+
+async def test_records_queued_when_the_writer_is_cancelled_do_not_hang_their_waiters(
+    services: Services,
+) -> None:
+    """The loop shutting down cancels the writer task: whoever waits on a record it will
+    never write is woken (cancelled), never left waiting for ever (a request's last trail
+    flush hung a test's teardown that way)."""
+    from opsbot.audit import AuditWriter
+
+    await services.audit.append(AuditEvent.REQUEST, actor="shell:alice", detail="first")
+    writer = AuditWriter.of(services.store)
+    assert writer._task is not None
+    entry = services.audit.enqueue(AuditEvent.REQUEST, actor="shell:alice", detail="queued")
+    writer._task.cancel()  # before it has taken the queued record
+    await asyncio.gather(writer._task, return_exceptions=True)
+    done, _ = await asyncio.wait([entry], timeout=2)
+    assert done and entry.cancelled()
