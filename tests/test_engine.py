@@ -104,7 +104,18 @@ async def test_every_step_is_posted_in_the_thread_and_audited(opsbot_bot: TestBo
     assert all(r.thread == "T1" for r in await opsbot_bot.services.audit.search())
 
 
-async def test_no_planner_can_open_a_write_from_a_question(opsbot_bot: TestBot) -> None:
+@pytest.mark.parametrize(
+    ("asked_text", "ordered_text"),
+    [
+        ("should we restart checkout in shop?", "restart checkout in shop"),
+        # a model may answer "is checkout ok?" with a restart: a question with no write word
+        # in it plans none either (it used to pass the gate: no write word read as no objection)
+        ("is checkout in shop ok?", "checkout in shop, do it"),
+    ],
+)
+async def test_no_planner_can_open_a_write_from_a_question(
+    opsbot_bot: TestBot, asked_text: str, ordered_text: str
+) -> None:
     """Structural: whatever a planner (a model included) proposes, a write reaches policy and
     approval only from an imperative request; a question gets what it would do, audited."""
     restart = Run(
@@ -114,36 +125,14 @@ async def test_no_planner_can_open_a_write_from_a_question(opsbot_bot: TestBot) 
         planner="scripted",
     )
     alice = Actor(id="shell:alice")
-    asked = await run(opsbot_bot, Scripted(restart), "should we restart checkout in shop?", alice)
+    asked = await run(opsbot_bot, Scripted(restart), asked_text, alice)
     assert "nothing was planned" in asked.text
     assert Step.POLICY not in [m.step for m in asked]
     [about] = await opsbot_bot.services.audit.search(event=AuditEvent.PLAN)
     assert about.outcome == "about" and about.skill == "k8s.restart"
-    ordered = await run(opsbot_bot, Scripted(restart), "restart checkout in shop", alice)
-    assert Step.POLICY in [m.step for m in ordered]  # the imperative goes on to policy
-
-
-async def test_no_planner_can_open_a_write_from_a_question_without_a_write_word(
-    opsbot_bot: TestBot,
-) -> None:
-    """A model may answer "is checkout ok?" with a restart: a question with no write word in
-    it plans none either (it used to pass the gate: no write word read as no objection)."""
-    restart = Run(
-        invocations=[
-            Invocation(skill="k8s.restart", args={"name": "checkout", "namespace": "shop"})
-        ],
-        planner="scripted",
-    )
-    alice = Actor(id="shell:alice")
-    asked = await run(opsbot_bot, Scripted(restart), "is checkout in shop ok?", alice)
-    assert "nothing was planned" in asked.text
-    assert Step.POLICY not in [m.step for m in asked]
-    [about] = await opsbot_bot.services.audit.search(event=AuditEvent.PLAN)
-    assert about.outcome == "about" and about.detail == (
-        "not planned: the request is question, not a request for it"
-    )
-    plain = await run(opsbot_bot, Scripted(restart), "checkout in shop, do it", alice)
-    assert Step.POLICY in [m.step for m in plain]  # no write word, no question: policy decides
+    assert about.detail == "not planned: the request is question, not a request for it"
+    ordered = await run(opsbot_bot, Scripted(restart), ordered_text, alice)
+    assert Step.POLICY in [m.step for m in ordered]  # an order (no question) goes on to policy
 
 
 class Investigate(Skill[NoArgs]):
